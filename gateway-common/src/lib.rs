@@ -1,0 +1,10 @@
+//! Types shared by the XDP program and userspace: map names, `#[repr(C)]` map
+//! keys/values, and the one packet classifier both sides run (pure, `no_std`).
+#![no_std]
+
+pub mod classify;
+pub mod maps;
+pub mod wire;
+
+pub use classify::{classify, Gate, Packet, Reason};
+pub use maps::*;
