@@ -20,6 +20,9 @@ enum Command {
     /// Node and contract administration: keys, deploy, mint, revoke, transfer, rekey.
     #[command(subcommand)]
     Node(gateway::node::NodeCommand),
+    /// Follow the access contract and print what the gateway would learn from it.
+    #[command(subcommand)]
+    Chain(gateway::chain::cli::ChainCommand),
     /// Run the userspace WireGuard data plane on its own (peers via `wg set`).
     #[command(subcommand)]
     Dataplane(gateway::dataplane::cli::DataplaneCommand),
@@ -32,6 +35,7 @@ fn main() -> std::process::ExitCode {
         Command::Xdp(cmd) => gateway::xdp::cli::run(cmd),
         Command::Node(cmd) => gateway::node::run(cmd),
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
+        Command::Chain(cmd) => gateway::chain::cli::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
