@@ -104,7 +104,8 @@ pub fn decode_log(log: &Log) -> Result<ChainEvent, DecodeError> {
 pub fn revert_reason(err: &alloy::contract::Error) -> Option<String> {
     let data = err.as_revert_data()?;
     if let Some(reason) = alloy::sol_types::decode_revert_reason(&data) {
-        return Some(reason);
+        // alloy renders `Error(string)` as "revert: <reason>"; the caller says "reverted" already.
+        return Some(reason.strip_prefix("revert: ").map(str::to_string).unwrap_or(reason));
     }
     use alloy::sol_types::SolInterface;
     match DstackAccessNFT::DstackAccessNFTErrors::abi_decode(&data) {

@@ -210,6 +210,7 @@ impl Follower {
             }
         }
         let mut from = self.scanned.map_or(self.config.start_block, |(number, _)| number + 1);
+        tracing::trace!(from, head, "following");
         while let Some(range) = self.span.next_range(from, head) {
             let Some(logs) = self.fetch_range(range).await? else {
                 // The chain moved under us, or a node refused the range: re-evaluate from the top.
@@ -217,16 +218,25 @@ impl Follower {
             };
             self.process_logs(&logs, range.to, head).await?;
             from = range.to + 1;
+            self.settle(head).await?;
         }
+        self.settle(head).await
+    }
+
+    /// Delivers what became due and then the cursor for everything delivered.
+    async fn settle(&mut self, head: u64) -> StepResult {
         self.release_confirmed(head).await?;
-        self.emit_synced(head).await?;
-        self.reread_after_reorg(head).await
+        // Before `Synced`: a consumer that persists the cursor must have applied
+        // the corrections, or a crash in between would keep a reorged-out grant.
+        self.reread_after_reorg().await?;
+        self.emit_synced(head).await
     }
 
     /// The logs of `range`, or `None` when the range must be retried (it
     /// changed while we read it, a log was removed, or the node refused it).
     async fn fetch_range(&mut self, range: BlockRange) -> StepResult<Option<(B256, Vec<Log>)>> {
         let Some(hash_before) = self.block_hash(range.to).await? else {
+            tracing::debug!(to = range.to, "range end not mined (any more); retrying");
             return Ok(None);
         };
         let filter = Filter::new()
@@ -407,7 +417,7 @@ impl Follower {
         Ok(())
     }
 
-    async fn reread_after_reorg(&mut self, _head: u64) -> StepResult {
+    async fn reread_after_reorg(&mut self) -> StepResult {
         let tokens = std::mem::take(&mut self.reorg_rereads);
         for token_id in tokens {
             // A grant logged again on the new branch arrives through the

@@ -1,0 +1,84 @@
+//! The follower when the chain or the RPC misbehaves, against a real anvil:
+//! a reorg undoes a grant, and a second RPC endpoint takes over from a dead one.
+
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use alloy::providers::Provider;
+use gateway::chain::event::{ChainEvent, SnapshotCause};
+use gateway::chain::follower::StartState;
+use gateway_tests::anvil::{spawn_follower, test_key, wait_for, TestChain};
+use gateway_tests::proxy::TcpProxy;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_reorg_undoes_a_grant() {
+    let chain = TestChain::start(&[]).await;
+    let (mut events, _task) = spawn_follower(chain.follower_config(vec![chain.http_url()]), StartState::default());
+    let provider = chain.admin.provider().clone();
+    wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Synced { .. })).await;
+
+    let snapshot_id: U256 = provider.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    let minted = chain.admin.mint(chain.contract, chain.address(1), "node-reorg", &test_key(1), "").await.unwrap();
+    let (event, _) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { .. })).await;
+    assert!(matches!(event, ChainEvent::Granted { token_id, .. } if token_id == minted.token_id));
+    wait_for(&mut events, WAIT, |e| {
+        matches!(e, ChainEvent::Synced { block_number, .. } if *block_number >= minted.tx.block_number)
+    })
+    .await;
+
+    // Replace the mint's block with a longer branch that does not contain it.
+    let reverted: bool = provider.raw_request("evm_revert".into(), (snapshot_id,)).await.unwrap();
+    assert!(reverted);
+    chain.mine(2).await;
+
+    let (event, seen) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Snapshot { .. })).await;
+    let ChainEvent::Snapshot { snapshot, cause } = event else { unreachable!() };
+    assert_eq!(cause, SnapshotCause::Reorg);
+    assert_eq!(snapshot.token_id, minted.token_id);
+    assert!(!snapshot.is_active, "the grant was reorged out: {snapshot:?}");
+    assert_eq!(snapshot.owner, None);
+    assert!(!seen.iter().any(|e| matches!(e, ChainEvent::Granted { .. })), "no grant on the new branch: {seen:?}");
+
+    // The cursor now names a block of the new branch.
+    let head = chain.head().await;
+    let (synced, _) = wait_for(&mut events, WAIT, |e| {
+        matches!(e, ChainEvent::Synced { block_number, .. } if *block_number >= head)
+    })
+    .await;
+    let ChainEvent::Synced { block_number, block_hash, .. } = synced else { unreachable!() };
+    let block = provider.get_block_by_number(block_number.into()).await.unwrap().unwrap();
+    assert_eq!(block_hash, format!("{:#x}", block.header.hash));
+}
+
+#[tokio::test]
+async fn a_second_rpc_endpoint_takes_over_when_the_first_dies() {
+    let chain = TestChain::start(&[]).await;
+    let target = format!("127.0.0.1:{}", chain.anvil.port()).parse().unwrap();
+    let first = TcpProxy::start(target).await.unwrap();
+    let second = TcpProxy::start(target).await.unwrap();
+    let (mut events, _task) = spawn_follower(
+        chain.follower_config(vec![first.http_url(), second.http_url()]),
+        StartState::default(),
+    );
+    let owner = chain.address(1);
+
+    let a = chain.admin.mint(chain.contract, owner, "node-fo-a", &test_key(1), "").await.unwrap();
+    wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == a.token_id)).await;
+
+    first.kill();
+    let b = chain.admin.mint(chain.contract, owner, "node-fo-b", &test_key(2), "").await.unwrap();
+    let (_, seen) =
+        wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == b.token_id))
+            .await;
+    assert!(
+        !seen.iter().any(|e| matches!(e, ChainEvent::Unavailable { .. })),
+        "one live endpoint is enough: {seen:?}"
+    );
+
+    second.kill();
+    let (event, _) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Unavailable { .. })).await;
+    let ChainEvent::Unavailable { error } = event else { unreachable!() };
+    assert!(error.contains("no RPC endpoint answered"), "{error}");
+}
