@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod loader;
 pub mod maps;
+pub mod testrun;
 
 pub use loader::{attach, detach, AttachOptions, PinDir, XdpError, XdpModeChoice};
 pub use maps::{AllowSlots, ConfigMap, DenyEndpoints, PinnedMaps, StatsMap};
