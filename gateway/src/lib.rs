@@ -2,6 +2,7 @@
 //! chain -> registry -> access -> plan -> xdp maps and data plane.
 
 pub mod chain;
+pub mod config;
 pub mod dataplane;
 pub mod demo;
 pub mod logging;

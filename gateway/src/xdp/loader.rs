@@ -34,7 +34,7 @@ pub enum XdpError {
 }
 
 /// How to attach: the kernel's choice, native (driver) or generic (skb).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeChoice {
     #[default]
