@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod config;
 pub mod dataplane;
+pub mod http;
 pub mod demo;
 pub mod logging;
 pub mod netns;
