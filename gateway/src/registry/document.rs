@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use super::key::WgKey;
 use super::network::Network;
-use super::reason::Reason;
 use super::state::{ChainPosition, Cursor, Registry, Retired, TokenRecord, Unbind};
 use super::time::{parse_rfc3339, rfc3339};
 use crate::chain::{Address, TokenId};
@@ -60,8 +59,8 @@ pub struct PeerEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetiredEntry {
     pub public_key: WgKey,
-    pub token_id: TokenId,
-    pub reason: Reason,
+    #[serde(flatten)]
+    pub retired: Retired,
 }
 
 /// Why a document cannot become a registry.
@@ -119,7 +118,7 @@ impl Registry {
         let retired_keys = self
             .retired
             .iter()
-            .map(|(k, r)| RetiredEntry { public_key: *k, token_id: r.token_id, reason: r.reason })
+            .map(|(k, r)| RetiredEntry { public_key: *k, retired: r.clone() })
             .collect();
         RegistryDocument {
             version: FORMAT_VERSION.to_string(),
@@ -190,7 +189,7 @@ impl Registry {
             });
         }
         for r in doc.retired_keys {
-            reg.retired.insert(r.public_key, Retired { token_id: r.token_id, reason: r.reason });
+            reg.retired.insert(r.public_key, r.retired);
         }
         Ok(reg)
     }

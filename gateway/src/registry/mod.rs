@@ -13,7 +13,7 @@ pub mod time;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use document::{RegistryDocument, FORMAT_VERSION};
 pub use key::WgKey;

@@ -90,11 +90,15 @@ pub struct Cursor {
     pub block_hash: String,
 }
 
-/// A key that left a token, remembered so a later lookup can say why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A key that left a token, remembered so a later lookup can say why. The
+/// token's node id and owner are those of the moment the key left, so the
+/// answer does not change when the token moves on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retired {
     pub token_id: TokenId,
     pub reason: Reason,
+    pub node_id: String,
+    pub owner: Option<Address>,
 }
 
 /// A token as the rest of the gateway sees it: the record plus its standing.
@@ -189,8 +193,8 @@ impl Outcome {
 pub enum KeyLookup {
     /// Tokens that have the key bound, by id (the granted one first if any).
     Bound(Vec<TokenView>),
-    /// No token has it bound now; it left this token for this reason.
-    Retired { view: Option<TokenView>, retired: Retired },
+    /// No token has it bound now; it left a token for this reason.
+    Retired(Retired),
     Unknown,
 }
 
@@ -265,7 +269,7 @@ impl Registry {
             }
         }
         match self.retired.get(key) {
-            Some(r) => KeyLookup::Retired { view: self.view(r.token_id), retired: *r },
+            Some(r) => KeyLookup::Retired(r.clone()),
             None => KeyLookup::Unknown,
         }
     }
@@ -420,6 +424,7 @@ impl Registry {
         let before: BTreeMap<TokenId, TokenView> =
             affected.iter().filter_map(|t| self.view(*t).map(|v| (*t, v))).collect();
 
+        let prev_identity = prev.map(|p| (p.node_id.clone(), p.owner.clone()));
         let (mut rec, retire) = build(prev, token_id);
         rec.position = pos;
         rec.last_verified = now;
@@ -428,7 +433,8 @@ impl Registry {
             // Only a key bound nowhere is retired; a duplicate still bound
             // elsewhere is answered by that token.
             if !self.by_key.contains_key(&k) {
-                self.retired.insert(k, Retired { token_id, reason });
+                let (node_id, owner) = prev_identity.unwrap_or_default();
+                self.retired.insert(k, Retired { token_id, reason, node_id, owner });
             }
         }
 

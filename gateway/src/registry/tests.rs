@@ -35,13 +35,13 @@ fn revoke_transfer_and_rekey_remove_the_old_key_at_once() {
 
     reg.apply(&transferred(2, 9, 11, 1), 101);
     assert_eq!(reason(&reg, 2), Reason::UnboundAfterTransfer);
-    assert!(matches!(reg.lookup(&key(22)), KeyLookup::Retired { retired, .. } if retired.reason == Reason::UnboundAfterTransfer));
+    assert!(matches!(reg.lookup(&key(22)), KeyLookup::Retired(retired) if retired.reason == Reason::UnboundAfterTransfer));
 
     // Owner 3 holds one token: the old key goes now, the new one comes with the snapshot.
     let out = reg.apply(&key_updated(3, 34, 12, 0), 102);
     assert_eq!(out.effect, Effect::Applied);
     assert_eq!(reason(&reg, 3), Reason::KeyRotated);
-    assert!(matches!(reg.lookup(&key(33)), KeyLookup::Retired { retired, .. } if retired.reason == Reason::KeyRotated));
+    assert!(matches!(reg.lookup(&key(33)), KeyLookup::Retired(retired) if retired.reason == Reason::KeyRotated));
     reg.apply(&snapshot(3, 3, 34, true, 12, SnapshotCause::KeyUpdated), 102);
     assert_eq!(reg.view(3).and_then(|v| v.admission()).map(|a| a.key), Some(key(34)));
     assert_eq!(reg.admitted().len(), 1);
