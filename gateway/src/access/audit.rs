@@ -79,6 +79,8 @@ fn derived_action(change: &TokenChange) -> Option<AuditAction> {
     let was: Option<Admission> = before.and_then(TokenView::admission);
     let is = change.after.admission();
     match (was, is) {
+        // The second half of a rekey whose log already unbound the old key.
+        (None, Some(_)) if before.is_some_and(|b| b.reason == Reason::KeyRotated) => Some(AuditAction::Rekey),
         (None, Some(_)) => Some(AuditAction::Grant),
         (Some(_), None) if before.is_some_and(|b| b.owner != change.after.owner) => Some(AuditAction::Transfer),
         (Some(_), None) => Some(AuditAction::Revoke),

@@ -42,6 +42,8 @@ impl AuditLog {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::access::audit::policy_change;
     use crate::access::staleness::Staleness;

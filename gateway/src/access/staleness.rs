@@ -80,6 +80,8 @@ impl StalenessWatch {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn granted() -> Decision {

@@ -108,6 +108,8 @@ pub fn validate_node_id(id: &str) -> Result<(), NodeIdError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -157,6 +157,8 @@ impl Network {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn net(cidr: &str) -> Network {

@@ -79,6 +79,8 @@ impl std::fmt::Display for Reason {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

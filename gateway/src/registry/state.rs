@@ -18,8 +18,9 @@
 //!   immediately) and the new key waits for the snapshot the follower sends
 //!   next. If the owner holds several, nothing changes until those snapshots:
 //!   unbinding all of them would tear down the owner's other, unchanged peers.
-//!   Likewise when any token already holds a later chain position (a replay):
-//!   who owned what at the log's time is then unknown.
+//!   When any token already holds a later chain position (a replay), the
+//!   log counts as stale: who owned what at its time is unknown, and the
+//!   snapshots that accompany it carry its effect anyway.
 //! - **One key on two live tokens** (the seed contract does not enforce
 //!   uniqueness): the lowest token id wins, the others are denied with
 //!   `duplicate_key`. Every gateway picks the same winner, and the key is only
@@ -259,6 +260,12 @@ impl Registry {
         self.views().filter_map(|v| v.admission()).map(|a| (a.slot, a)).collect()
     }
 
+    /// Every key the registry can say something about: bound to a token
+    /// (any standing) or retired from one.
+    pub fn known_keys(&self) -> impl Iterator<Item = &WgKey> {
+        self.by_key.keys().chain(self.retired.keys())
+    }
+
     /// Every token that has `key` bound, or why it has none.
     pub fn lookup(&self, key: &WgKey) -> KeyLookup {
         if let Some(ids) = self.by_key.get(key) {
@@ -326,10 +333,10 @@ impl Registry {
                 let pos = ChainPosition::of_log(meta);
                 // Ownership is only known as of each token's own position: a
                 // token already ahead of this log may have belonged to this
-                // owner at the time (a replay, or a late delivery). Then the
-                // target is uncertain and the snapshots decide.
+                // owner at the time. That is a replay (nothing to do) or a
+                // late delivery, whose effect the snapshots sent with it carry.
                 if self.tokens.values().any(|r| r.position >= pos) {
-                    return Outcome::bare(Effect::AwaitingSnapshot);
+                    return Outcome::bare(Effect::Stale);
                 }
                 let owned: Vec<TokenId> = self
                     .tokens
@@ -346,8 +353,11 @@ impl Registry {
                 self.update_token(token_id, pos, false, None, now, |prev, t| {
                     let mut rec = prev.cloned().unwrap_or_else(|| blank(t));
                     let retire = changed_key(prev, "").map(|k| (k, Reason::KeyRotated));
+                    // An already unbound key (after a transfer) keeps its reason.
+                    if !rec.public_key.is_empty() {
+                        rec.unbound_by = Some(Unbind::Rekey);
+                    }
                     rec.public_key.clear();
-                    rec.unbound_by = Some(Unbind::Rekey);
                     rec.last_tx_hash = Some(meta.tx_hash.clone());
                     (rec, retire)
                 })

@@ -1,6 +1,8 @@
 //! Builders for scripted chain events, shared by the registry, access and
 //! plan tests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::Ipv4Addr;
 
 use super::{Network, Registry, WgKey};

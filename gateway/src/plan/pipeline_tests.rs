@@ -1,0 +1,310 @@
+//! Scripted chain events through registry -> access -> plan, asserting the
+//! exact ops and audit records; property tests over arbitrary streams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::access::audit::{records_for_event, AuditAction, AuditRecord};
+use crate::access::{decide, Access, AccessConfig, StalePolicy, StalenessWatch};
+use crate::chain::{ChainEvent, SnapshotCause};
+use crate::registry::testing::*;
+
+const MAX_AGE: u64 = 60;
+const DENY_NS: u64 = 120_000_000_000;
+
+/// The daemon's loop without I/O: apply, invalidate, audit, plan, execute.
+struct Pipeline {
+    registry: Registry,
+    access: Access,
+    applied: Applied,
+    watch: StalenessWatch,
+    audit: Vec<AuditRecord>,
+    now: u64,
+    now_ns: u64,
+}
+
+impl Pipeline {
+    fn new() -> Self {
+        let staleness = Staleness { max_age_secs: MAX_AGE, policy: StalePolicy::FailClosed };
+        Pipeline {
+            registry: registry(),
+            access: Access::new(AccessConfig { staleness, ..AccessConfig::default() }),
+            applied: Applied::default(),
+            watch: StalenessWatch::default(),
+            audit: Vec::new(),
+            now: 1_000,
+            now_ns: 5_000_000_000,
+        }
+    }
+
+    /// Applies a batch of events, then plans once and executes.
+    fn step(&mut self, events: &[ChainEvent]) -> Vec<Op> {
+        for e in events {
+            let out = self.registry.apply(e, self.now);
+            self.access.invalidate(&out);
+            self.audit.extend(records_for_event(e, &out, self.now));
+        }
+        self.replan()
+    }
+
+    fn replan(&mut self) -> Vec<Op> {
+        let staleness = *self.access.staleness();
+        if let Some(w) = self.watch.observe(&staleness, self.registry.last_sync(), self.now) {
+            self.audit.push(crate::access::audit::policy_change(&staleness, w, self.registry.last_sync(), self.now));
+        }
+        let desired = desired(&self.registry, &staleness, self.now);
+        let ops = plan(&desired, &self.applied, &PlanConfig { deny_for: Duration::from_nanos(DENY_NS) }, self.now_ns);
+        for op in &ops {
+            self.applied.record(op);
+        }
+        ops
+    }
+
+    fn take_audit(&mut self) -> Vec<(AuditAction, Option<u128>, Reason, bool)> {
+        self.audit.drain(..).map(|r| (r.action, r.token_id, r.reason, r.access)).collect()
+    }
+}
+
+fn ep(n: u8) -> SocketAddr {
+    // Documentation addresses (RFC 5737): this test sends nothing anywhere.
+    SocketAddr::from(([192, 0, 2, n], 51820))
+}
+
+fn ip(n: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(10, 88, 0, n)
+}
+
+#[test]
+fn scripted_chain_history_yields_exact_ops_and_audit() {
+    use AuditAction::*;
+    let mut p = Pipeline::new();
+    let until = p.now_ns + DENY_NS;
+
+    // Never synced: fail closed grants nothing yet.
+    assert_eq!(p.step(&[granted(1, 11, 10, 0)]), vec![]);
+    assert_eq!(
+        p.take_audit(),
+        vec![(Grant, Some(1), Reason::Granted, true), (PolicyChange, None, Reason::ChainUnavailable, false)]
+    );
+
+    // Synced: the grant reaches the data plane, then the XDP slot.
+    assert_eq!(
+        p.step(&[synced(10)]),
+        vec![Op::AddWgPeer { key: key(11), slot: PeerSlot(2), allowed_ip: ip(2) }, Op::OpenSlot { slot: PeerSlot(2), generation: 1 }]
+    );
+    assert_eq!(p.take_audit(), vec![(PolicyChange, None, Reason::Granted, true)]);
+
+    assert_eq!(
+        p.step(&[granted(2, 22, 11, 0), synced(11)]),
+        vec![Op::AddWgPeer { key: key(22), slot: PeerSlot(3), allowed_ip: ip(3) }, Op::OpenSlot { slot: PeerSlot(3), generation: 2 }]
+    );
+    p.take_audit();
+    p.applied.set_endpoint(PeerSlot(2), ep(1));
+    p.applied.set_endpoint(PeerSlot(3), ep(2));
+
+    // Revoke: XDP first (slot, then the endpoint), then the WireGuard peer.
+    assert_eq!(
+        p.step(&[revoked(1, 12, 0)]),
+        vec![
+            Op::CloseSlot { slot: PeerSlot(2) },
+            Op::DenyEndpoint { endpoint: ep(1), until_ns: until, reason: Reason::Revoked },
+            Op::RemoveWgPeer { key: key(11), slot: PeerSlot(2) },
+        ]
+    );
+    assert_eq!(p.take_audit(), vec![(Revoke, Some(1), Reason::Revoked, false)]);
+
+    // Transfer: the key is unbound at once.
+    assert_eq!(
+        p.step(&[transferred(2, 9, 13, 0)]),
+        vec![
+            Op::CloseSlot { slot: PeerSlot(3) },
+            Op::DenyEndpoint { endpoint: ep(2), until_ns: until, reason: Reason::UnboundAfterTransfer },
+            Op::RemoveWgPeer { key: key(22), slot: PeerSlot(3) },
+        ]
+    );
+    assert_eq!(p.take_audit(), vec![(Transfer, Some(2), Reason::UnboundAfterTransfer, false)]);
+
+    // The new owner binds a key: same token, same slot and IP; the deny
+    // left by the previous key is lifted.
+    assert_eq!(
+        p.step(&[key_updated(9, 23, 14, 0), snapshot(2, 9, 23, true, 14, SnapshotCause::KeyUpdated)]),
+        vec![
+            Op::AddWgPeer { key: key(23), slot: PeerSlot(3), allowed_ip: ip(3) },
+            Op::OpenSlot { slot: PeerSlot(3), generation: 3 },
+            Op::LiftDeny { endpoint: ep(2) },
+        ]
+    );
+    assert_eq!(
+        p.take_audit(),
+        vec![(Rekey, Some(2), Reason::UnboundAfterTransfer, false), (Grant, Some(2), Reason::Granted, true)]
+    );
+
+    // Rekey of a live peer = revoke old + grant new on the same slot, and
+    // no endpoint deny (the same machine comes back with the new key).
+    p.step(&[granted(3, 33, 15, 0)]);
+    p.applied.set_endpoint(PeerSlot(4), ep(3));
+    p.take_audit();
+    assert_eq!(
+        p.step(&[key_updated(3, 34, 16, 0), snapshot(3, 3, 34, true, 16, SnapshotCause::KeyUpdated)]),
+        vec![
+            Op::CloseSlot { slot: PeerSlot(4) },
+            Op::RemoveWgPeer { key: key(33), slot: PeerSlot(4) },
+            Op::AddWgPeer { key: key(34), slot: PeerSlot(4), allowed_ip: ip(4) },
+            Op::OpenSlot { slot: PeerSlot(4), generation: 5 },
+        ]
+    );
+    let audit: Vec<_> = p.audit.iter().map(|r| (r.action, r.public_key.clone(), r.previous_key.clone())).collect();
+    assert_eq!(
+        audit,
+        vec![(Rekey, Some(key_b64(33)), None), (Rekey, Some(key_b64(34)), None)],
+        "the log's own rekey names the old key; the snapshot names the new"
+    );
+    p.audit.clear();
+    assert_eq!(p.access.check(&p.registry, &key(33), p.now).reason, Reason::KeyRotated);
+
+    // Reorg: block 17's revoke of token 3 is undone by a snapshot of block 16.
+    let ops = p.step(&[revoked(3, 17, 0)]);
+    assert_eq!(ops[0], Op::CloseSlot { slot: PeerSlot(4) });
+    p.take_audit();
+    assert_eq!(
+        p.step(&[snapshot(3, 3, 34, true, 16, SnapshotCause::Reorg)]),
+        vec![Op::AddWgPeer { key: key(34), slot: PeerSlot(4), allowed_ip: ip(4) }, Op::OpenSlot { slot: PeerSlot(4), generation: 6 }]
+    );
+    assert_eq!(p.take_audit(), vec![(Grant, Some(3), Reason::Granted, true)]);
+
+    // At-least-once delivery: the whole log again changes nothing.
+    let replay = [
+        granted(1, 11, 10, 0),
+        granted(2, 22, 11, 0),
+        revoked(1, 12, 0),
+        transferred(2, 9, 13, 0),
+        key_updated(9, 23, 14, 0),
+        snapshot(2, 9, 23, true, 14, SnapshotCause::KeyUpdated),
+        granted(3, 33, 15, 0),
+        key_updated(3, 34, 16, 0),
+        snapshot(3, 3, 34, true, 16, SnapshotCause::KeyUpdated),
+    ];
+    let before = p.registry.clone();
+    assert_eq!(p.step(&replay), vec![]);
+    assert_eq!(p.registry.admitted(), before.admitted());
+    assert_eq!(p.take_audit(), vec![], "a replay is not audited twice");
+
+    // The RPC goes away: past the max age every peer is withdrawn, without
+    // denying endpoints; back in sync, they return.
+    p.now += MAX_AGE + 1;
+    assert_eq!(
+        p.step(&[ChainEvent::Unavailable { error: "connection refused".into() }]),
+        vec![
+            Op::CloseSlot { slot: PeerSlot(3) },
+            Op::RemoveWgPeer { key: key(23), slot: PeerSlot(3) },
+            Op::CloseSlot { slot: PeerSlot(4) },
+            Op::RemoveWgPeer { key: key(34), slot: PeerSlot(4) },
+        ]
+    );
+    assert_eq!(p.take_audit(), vec![(PolicyChange, None, Reason::ChainUnavailable, false)]);
+    assert_eq!(p.step(&[synced(18)]).len(), 4);
+    assert_eq!(p.take_audit(), vec![(PolicyChange, None, Reason::Granted, true)]);
+}
+
+#[test]
+fn audit_records_carry_chain_provenance_and_no_secrets() {
+    let mut p = Pipeline::new();
+    p.step(&[granted(1, 11, 10, 3), synced(10), revoked(1, 12, 7)]);
+    let lines: Vec<String> = p.audit.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+    let revoke: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(revoke["action"], "revoke");
+    assert_eq!(revoke["reason"], "revoked");
+    assert_eq!(revoke["token_id"], 1);
+    assert_eq!(revoke["node_id"], "node-1");
+    assert_eq!(revoke["block_number"], 12);
+    assert_eq!(revoke["tx_hash"], meta(12, 7).tx_hash);
+    assert_eq!(revoke["public_key"], key_b64(11));
+    for l in &lines {
+        assert!(!l.to_lowercase().contains("private"), "{l}");
+    }
+}
+
+#[test]
+fn duplicate_key_promotion_moves_the_key_without_two_copies() {
+    let mut p = Pipeline::new();
+    p.step(&[synced(1), granted(3, 77, 10, 0), granted(5, 77, 11, 0)]);
+    assert_eq!(p.applied.peers().count(), 1);
+    p.applied.set_endpoint(PeerSlot(4), ep(9));
+    // Token 3 revoked: token 5 (same key) takes over; the key stays allowed,
+    // so its endpoint is not denied, and it is removed before it is re-added.
+    assert_eq!(
+        p.step(&[revoked(3, 12, 0)]),
+        vec![
+            Op::CloseSlot { slot: PeerSlot(4) },
+            Op::RemoveWgPeer { key: key(77), slot: PeerSlot(4) },
+            Op::AddWgPeer { key: key(77), slot: PeerSlot(6), allowed_ip: ip(6) },
+            Op::OpenSlot { slot: PeerSlot(6), generation: 2 },
+        ]
+    );
+}
+
+#[test]
+fn a_half_applied_grant_is_completed() {
+    let mut p = Pipeline::new();
+    p.step(&[synced(1)]);
+    p.registry.apply(&granted(1, 11, 10, 0), p.now);
+    let d = desired(&p.registry, p.access.staleness(), p.now);
+    let ops = plan(&d, &p.applied, &PlanConfig::default(), p.now_ns);
+    // The executor added the peer but died before opening the slot.
+    p.applied.record(&ops[0]);
+    assert_eq!(p.replan(), vec![Op::OpenSlot { slot: PeerSlot(2), generation: 1 }]);
+    assert_eq!(p.replan(), vec![]);
+}
+
+proptest! {
+    #[test]
+    fn plans_only_open_allowed_keys_in_order_and_converge(
+        events in proptest::collection::vec(crate::registry::tests::arb_event(), 0..40),
+        endpoints in proptest::collection::vec(any::<bool>(), 8),
+    ) {
+        let mut p = Pipeline::new();
+        p.step(&[synced(0)]);
+        for e in &events {
+            let ops = p.step(std::slice::from_ref(e));
+            let mut added: BTreeMap<PeerSlot, WgKey> = BTreeMap::new();
+            let mut closed = std::collections::BTreeSet::new();
+            let mut adding = false;
+            for op in &ops {
+                match op {
+                    Op::AddWgPeer { key, slot, .. } => { added.insert(*slot, *key); adding = true; }
+                    Op::OpenSlot { slot, .. } => {
+                        let key = added.get(slot).copied().or_else(|| p.applied.peer(*slot).map(|a| a.key));
+                        let key = key.expect("a slot is opened only for a peer that was added");
+                        let d = p.access.check(&p.registry, &key, p.now);
+                        prop_assert!(d.allowed && d.slot == Some(*slot), "opened {slot:?} for {d:?}");
+                        adding = true;
+                    }
+                    Op::CloseSlot { slot } => { prop_assert!(!adding, "removals come first"); closed.insert(*slot); }
+                    Op::DenyEndpoint { .. } => prop_assert!(!adding),
+                    Op::RemoveWgPeer { slot, .. } => {
+                        prop_assert!(!adding);
+                        prop_assert!(closed.contains(slot), "XDP slot closed before the peer goes");
+                    }
+                    Op::LiftDeny { .. } => prop_assert!(adding),
+                }
+            }
+            let fresh = plan(&desired(&p.registry, p.access.staleness(), p.now), &p.applied, &PlanConfig::default(), p.now_ns);
+            prop_assert_eq!(fresh, vec![], "a plan once applied leaves nothing to do");
+            for (slot, has) in (2u32..10).zip(&endpoints) {
+                if *has { p.applied.set_endpoint(PeerSlot(slot), ep(slot as u8)); }
+            }
+        }
+        let granted: BTreeMap<PeerSlot, WgKey> = p.registry.admitted().into_iter().map(|(s, a)| (s, a.key)).collect();
+        let applied: BTreeMap<PeerSlot, WgKey> = p.applied.peers().map(|a| (a.slot, a.key)).collect();
+        prop_assert_eq!(applied, granted);
+        for a in p.applied.peers() {
+            prop_assert!(a.slot_open);
+            prop_assert!(decide(&p.registry, &a.key).allowed);
+        }
+    }
+}
