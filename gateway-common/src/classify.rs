@@ -227,15 +227,24 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
         Err(reason) => return reason,
     };
     let l4 = located.l4;
-    let (src_port, dst_port, udp_len) =
-        match (pkt.be16_at(l4), pkt.be16_at(l4 + 2), pkt.be16_at(l4 + 4)) {
-            (Some(s), Some(d), Some(l)) => (s, d, l as usize),
-            // A UDP header cut short cannot be for us; the stack drops it.
-            _ => return Reason::PassOtherPort,
-        };
+    // One read at a time with an early return each: a combined match lets
+    // LLVM read a register on a path where it was never written, which the
+    // verifier rejects. A UDP header cut short cannot be for us.
+    let dst_port = match pkt.be16_at(l4 + 2) {
+        Some(d) => d,
+        None => return Reason::PassOtherPort,
+    };
     if cfg.wg_port == 0 || dst_port != cfg.wg_port {
         return Reason::PassOtherPort;
     }
+    let src_port = match pkt.be16_at(l4) {
+        Some(s) => s,
+        None => return Reason::PassOtherPort,
+    };
+    let udp_len = match pkt.be16_at(l4 + 4) {
+        Some(l) => l as usize,
+        None => return Reason::PassOtherPort,
+    };
     // The UDP length, not the frame length, bounds the message: Ethernet pads
     // short frames. A length beyond the frame is a truncated datagram.
     if udp_len < UDP_HDR_LEN || l4 + udp_len > pkt.len() {
@@ -311,5 +320,175 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
         pass
     } else {
         Reason::DropRateLimited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::frames::{wg_message, ModelGate, UdpFrame};
+    use crate::maps::MODE_ENFORCE;
+
+    const GW: [u8; 4] = [198, 18, 0, 1];
+    const NODE: [u8; 4] = [198, 18, 0, 2];
+    const PORT: u16 = 51820;
+
+    fn cfg() -> XdpConfig {
+        XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, handshake_rate_per_sec: 2, handshake_burst: 3, ..Default::default() }
+    }
+
+    fn verdict(frame: &[u8], gate: &mut ModelGate, now: u64) -> Reason {
+        classify(frame, &cfg(), gate, now)
+    }
+
+    fn wg_frame(msg: &[u8]) -> std::vec::Vec<u8> {
+        UdpFrame::v4(NODE, 40000, GW, PORT, msg).build()
+    }
+
+    #[test]
+    fn fixed_size_messages_must_have_their_exact_size() {
+        let mut gate = ModelGate::default();
+        gate.allowed_slots.insert(1);
+        for (kind, len, pass) in [
+            (1u8, 148usize, Reason::PassHandshakeInit),
+            (2, 92, Reason::PassHandshakeResponse),
+            (3, 64, Reason::PassCookieReply),
+            (4, 32, Reason::PassTransport),
+            (4, 1452, Reason::PassTransport),
+        ] {
+            let ok = wg_frame(&wg_message(kind, 1 << 8, len));
+            assert_eq!(verdict(&ok, &mut gate, 1), pass, "type {kind} len {len}");
+            if kind != 4 {
+                for bad in [len - 1, len + 1] {
+                    let f = wg_frame(&wg_message(kind, 1 << 8, bad));
+                    assert_eq!(verdict(&f, &mut gate, 1), Reason::DropMalformed, "type {kind} len {bad}");
+                }
+            }
+        }
+        let short = wg_frame(&wg_message(4, 1 << 8, 31));
+        assert_eq!(verdict(&short, &mut gate, 1), Reason::DropMalformed);
+    }
+
+    #[test]
+    fn unknown_types_and_nonzero_reserved_bytes_are_malformed() {
+        let mut gate = ModelGate::default();
+        for kind in [0u8, 5, 9, 255] {
+            assert_eq!(verdict(&wg_frame(&wg_message(kind, 0, 148)), &mut gate, 1), Reason::DropMalformed);
+        }
+        let mut m = wg_message(1, 0, 148);
+        m[2] = 1;
+        assert_eq!(verdict(&wg_frame(&m), &mut gate, 1), Reason::DropMalformed);
+        assert_eq!(verdict(&wg_frame(&[1, 0]), &mut gate, 1), Reason::DropMalformed);
+        assert_eq!(verdict(&wg_frame(&[]), &mut gate, 1), Reason::DropMalformed);
+    }
+
+    #[test]
+    fn session_messages_need_an_open_slot() {
+        let mut gate = ModelGate::default();
+        let to_slot_7 = wg_frame(&wg_message(4, (7 << 8) | 3, 96));
+        assert_eq!(verdict(&to_slot_7, &mut gate, 1), Reason::DropUnknownSlot);
+        gate.allowed_slots.insert(7);
+        assert_eq!(verdict(&to_slot_7, &mut gate, 1), Reason::PassTransport);
+        let response = wg_frame(&wg_message(2, 7 << 8, 92));
+        assert_eq!(verdict(&response, &mut gate, 1), Reason::PassHandshakeResponse);
+        let other = wg_frame(&wg_message(3, 8 << 8, 64));
+        assert_eq!(verdict(&other, &mut gate, 1), Reason::DropUnknownSlot);
+    }
+
+    #[test]
+    fn denied_endpoints_lose_initiations_until_expiry() {
+        let mut gate = ModelGate::default();
+        gate.deny(crate::EndpointKey::v4(NODE, 40000), 1_000);
+        let init = wg_frame(&wg_message(1, 0, 148));
+        assert_eq!(verdict(&init, &mut gate, 999), Reason::DropDeniedEndpoint);
+        assert_eq!(verdict(&init, &mut gate, 1_000), Reason::PassHandshakeInit);
+        // Another port of the same host is another endpoint.
+        let other_port = UdpFrame::v4(NODE, 40001, GW, PORT, &wg_message(1, 0, 148)).build();
+        gate.deny(crate::EndpointKey::v4(NODE, 40000), u64::MAX);
+        assert_eq!(verdict(&other_port, &mut gate, 5), Reason::PassHandshakeInit);
+    }
+
+    #[test]
+    fn initiations_are_rate_limited_per_source() {
+        let mut gate = ModelGate::default();
+        let init = wg_frame(&wg_message(1, 0, 148));
+        let t0 = 10_000_000_000u64;
+        // Burst of 3, then empty.
+        for _ in 0..3 {
+            assert_eq!(verdict(&init, &mut gate, t0), Reason::PassHandshakeInit);
+        }
+        assert_eq!(verdict(&init, &mut gate, t0), Reason::DropRateLimited);
+        // 2/s: one token back after 500 ms.
+        assert_eq!(verdict(&init, &mut gate, t0 + 499_000_000), Reason::DropRateLimited);
+        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), Reason::PassHandshakeInit);
+        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), Reason::DropRateLimited);
+        // Another source has its own bucket.
+        let other = UdpFrame::v4([198, 18, 0, 3], 1, GW, PORT, &wg_message(1, 0, 148)).build();
+        assert_eq!(verdict(&other, &mut gate, t0), Reason::PassHandshakeInit);
+    }
+
+    #[test]
+    fn other_traffic_passes_with_its_reason() {
+        let mut gate = ModelGate::default();
+        let other_port = UdpFrame::v4(NODE, 1, GW, 53, b"dns").build();
+        assert_eq!(verdict(&other_port, &mut gate, 1), Reason::PassOtherPort);
+        let mut arp = wg_frame(&wg_message(1, 0, 148));
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert_eq!(verdict(&arp, &mut gate, 1), Reason::PassNotIp);
+        let mut tcp = wg_frame(&wg_message(1, 0, 148));
+        tcp[14 + 9] = 6;
+        assert_eq!(verdict(&tcp, &mut gate, 1), Reason::PassNotUdp);
+        let mut frag = UdpFrame::v4(NODE, 1, GW, PORT, &[4, 0, 0, 0]);
+        frag.v4_frag = 0x2000;
+        assert_eq!(verdict(&frag.build(), &mut gate, 1), Reason::PassFragment);
+        assert_eq!(verdict(&[0u8; 10][..], &mut gate, 1), Reason::PassNotIp);
+    }
+
+    #[test]
+    fn vlan_and_ipv6_frames_are_parsed() {
+        let mut gate = ModelGate::default();
+        let msg = wg_message(4, 9 << 8, 48);
+        let mut one = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        one.vlans = &[100];
+        assert_eq!(verdict(&one.build(), &mut gate, 1), Reason::DropUnknownSlot);
+        let mut two = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        two.vlans = &[100, 200];
+        assert_eq!(verdict(&two.build(), &mut gate, 1), Reason::DropUnknownSlot);
+        let mut three = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        three.vlans = &[1, 2, 3];
+        assert_eq!(verdict(&three.build(), &mut gate, 1), Reason::PassNotIp, "deeper stacks pass");
+        let mut v6 = [0u8; 16];
+        v6[0] = 0xfd;
+        v6[15] = 2;
+        let f = UdpFrame::v6(v6, 1, [0xfd; 16], PORT, &msg).build();
+        assert_eq!(verdict(&f, &mut gate, 1), Reason::DropUnknownSlot);
+        gate.allowed_slots.insert(9);
+        assert_eq!(verdict(&f, &mut gate, 1), Reason::PassTransport);
+    }
+
+    #[test]
+    fn udp_length_is_checked_against_the_frame() {
+        let mut gate = ModelGate::default();
+        let msg = wg_message(1, 0, 148);
+        let mut long = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        long.udp_len_override = Some(8 + 149);
+        assert_eq!(verdict(&long.build(), &mut gate, 1), Reason::DropMalformed);
+        let mut tiny = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        tiny.udp_len_override = Some(7);
+        assert_eq!(verdict(&tiny.build(), &mut gate, 1), Reason::DropMalformed);
+        // Ethernet padding after the datagram is ignored.
+        let mut padded = UdpFrame::v4(NODE, 1, GW, PORT, &msg).build();
+        padded.extend_from_slice(&[0; 20]);
+        assert_eq!(verdict(&padded, &mut gate, 1), Reason::PassHandshakeInit);
+    }
+
+    #[test]
+    fn token_bucket_never_exceeds_its_burst() {
+        let mut b = RateBucket { milli_tokens: 0, last_ns: 1 };
+        // A year of idle time refills to the burst, not beyond.
+        assert!(take_token(&mut b, 365 * 24 * 3600 * 1_000_000_000, 1000, 5));
+        assert_eq!(b.milli_tokens, 4 * MILLI_TOKENS_PER_TOKEN);
     }
 }

@@ -3,8 +3,12 @@
 
 pub mod access;
 pub mod chain;
+pub mod config;
 pub mod dataplane;
+pub mod http;
+pub mod demo;
 pub mod logging;
+pub mod netns;
 pub mod node;
 pub mod plan;
 pub mod registry;
