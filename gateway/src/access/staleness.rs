@@ -33,7 +33,21 @@ impl Default for Staleness {
     }
 }
 
+impl From<crate::config::StalePolicy> for StalePolicy {
+    fn from(p: crate::config::StalePolicy) -> Self {
+        match p {
+            crate::config::StalePolicy::FailClosed => StalePolicy::FailClosed,
+            crate::config::StalePolicy::FailOpen => StalePolicy::FailOpen,
+        }
+    }
+}
+
 impl Staleness {
+    /// From `[chain] max_staleness_s` and `on_stale`.
+    pub fn from_config(chain: &crate::config::ChainSection) -> Self {
+        Staleness { max_age_secs: chain.max_staleness_s, policy: chain.on_stale.into() }
+    }
+
     /// Whether the chain state is older than allowed. Never synced counts as
     /// stale: a fresh gateway with no registry file knows nothing yet.
     pub fn is_stale(&self, last_sync: Option<u64>, now: u64) -> bool {

@@ -84,17 +84,18 @@ pub enum Op {
     /// XDP: `GW_ALLOW_SLOTS[slot] = 0`; transport packets for it drop in the kernel.
     CloseSlot { slot: PeerSlot },
     /// XDP: drop handshake initiations from `endpoint` until `until_ns`
-    /// (CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`).
-    DenyEndpoint { endpoint: SocketAddr, until_ns: u64, reason: Reason },
+    /// (CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`); `key` is the key
+    /// that was refused there.
+    DenyEndpoint { endpoint: SocketAddr, key: WgKey, until_ns: u64, reason: Reason },
     /// Data plane: drop the peer and its sessions.
     RemoveWgPeer { key: WgKey, slot: PeerSlot },
     /// Data plane: add the peer; its sessions use index `slot << 8 | n`.
     AddWgPeer { key: WgKey, slot: PeerSlot, allowed_ip: Ipv4Addr },
     /// XDP: `GW_ALLOW_SLOTS[slot] = {allowed: 1, generation}`.
     OpenSlot { slot: PeerSlot, generation: u32 },
-    /// XDP: remove a deny entry made when this slot's previous key lost
-    /// access, now that the slot is granted again (the new owner often sits
-    /// at the same endpoint).
+    /// XDP: remove a deny entry made when this slot's previous key (or this
+    /// very key) was refused, now that it is granted (the new owner often
+    /// sits at the same endpoint).
     LiftDeny { endpoint: SocketAddr },
 }
 
@@ -117,7 +118,9 @@ pub struct AppliedPeer {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DenyRecord {
-    slot: PeerSlot,
+    /// The slot of the peer that was removed, if the deny came from a removal.
+    slot: Option<PeerSlot>,
+    key: WgKey,
     until_ns: u64,
 }
 
@@ -159,11 +162,9 @@ impl Applied {
                     p.slot_open = false;
                 }
             }
-            Op::DenyEndpoint { endpoint, until_ns, .. } => {
-                let slot = self.peers.values().find(|p| p.endpoint == Some(endpoint)).map(|p| p.slot);
-                if let Some(slot) = slot {
-                    self.denied.insert(endpoint, DenyRecord { slot, until_ns });
-                }
+            Op::DenyEndpoint { endpoint, key, until_ns, .. } => {
+                let slot = self.peers.values().find(|p| p.key == key).map(|p| p.slot);
+                self.denied.insert(endpoint, DenyRecord { slot, key, until_ns });
             }
             Op::RemoveWgPeer { slot, .. } => {
                 self.peers.remove(&slot);
@@ -199,6 +200,58 @@ impl Default for PlanConfig {
     }
 }
 
+impl PlanConfig {
+    /// From `[xdp] deny_seconds`.
+    pub fn from_config(xdp: &crate::config::XdpSection) -> Self {
+        PlanConfig { deny_for: Duration::from_secs(xdp.deny_seconds) }
+    }
+
+    fn deny_until(&self, now_ns: u64) -> u64 {
+        now_ns.saturating_add(u64::try_from(self.deny_for.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The op for a handshake initiation the data plane refused (its key read
+/// with `parse_handshake_anon`): deny the endpoint at the XDP front so its
+/// retries die in the kernel. Nothing when the refusal is only the staleness
+/// policy's: that peer did nothing wrong and must get back in at once.
+pub fn reject_handshake(
+    key: WgKey,
+    decision: &crate::access::Decision,
+    endpoint: SocketAddr,
+    config: &PlanConfig,
+    now_ns: u64,
+) -> Option<Op> {
+    if decision.allowed || decision.reason == Reason::ChainUnavailable {
+        return None;
+    }
+    Some(Op::DenyEndpoint { endpoint, key, until_ns: config.deny_until(now_ns), reason: decision.reason })
+}
+
+/// Where the op an executor could not apply went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("op {index} ({op:?}) failed: {source}")]
+pub struct ExecuteError<E: std::fmt::Debug + std::fmt::Display> {
+    pub index: usize,
+    pub op: Op,
+    pub source: E,
+}
+
+/// Applies ops in order through `apply`, recording each success in
+/// `applied`, and stops at the first failure: the ops not applied show up
+/// again in the next plan, so a failed step is retried, never skipped.
+pub fn execute<E: std::fmt::Debug + std::fmt::Display>(
+    ops: &[Op],
+    applied: &mut Applied,
+    mut apply: impl FnMut(&Op) -> Result<(), E>,
+) -> Result<(), ExecuteError<E>> {
+    for (index, op) in ops.iter().enumerate() {
+        apply(op).map_err(|source| ExecuteError { index, op: op.clone(), source })?;
+        applied.record(op);
+    }
+    Ok(())
+}
+
 /// The ops that take `applied` to `desired`; empty when they agree.
 /// `now_ns` is CLOCK_MONOTONIC, the clock the deny expiry is compared with.
 pub fn plan(desired: &Desired, applied: &Applied, config: &PlanConfig, now_ns: u64) -> Vec<Op> {
@@ -215,8 +268,8 @@ pub fn plan(desired: &Desired, applied: &Applied, config: &PlanConfig, now_ns: u
         // moves to another slot is still allowed.
         let reissued = wanted.is_some() || desired.admits_key(&a.key);
         if let (Some(endpoint), false, false) = (a.endpoint, reissued, desired.withheld) {
-            let until_ns = now_ns.saturating_add(u64::try_from(config.deny_for.as_nanos()).unwrap_or(u64::MAX));
-            removals.push(Op::DenyEndpoint { endpoint, until_ns, reason: desired.removal_reason(&a.key) });
+            let until_ns = config.deny_until(now_ns);
+            removals.push(Op::DenyEndpoint { endpoint, key: a.key, until_ns, reason: desired.removal_reason(&a.key) });
         }
         removals.push(Op::RemoveWgPeer { key: a.key, slot: *slot });
     }
@@ -238,7 +291,7 @@ pub fn plan(desired: &Desired, applied: &Applied, config: &PlanConfig, now_ns: u
         additions.push(Op::AddWgPeer { key: d.key, slot: *slot, allowed_ip: d.allowed_ip });
         additions.push(Op::OpenSlot { slot: *slot, generation });
         for (endpoint, deny) in &applied.denied {
-            if deny.slot == *slot && deny.until_ns > now_ns {
+            if (deny.slot == Some(*slot) || deny.key == d.key) && deny.until_ns > now_ns {
                 additions.push(Op::LiftDeny { endpoint: *endpoint });
             }
         }

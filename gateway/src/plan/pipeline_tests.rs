@@ -59,9 +59,7 @@ impl Pipeline {
         }
         let desired = desired(&self.registry, &staleness, self.now);
         let ops = plan(&desired, &self.applied, &PlanConfig { deny_for: Duration::from_nanos(DENY_NS) }, self.now_ns);
-        for op in &ops {
-            self.applied.record(op);
-        }
+        execute(&ops, &mut self.applied, |_| Ok::<(), String>(())).expect("a fake executor never fails");
         ops
     }
 
@@ -112,7 +110,7 @@ fn scripted_chain_history_yields_exact_ops_and_audit() {
         p.step(&[revoked(1, 12, 0)]),
         vec![
             Op::CloseSlot { slot: PeerSlot(2) },
-            Op::DenyEndpoint { endpoint: ep(1), until_ns: until, reason: Reason::Revoked },
+            Op::DenyEndpoint { endpoint: ep(1), key: key(11), until_ns: until, reason: Reason::Revoked },
             Op::RemoveWgPeer { key: key(11), slot: PeerSlot(2) },
         ]
     );
@@ -123,7 +121,7 @@ fn scripted_chain_history_yields_exact_ops_and_audit() {
         p.step(&[transferred(2, 9, 13, 0)]),
         vec![
             Op::CloseSlot { slot: PeerSlot(3) },
-            Op::DenyEndpoint { endpoint: ep(2), until_ns: until, reason: Reason::UnboundAfterTransfer },
+            Op::DenyEndpoint { endpoint: ep(2), key: key(22), until_ns: until, reason: Reason::UnboundAfterTransfer },
             Op::RemoveWgPeer { key: key(22), slot: PeerSlot(3) },
         ]
     );
@@ -307,4 +305,49 @@ proptest! {
             prop_assert!(decide(&p.registry, &a.key).allowed);
         }
     }
+}
+
+#[test]
+fn a_failed_op_is_retried_by_the_next_plan() {
+    let mut p = Pipeline::new();
+    p.step(&[synced(1)]);
+    p.registry.apply(&granted(1, 11, 10, 0), p.now);
+    let d = desired(&p.registry, p.access.staleness(), p.now);
+    let ops = plan(&d, &p.applied, &PlanConfig::default(), p.now_ns);
+    // The data plane added the peer, then the XDP map update failed.
+    let err = execute(&ops, &mut p.applied, |op| if op.is_xdp() { Err("map full") } else { Ok(()) }).unwrap_err();
+    assert_eq!(err.index, 1);
+    assert_eq!(p.replan(), vec![Op::OpenSlot { slot: PeerSlot(2), generation: 1 }]);
+    assert_eq!(p.replan(), vec![]);
+}
+
+#[test]
+fn a_rejected_handshake_denies_its_endpoint_until_the_key_is_granted() {
+    let mut p = Pipeline::new();
+    p.step(&[synced(1)]);
+    p.take_audit();
+    let stranger = key(50);
+    let d = p.access.check(&p.registry, &stranger, p.now);
+    assert_eq!(d.reason, Reason::UnknownKey);
+    let op = reject_handshake(stranger, &d, ep(5), &PlanConfig::default(), p.now_ns).expect("denied");
+    assert!(matches!(op, Op::DenyEndpoint { reason: Reason::UnknownKey, .. }));
+    execute(std::slice::from_ref(&op), &mut p.applied, |_| Ok::<(), String>(())).unwrap();
+    p.audit.push(crate::access::audit::rejected_handshake(&d, ep(5), p.now));
+    assert_eq!(p.take_audit(), vec![(AuditAction::RejectedHandshake, None, Reason::UnknownKey, false)]);
+
+    // The key is minted later: the endpoint it was refused at is let in again.
+    assert_eq!(
+        p.step(&[granted(7, 50, 10, 0)]),
+        vec![
+            Op::AddWgPeer { key: stranger, slot: PeerSlot(8), allowed_ip: ip(8) },
+            Op::OpenSlot { slot: PeerSlot(8), generation: 1 },
+            Op::LiftDeny { endpoint: ep(5) },
+        ]
+    );
+
+    // Refusals that are only the staleness policy's deny nothing.
+    p.now += MAX_AGE + 1;
+    let d = p.access.check(&p.registry, &stranger, p.now);
+    assert_eq!(d.reason, Reason::ChainUnavailable);
+    assert_eq!(reject_handshake(stranger, &d, ep(5), &PlanConfig::default(), p.now_ns), None);
 }
