@@ -2,13 +2,13 @@
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chain::{Address, TokenId};
 use crate::registry::{KeyLookup, PeerSlot, Reason, Registry, TokenView, WgKey};
 
 /// One answer, with what it was decided on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub allowed: bool,
     pub reason: Reason,
@@ -23,6 +23,40 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The status `/v1/access/{key}` answers with: 200 allowed, 400 not a
+    /// key, 503 when only the staleness policy refuses, 403 otherwise.
+    pub fn http_status(&self) -> u16 {
+        match self.reason {
+            _ if self.allowed => 200,
+            Reason::InvalidKey if self.token_id.is_none() => 400,
+            Reason::ChainUnavailable => 503,
+            _ => 403,
+        }
+    }
+
+    /// One line for people: `allowed (granted): token 1, node-a, 10.0.0.2, owner 0x..`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(t) = self.token_id {
+            parts.push(format!("token {t}"));
+        }
+        if let Some(n) = self.node_id.as_deref().filter(|n| !n.is_empty()) {
+            parts.push(format!("node {n}"));
+        }
+        if let Some(ip) = self.tunnel_ip {
+            parts.push(format!("tunnel ip {ip}"));
+        }
+        if let Some(o) = &self.owner {
+            parts.push(format!("owner {o}"));
+        }
+        let verdict = if self.allowed { "allowed" } else { "denied" };
+        if parts.is_empty() {
+            format!("{verdict} ({})", self.reason)
+        } else {
+            format!("{verdict} ({}): {}", self.reason, parts.join(", "))
+        }
+    }
+
     fn bare(public_key: String, reason: Reason) -> Self {
         Decision {
             allowed: false,

@@ -1,8 +1,9 @@
 //! Access decisions: "is key K allowed, and why" (pure decisions over the
-//! registry, memoized in a moka cache; `audit_log` is the one I/O edge).
+//! registry, memoized in a moka cache; `audit_log` and `cli` are the I/O edges).
 
 pub mod audit;
 pub mod audit_log;
+pub mod cli;
 pub mod decision;
 pub mod staleness;
 

@@ -20,8 +20,10 @@ pub struct RegistryDocument {
     pub contract_address: Address,
     pub network: Network,
     /// RFC 3339; `null` before the first sync.
+    #[serde(default)]
     pub last_sync: Option<String>,
     /// The follower resumes after this block.
+    #[serde(default)]
     pub cursor: Option<Cursor>,
     pub peers: Vec<PeerEntry>,
     /// Keys that left a token, so `access check` can still say why.
@@ -31,7 +33,9 @@ pub struct RegistryDocument {
 
 /// One token. The first ten fields are the seed's; `ip_address`, `hostname`,
 /// `instance_id`, `access_granted` and `status` are derived and rewritten on
-/// every save, the rest is chain data read back on load.
+/// every save, the rest is chain data read back on load. The fields after
+/// `status` are ours and optional, so a "2.0" file the seed wrote loads too
+/// (its tokens at chain position zero: every chain fact overrides them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerEntry {
     pub node_id: String,
@@ -43,17 +47,62 @@ pub struct PeerEntry {
     pub instance_id: String,
     pub nft_owner: Option<Address>,
     pub access_granted: bool,
+    /// A number; the seed sometimes wrote a decimal string, which is read too.
+    #[serde(with = "token_id_repr")]
     pub token_id: TokenId,
+    #[serde(default)]
     pub last_verified: String,
     /// `active` when granted, otherwise the reason (`revoked`, `unbound_after_transfer`, ...).
+    #[serde(default)]
     pub status: String,
-    pub is_active: bool,
+    /// The contract's `isActive`; absent in seed files (then `status == "active"`).
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    #[serde(default = "yes")]
     pub confirmed: bool,
+    #[serde(default)]
     pub created_at: Option<String>,
+    #[serde(default)]
     pub unbound_by: Option<Unbind>,
+    #[serde(default)]
     pub slot: Option<u32>,
+    #[serde(default)]
     pub chain_position: ChainPosition,
+    #[serde(default)]
     pub last_tx_hash: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Token ids as JSON numbers where they fit `u64` (every JSON reader gets
+/// them right), as decimal strings beyond; both forms are read.
+mod token_id_repr {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::chain::TokenId;
+
+    pub fn serialize<S: Serializer>(t: &TokenId, s: S) -> Result<S::Ok, S::Error> {
+        match u64::try_from(*t) {
+            Ok(small) => s.serialize_u64(small),
+            Err(_) => s.serialize_str(&t.to_string()),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TokenId, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Number(n) => Ok(TokenId::from(n)),
+            Repr::Text(s) => s.trim().parse().map_err(|_| serde::de::Error::custom(format!("token id {s:?}"))),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +154,7 @@ impl Registry {
                     token_id: rec.token_id,
                     last_verified: rfc3339(rec.last_verified),
                     status: if view.is_granted() { "active".into() } else { view.reason.as_str().into() },
-                    is_active: rec.is_active,
+                    is_active: Some(rec.is_active),
                     confirmed: rec.confirmed,
                     created_at: rec.created_at.map(rfc3339),
                     unbound_by: rec.unbound_by,
@@ -169,7 +218,7 @@ impl Registry {
                     value: value.to_string(),
                 })
             };
-            let last_verified = ts("last_verified", &p.last_verified)?;
+            let last_verified = if p.last_verified.is_empty() { 0 } else { ts("last_verified", &p.last_verified)? };
             let created_at = match &p.created_at {
                 Some(c) => Some(ts("created_at", c)?),
                 None => None,
@@ -179,7 +228,7 @@ impl Registry {
                 node_id: p.node_id,
                 public_key: p.public_key,
                 owner: p.nft_owner,
-                is_active: p.is_active,
+                is_active: p.is_active.unwrap_or(p.status == "active"),
                 confirmed: p.confirmed,
                 created_at,
                 unbound_by: p.unbound_by,

@@ -186,6 +186,46 @@ fn document_has_every_seed_field_and_round_trips() {
 }
 
 #[test]
+fn a_registry_written_by_the_seed_loads_and_yields_to_the_chain() {
+    let seed = serde_json::json!({
+        "peers": [{
+            "node_id": "node-a",
+            "public_key": key_b64(1),
+            "ip_address": "10.0.0.1",
+            "hostname": "node-a.vpn.dstack",
+            "instance_id": "dstack-node-a",
+            "nft_owner": owner(1),
+            "access_granted": true,
+            "token_id": "1",
+            "last_verified": "2025-01-06T16:00:00.000Z",
+            "status": "active",
+            "created_at": "2025-01-06T15:00:00.000Z"
+        }],
+        "contract_address": CONTRACT,
+        "network": {"cidr": "10.88.0.0/24", "dns_server": "10.88.0.1"},
+        "last_sync": "2025-01-06T16:00:00Z",
+        "version": "2.0"
+    });
+    let doc: RegistryDocument = serde_json::from_value(seed).unwrap();
+    let mut reg = Registry::from_document(doc, CONTRACT, network()).unwrap();
+    // The seed's own address for the node is replaced by the derived one.
+    assert_eq!(reg.admitted().get(&PeerSlot(2)).map(|a| a.key), Some(key(1)));
+    reg.apply(&revoked(1, 1, 0), 100);
+    assert!(reg.admitted().is_empty());
+}
+
+#[test]
+fn huge_token_ids_survive_the_document() {
+    let mut reg = registry();
+    reg.apply(&granted(u128::MAX, 1, 1, 0), 100);
+    let json = serde_json::to_string(&reg.to_document()).unwrap();
+    assert!(json.contains(&format!("\"token_id\":\"{}\"", u128::MAX)), "{json}");
+    let back = Registry::from_document(serde_json::from_str(&json).unwrap(), CONTRACT, network()).unwrap();
+    assert_eq!(back, reg);
+    assert_eq!(back.view(u128::MAX).map(|v| v.reason), Some(Reason::NetworkFull));
+}
+
+#[test]
 fn store_saves_atomically_and_refuses_foreign_files_without_touching_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("registry.json");
