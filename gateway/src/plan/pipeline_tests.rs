@@ -9,20 +9,19 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::access::audit::{records_for_event, AuditAction, AuditRecord};
-use crate::access::{decide, Access, AccessConfig, StalePolicy, StalenessWatch};
+use crate::access::audit::{AuditAction, AuditRecord};
+use crate::access::{decide, AccessConfig, StalePolicy};
+use crate::control::{Control, ControlConfig, Step};
 use crate::chain::{ChainEvent, SnapshotCause};
 use crate::registry::testing::*;
 
 const MAX_AGE: u64 = 60;
 const DENY_NS: u64 = 120_000_000_000;
 
-/// The daemon's loop without I/O: apply, invalidate, audit, plan, execute.
+/// The daemon's loop without I/O: the control core, a fake executor that
+/// always succeeds, an audit log in memory and a hand-driven clock.
 struct Pipeline {
-    registry: Registry,
-    access: Access,
-    applied: Applied,
-    watch: StalenessWatch,
+    control: Control,
     audit: Vec<AuditRecord>,
     now: u64,
     now_ns: u64,
@@ -31,36 +30,32 @@ struct Pipeline {
 impl Pipeline {
     fn new() -> Self {
         let staleness = Staleness { max_age_secs: MAX_AGE, policy: StalePolicy::FailClosed };
-        Pipeline {
-            registry: registry(),
-            access: Access::new(AccessConfig { staleness, ..AccessConfig::default() }),
-            applied: Applied::default(),
-            watch: StalenessWatch::default(),
-            audit: Vec::new(),
-            now: 1_000,
-            now_ns: 5_000_000_000,
-        }
+        let config = ControlConfig {
+            access: AccessConfig { staleness, ..AccessConfig::default() },
+            plan: PlanConfig { deny_for: Duration::from_nanos(DENY_NS) },
+        };
+        Pipeline { control: Control::new(registry(), config), audit: Vec::new(), now: 1_000, now_ns: 5_000_000_000 }
     }
 
-    /// Applies a batch of events, then plans once and executes.
+    /// Applies a batch of events, then executes the plan.
     fn step(&mut self, events: &[ChainEvent]) -> Vec<Op> {
-        for e in events {
-            let out = self.registry.apply(e, self.now);
-            self.access.invalidate(&out);
-            self.audit.extend(records_for_event(e, &out, self.now));
-        }
-        self.replan()
+        let step = self.control.on_chain_events(events, self.now, self.now_ns);
+        self.run(step)
     }
 
     fn replan(&mut self) -> Vec<Op> {
-        let staleness = *self.access.staleness();
-        if let Some(w) = self.watch.observe(&staleness, self.registry.last_sync(), self.now) {
-            self.audit.push(crate::access::audit::policy_change(&staleness, w, self.registry.last_sync(), self.now));
-        }
-        let desired = desired(&self.registry, &staleness, self.now);
-        let ops = plan(&desired, &self.applied, &PlanConfig { deny_for: Duration::from_nanos(DENY_NS) }, self.now_ns);
-        execute(&ops, &mut self.applied, |_| Ok::<(), String>(())).expect("a fake executor never fails");
-        ops
+        let step = self.control.on_tick(self.now, self.now_ns);
+        self.run(step)
+    }
+
+    fn run(&mut self, step: Step) -> Vec<Op> {
+        execute(&step.ops, self.control.applied_mut(), |_| Ok::<(), String>(())).expect("a fake executor never fails");
+        self.audit.extend(step.audit);
+        step.ops
+    }
+
+    fn check(&self, k: &WgKey) -> crate::access::Decision {
+        self.control.check(k, self.now)
     }
 
     fn take_audit(&mut self) -> Vec<(AuditAction, Option<u128>, Reason, bool)> {
@@ -102,8 +97,8 @@ fn scripted_chain_history_yields_exact_ops_and_audit() {
         vec![Op::AddWgPeer { key: key(22), slot: PeerSlot(3), allowed_ip: ip(3) }, Op::OpenSlot { slot: PeerSlot(3), generation: 2 }]
     );
     p.take_audit();
-    p.applied.set_endpoint(PeerSlot(2), ep(1));
-    p.applied.set_endpoint(PeerSlot(3), ep(2));
+    p.control.on_endpoint(PeerSlot(2), ep(1));
+    p.control.on_endpoint(PeerSlot(3), ep(2));
 
     // Revoke: XDP first (slot, then the endpoint), then the WireGuard peer.
     assert_eq!(
@@ -145,7 +140,7 @@ fn scripted_chain_history_yields_exact_ops_and_audit() {
     // Rekey of a live peer = revoke old + grant new on the same slot, and
     // no endpoint deny (the same machine comes back with the new key).
     p.step(&[granted(3, 33, 15, 0)]);
-    p.applied.set_endpoint(PeerSlot(4), ep(3));
+    p.control.on_endpoint(PeerSlot(4), ep(3));
     p.take_audit();
     assert_eq!(
         p.step(&[key_updated(3, 34, 16, 0), snapshot(3, 3, 34, true, 16, SnapshotCause::KeyUpdated)]),
@@ -163,7 +158,7 @@ fn scripted_chain_history_yields_exact_ops_and_audit() {
         "the log's own rekey names the old key; the snapshot names the new"
     );
     p.audit.clear();
-    assert_eq!(p.access.check(&p.registry, &key(33), p.now).reason, Reason::KeyRotated);
+    assert_eq!(p.check(&key(33)).reason, Reason::KeyRotated);
 
     // Reorg: block 17's revoke of token 3 is undone by a snapshot of block 16.
     let ops = p.step(&[revoked(3, 17, 0)]);
@@ -187,9 +182,9 @@ fn scripted_chain_history_yields_exact_ops_and_audit() {
         key_updated(3, 34, 16, 0),
         snapshot(3, 3, 34, true, 16, SnapshotCause::KeyUpdated),
     ];
-    let before = p.registry.clone();
+    let before = p.control.registry().clone();
     assert_eq!(p.step(&replay), vec![]);
-    assert_eq!(p.registry.admitted(), before.admitted());
+    assert_eq!(p.control.registry().admitted(), before.admitted());
     assert_eq!(p.take_audit(), vec![], "a replay is not audited twice");
 
     // The RPC goes away: past the max age every peer is withdrawn, without
@@ -231,8 +226,8 @@ fn audit_records_carry_chain_provenance_and_no_secrets() {
 fn duplicate_key_promotion_moves_the_key_without_two_copies() {
     let mut p = Pipeline::new();
     p.step(&[synced(1), granted(3, 77, 10, 0), granted(5, 77, 11, 0)]);
-    assert_eq!(p.applied.peers().count(), 1);
-    p.applied.set_endpoint(PeerSlot(4), ep(9));
+    assert_eq!(p.control.applied().peers().count(), 1);
+    p.control.on_endpoint(PeerSlot(4), ep(9));
     // Token 3 revoked: token 5 (same key) takes over; the key stays allowed,
     // so its endpoint is not denied, and it is removed before it is re-added.
     assert_eq!(
@@ -250,11 +245,9 @@ fn duplicate_key_promotion_moves_the_key_without_two_copies() {
 fn a_half_applied_grant_is_completed() {
     let mut p = Pipeline::new();
     p.step(&[synced(1)]);
-    p.registry.apply(&granted(1, 11, 10, 0), p.now);
-    let d = desired(&p.registry, p.access.staleness(), p.now);
-    let ops = plan(&d, &p.applied, &PlanConfig::default(), p.now_ns);
+    let step = p.control.on_chain_events(&[granted(1, 11, 10, 0)], p.now, p.now_ns);
     // The executor added the peer but died before opening the slot.
-    p.applied.record(&ops[0]);
+    p.control.applied_mut().record(&step.ops[0]);
     assert_eq!(p.replan(), vec![Op::OpenSlot { slot: PeerSlot(2), generation: 1 }]);
     assert_eq!(p.replan(), vec![]);
 }
@@ -276,9 +269,9 @@ proptest! {
                 match op {
                     Op::AddWgPeer { key, slot, .. } => { added.insert(*slot, *key); adding = true; }
                     Op::OpenSlot { slot, .. } => {
-                        let key = added.get(slot).copied().or_else(|| p.applied.peer(*slot).map(|a| a.key));
+                        let key = added.get(slot).copied().or_else(|| p.control.applied().peer(*slot).map(|a| a.key));
                         let key = key.expect("a slot is opened only for a peer that was added");
-                        let d = p.access.check(&p.registry, &key, p.now);
+                        let d = p.check(&key);
                         prop_assert!(d.allowed && d.slot == Some(*slot), "opened {slot:?} for {d:?}");
                         adding = true;
                     }
@@ -291,18 +284,18 @@ proptest! {
                     Op::LiftDeny { .. } => prop_assert!(adding),
                 }
             }
-            let fresh = plan(&desired(&p.registry, p.access.staleness(), p.now), &p.applied, &PlanConfig::default(), p.now_ns);
-            prop_assert_eq!(fresh, vec![], "a plan once applied leaves nothing to do");
+            prop_assert_eq!(p.replan(), vec![], "a plan once applied leaves nothing to do");
             for (slot, has) in (2u32..10).zip(&endpoints) {
-                if *has { p.applied.set_endpoint(PeerSlot(slot), ep(slot as u8)); }
+                if *has { p.control.on_endpoint(PeerSlot(slot), ep(slot as u8)); }
             }
         }
-        let granted: BTreeMap<PeerSlot, WgKey> = p.registry.admitted().into_iter().map(|(s, a)| (s, a.key)).collect();
-        let applied: BTreeMap<PeerSlot, WgKey> = p.applied.peers().map(|a| (a.slot, a.key)).collect();
+        let reg = p.control.registry();
+        let granted: BTreeMap<PeerSlot, WgKey> = reg.admitted().into_iter().map(|(s, a)| (s, a.key)).collect();
+        let applied: BTreeMap<PeerSlot, WgKey> = p.control.applied().peers().map(|a| (a.slot, a.key)).collect();
         prop_assert_eq!(applied, granted);
-        for a in p.applied.peers() {
+        for a in p.control.applied().peers() {
             prop_assert!(a.slot_open);
-            prop_assert!(decide(&p.registry, &a.key).allowed);
+            prop_assert!(decide(reg, &a.key).allowed);
         }
     }
 }
@@ -311,11 +304,10 @@ proptest! {
 fn a_failed_op_is_retried_by_the_next_plan() {
     let mut p = Pipeline::new();
     p.step(&[synced(1)]);
-    p.registry.apply(&granted(1, 11, 10, 0), p.now);
-    let d = desired(&p.registry, p.access.staleness(), p.now);
-    let ops = plan(&d, &p.applied, &PlanConfig::default(), p.now_ns);
+    let step = p.control.on_chain_events(&[granted(1, 11, 10, 0)], p.now, p.now_ns);
     // The data plane added the peer, then the XDP map update failed.
-    let err = execute(&ops, &mut p.applied, |op| if op.is_xdp() { Err("map full") } else { Ok(()) }).unwrap_err();
+    let err = execute(&step.ops, p.control.applied_mut(), |op| if op.is_xdp() { Err("map full") } else { Ok(()) })
+        .unwrap_err();
     assert_eq!(err.index, 1);
     assert_eq!(p.replan(), vec![Op::OpenSlot { slot: PeerSlot(2), generation: 1 }]);
     assert_eq!(p.replan(), vec![]);
@@ -327,12 +319,11 @@ fn a_rejected_handshake_denies_its_endpoint_until_the_key_is_granted() {
     p.step(&[synced(1)]);
     p.take_audit();
     let stranger = key(50);
-    let d = p.access.check(&p.registry, &stranger, p.now);
-    assert_eq!(d.reason, Reason::UnknownKey);
-    let op = reject_handshake(stranger, &d, ep(5), &PlanConfig::default(), p.now_ns).expect("denied");
-    assert!(matches!(op, Op::DenyEndpoint { reason: Reason::UnknownKey, .. }));
-    execute(std::slice::from_ref(&op), &mut p.applied, |_| Ok::<(), String>(())).unwrap();
-    p.audit.push(crate::access::audit::rejected_handshake(&d, ep(5), p.now));
+    let verdict = p.control.on_handshake(&stranger, ep(5), p.now, p.now_ns);
+    assert_eq!(verdict.decision.reason, Reason::UnknownKey);
+    let op = verdict.deny.expect("denied");
+    assert_eq!(op, Op::DenyEndpoint { endpoint: ep(5), key: stranger, until_ns: p.now_ns + DENY_NS, reason: Reason::UnknownKey });
+    p.run(Step { ops: vec![op], audit: verdict.audit.into_iter().collect(), persist: false });
     assert_eq!(p.take_audit(), vec![(AuditAction::RejectedHandshake, None, Reason::UnknownKey, false)]);
 
     // The key is minted later: the endpoint it was refused at is let in again.
@@ -347,7 +338,6 @@ fn a_rejected_handshake_denies_its_endpoint_until_the_key_is_granted() {
 
     // Refusals that are only the staleness policy's deny nothing.
     p.now += MAX_AGE + 1;
-    let d = p.access.check(&p.registry, &stranger, p.now);
-    assert_eq!(d.reason, Reason::ChainUnavailable);
-    assert_eq!(reject_handshake(stranger, &d, ep(5), &PlanConfig::default(), p.now_ns), None);
+    let verdict = p.control.on_handshake(&stranger, ep(6), p.now, p.now_ns);
+    assert_eq!((verdict.decision.reason, verdict.deny), (Reason::ChainUnavailable, None));
 }
