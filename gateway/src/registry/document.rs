@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::key::WgKey;
+use super::key::{validate_node_id, WgKey};
 use super::network::Network;
 use super::state::{ChainPosition, Cursor, Registry, Retired, TokenRecord, Unbind};
 use super::time::{parse_rfc3339, rfc3339};
@@ -125,13 +125,20 @@ pub enum DocumentError {
     DuplicateToken(TokenId),
 }
 
-/// The seed's hostname rule.
+/// The seed's hostname rule; empty for a node id that is not a DNS label,
+/// so chain garbage never reaches a resolver's configuration.
 pub fn hostname(node_id: &str) -> String {
+    if validate_node_id(node_id).is_err() {
+        return String::new();
+    }
     format!("{node_id}.vpn.dstack")
 }
 
-/// The seed's instance id rule.
+/// The seed's instance id rule (empty like the hostname for bad node ids).
 pub fn instance_id(node_id: &str) -> String {
+    if validate_node_id(node_id).is_err() {
+        return String::new();
+    }
     format!("dstack-{node_id}")
 }
 

@@ -323,7 +323,8 @@ impl Registry {
                     let mut rec = prev.cloned().unwrap_or_else(|| blank(t));
                     let retire = changed_key(prev, "").map(|k| (k, Reason::UnboundAfterTransfer));
                     rec.unbound_by = Some(Unbind::Transfer);
-                    rec.owner = Some(to.clone());
+                    // A transfer to the zero address is a burn.
+                    rec.owner = Some(to.clone()).filter(|a| !is_zero_address(a));
                     rec.public_key.clear();
                     rec.last_tx_hash = Some(meta.tx_hash.clone());
                     (rec, retire)
@@ -552,6 +553,11 @@ fn blank(token_id: TokenId) -> TokenRecord {
         last_tx_hash: None,
         last_verified: 0,
     }
+}
+
+fn is_zero_address(a: &str) -> bool {
+    let hex = a.strip_prefix("0x").unwrap_or(a);
+    !hex.is_empty() && hex.bytes().all(|b| b == b'0')
 }
 
 /// The previous valid key, if the token is about to lose it.

@@ -145,6 +145,26 @@ fn malformed_chain_data_gets_a_reason_never_a_grant() {
 }
 
 #[test]
+fn transfer_to_the_zero_address_is_a_burn() {
+    let mut reg = registry();
+    reg.apply(&granted(1, 11, 10, 0), 100);
+    reg.apply(
+        &ChainEvent::Transferred { token_id: 1, from: owner(1), to: format!("0x{}", "0".repeat(40)), meta: meta(11, 0) },
+        100,
+    );
+    assert_eq!(reason(&reg, 1), Reason::NoOwner);
+}
+
+#[test]
+fn bad_node_ids_get_no_hostname() {
+    let mut reg = registry();
+    reg.apply(&granted_raw(1, "evil\nhost", &key_b64(1), 10, 0), 100);
+    let doc = reg.to_document();
+    assert_eq!((doc.peers[0].hostname.as_str(), doc.peers[0].instance_id.as_str()), ("", ""));
+    assert_eq!(doc.peers[0].status, "invalid_node_id");
+}
+
+#[test]
 fn events_for_unknown_tokens_never_grant() {
     let mut reg = registry();
     reg.apply(&transferred(7, 2, 10, 0), 100);
