@@ -34,6 +34,11 @@ impl Decision {
         }
     }
 
+    /// Status and JSON body for `AdminView::access` (`/v1/access/{key}`).
+    pub fn http_answer(&self) -> (u16, serde_json::Value) {
+        (self.http_status(), serde_json::to_value(self).unwrap_or(serde_json::Value::Null))
+    }
+
     /// One line for people: `allowed (granted): token 1, node-a, 10.0.0.2, owner 0x..`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();

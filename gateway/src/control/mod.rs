@@ -104,6 +104,19 @@ impl Control {
         step
     }
 
+    /// The first step after start: closes kernel slots a previous run left
+    /// open that the registry no longer admits, then plans every admitted
+    /// peer. `open_in_kernel` is what the pinned allow map holds.
+    pub fn on_start(&mut self, open_in_kernel: impl IntoIterator<Item = PeerSlot>, now: u64, now_ns: u64) -> Step {
+        let mut step = Step::default();
+        self.replan_into(&mut step, now, now_ns);
+        let desired = plan::desired(&self.registry, self.access.staleness(), now);
+        let mut ops = plan::close_stale_kernel_slots(open_in_kernel, &desired);
+        ops.append(&mut step.ops);
+        step.ops = ops;
+        step
+    }
+
     /// Re-plans without new input: the staleness policy may have started or
     /// stopped withholding grants, or an executor failure left work undone.
     pub fn on_tick(&mut self, now: u64, now_ns: u64) -> Step {
@@ -193,6 +206,26 @@ mod tests {
         assert_eq!(step.ops.first(), Some(&Op::CloseSlot { slot: PeerSlot(2) }));
         assert_eq!(step.audit.iter().map(|r| r.action).collect::<Vec<_>>(), vec![AuditAction::PolicyChange]);
         assert_eq!(c.poll_timeout(due), None);
+    }
+
+    #[test]
+    fn start_closes_slots_left_open_for_peers_revoked_meanwhile() {
+        let mut reg = registry();
+        reg.apply(&granted(1, 11, 10, 0), 100);
+        reg.apply(&granted(2, 22, 10, 1), 100);
+        reg.apply(&revoked(2, 11, 0), 100);
+        reg.apply(&synced(11), 100);
+        let mut c = Control::new(reg, ControlConfig::default());
+        let step = c.on_start([PeerSlot(2), PeerSlot(3), PeerSlot(9)], 100, 0);
+        assert_eq!(
+            step.ops,
+            vec![
+                Op::CloseSlot { slot: PeerSlot(3) },
+                Op::CloseSlot { slot: PeerSlot(9) },
+                Op::AddWgPeer { key: key(11), slot: PeerSlot(2), allowed_ip: "10.88.0.2".parse().unwrap() },
+                Op::OpenSlot { slot: PeerSlot(2), generation: 1 },
+            ]
+        );
     }
 
     #[test]

@@ -211,6 +211,15 @@ impl PlanConfig {
     }
 }
 
+/// At start-up the pinned XDP maps still hold the slots the previous run
+/// opened, while nothing is applied in this process: close those that are
+/// no longer desired (revoked while the gateway was down). Desired ones are
+/// (re)opened by the normal plan once their WireGuard peer is back.
+pub fn close_stale_kernel_slots(open_in_kernel: impl IntoIterator<Item = PeerSlot>, desired: &Desired) -> Vec<Op> {
+    let open: std::collections::BTreeSet<PeerSlot> = open_in_kernel.into_iter().collect();
+    open.into_iter().filter(|s| !desired.peers.contains_key(s)).map(|slot| Op::CloseSlot { slot }).collect()
+}
+
 /// The op for a handshake initiation the data plane refused (its key read
 /// with `parse_handshake_anon`): deny the endpoint at the XDP front so its
 /// retries die in the kernel. Nothing when the refusal is only the staleness
