@@ -5,13 +5,15 @@
 //! comes in as parameters: `now` (unix seconds, for chain-state age and the
 //! audit log) and `now_ns` (CLOCK_MONOTONIC, the clock of XDP deny expiries).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::access::audit::{self, AuditRecord};
 use crate::access::{Access, AccessConfig, Decision, Staleness, StalenessWatch};
 use crate::chain::ChainEvent;
 use crate::plan::{self, Applied, Op, PlanConfig};
-use crate::registry::{Effect, PeerSlot, Registry, WgKey};
+use crate::http::{Family, MetricKind, Sample};
+use crate::registry::{Effect, PeerSlot, Reason, Registry, WgKey};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ControlConfig {
@@ -49,6 +51,7 @@ pub struct Control {
     applied: Applied,
     watch: StalenessWatch,
     plan_config: PlanConfig,
+    rejected_handshakes: BTreeMap<Reason, u64>,
 }
 
 impl Control {
@@ -61,6 +64,7 @@ impl Control {
             applied: Applied::default(),
             watch: StalenessWatch::default(),
             plan_config: config.plan,
+            rejected_handshakes: BTreeMap::new(),
         }
     }
 
@@ -140,6 +144,7 @@ impl Control {
         if decision.allowed {
             return HandshakeVerdict { decision, deny: None, audit: None };
         }
+        *self.rejected_handshakes.entry(decision.reason).or_default() += 1;
         let deny = plan::reject_handshake(*key, &decision, endpoint, &self.plan_config, now_ns);
         let audit = Some(audit::rejected_handshake(&decision, endpoint, now));
         HandshakeVerdict { decision, deny, audit }
@@ -159,6 +164,49 @@ impl Control {
         let _ = self.watch.observe(self.access.staleness(), self.registry.last_sync(), now);
         self.replan_into(&mut step, now, now_ns);
         step
+    }
+
+    /// The control plane's metrics for `/metrics`.
+    pub fn metrics(&self, now: u64) -> Vec<Family> {
+        let mut by_status: BTreeMap<Reason, u64> = BTreeMap::new();
+        for view in self.registry.views() {
+            *by_status.entry(view.reason).or_default() += 1;
+        }
+        let mut tokens = Family::new("gw_registry_tokens", "Tokens known from the chain, by standing.", MetricKind::Gauge);
+        for (reason, n) in by_status {
+            tokens = tokens.with(Sample::new(n as f64).label("status", reason.as_str()));
+        }
+        let mut rejected = Family::new(
+            "gw_handshakes_rejected_total",
+            "Handshake initiations refused in userspace, by reason.",
+            MetricKind::Counter,
+        );
+        for (reason, n) in &self.rejected_handshakes {
+            rejected = rejected.with(Sample::new(*n as f64).label("reason", reason.as_str()));
+        }
+        let mut age = Family::new("gw_chain_state_age_seconds", "Seconds since the last chain sync.", MetricKind::Gauge);
+        if let Some(last) = self.registry.last_sync() {
+            age = age.with(Sample::new(now.saturating_sub(last) as f64));
+        }
+        let mut cursor = Family::new("gw_chain_cursor_block", "Last block fully applied.", MetricKind::Gauge);
+        if let Some(c) = self.registry.cursor() {
+            cursor = cursor.with(Sample::new(c.block_number as f64));
+        }
+        let withholding = self.staleness().withholds(self.registry.last_sync(), now);
+        vec![
+            tokens,
+            Family::new("gw_peers_applied", "WireGuard peers applied to the data plane.", MetricKind::Gauge)
+                .with(Sample::new(self.applied.peers().count() as f64)),
+            age,
+            cursor,
+            Family::new(
+                "gw_access_withholding",
+                "1 while the staleness policy withholds every grant (fail closed).",
+                MetricKind::Gauge,
+            )
+            .with(Sample::new(if withholding { 1.0 } else { 0.0 })),
+            rejected,
+        ]
     }
 
     fn replan_into(&mut self, step: &mut Step, now: u64, now_ns: u64) {
@@ -226,6 +274,28 @@ mod tests {
                 Op::OpenSlot { slot: PeerSlot(2), generation: 1 },
             ]
         );
+    }
+
+    #[test]
+    fn metrics_count_tokens_by_standing_and_rejections_by_reason() {
+        let mut c = control();
+        let _ = c.on_chain_events(&[granted(1, 11, 10, 0), granted(2, 22, 10, 1), revoked(2, 11, 0), synced(11)], 100, 0);
+        let ep: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+        let _ = c.on_handshake(&key(22), ep, 100, 0);
+        let _ = c.on_handshake(&key(99), ep, 100, 0);
+        let _ = c.on_handshake(&key(99), ep, 100, 0);
+        let text = crate::http::prometheus::render(&c.metrics(130));
+        for line in [
+            "gw_registry_tokens{status=\"granted\"} 1",
+            "gw_registry_tokens{status=\"revoked\"} 1",
+            "gw_chain_state_age_seconds 30",
+            "gw_chain_cursor_block 11",
+            "gw_access_withholding 0",
+            "gw_handshakes_rejected_total{reason=\"unknown_key\"} 2",
+            "gw_handshakes_rejected_total{reason=\"revoked\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 
     #[test]
