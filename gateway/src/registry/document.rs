@@ -125,13 +125,14 @@ pub enum DocumentError {
     DuplicateToken(TokenId),
 }
 
-/// The seed's hostname rule; empty for a node id that is not a DNS label,
-/// so chain garbage never reaches a resolver's configuration.
-pub fn hostname(node_id: &str) -> String {
+/// The seed's hostname rule (`<node_id>.vpn.dstack` by default); empty for
+/// a node id that is not a DNS label, so chain garbage never reaches a
+/// resolver's configuration.
+pub fn hostname(node_id: &str, domain: &str) -> String {
     if validate_node_id(node_id).is_err() {
         return String::new();
     }
-    format!("{node_id}.vpn.dstack")
+    format!("{node_id}.{domain}")
 }
 
 /// The seed's instance id rule (empty like the hostname for bad node ids).
@@ -154,7 +155,7 @@ impl Registry {
                     node_id: rec.node_id.clone(),
                     public_key: rec.public_key.clone(),
                     ip_address: view.placement.map(|p| p.tunnel_ip.to_string()),
-                    hostname: hostname(&rec.node_id),
+                    hostname: hostname(&rec.node_id, &self.domain),
                     instance_id: instance_id(&rec.node_id),
                     nft_owner: rec.owner.clone(),
                     access_granted: view.is_granted(),

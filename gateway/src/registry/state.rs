@@ -39,6 +39,9 @@ use super::network::{Network, PeerSlot, Placement, PlacementError};
 use super::reason::Reason;
 use crate::chain::{Address, ChainEvent, LogMeta, SnapshotCause, TokenId, TokenSnapshot};
 
+/// The seed's hostname suffix.
+pub const DEFAULT_DOMAIN: &str = "vpn.dstack";
+
 /// Where in the chain a fact comes from; ordered like the chain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ChainPosition {
@@ -204,6 +207,8 @@ pub enum KeyLookup {
 pub struct Registry {
     pub(super) contract_address: Address,
     pub(super) network: Network,
+    /// Hostname suffix (`<node_id>.<domain>`), configuration only.
+    pub(super) domain: String,
     pub(super) tokens: BTreeMap<TokenId, TokenRecord>,
     /// Valid bound keys -> tokens that have them bound (any standing).
     pub(super) by_key: BTreeMap<WgKey, BTreeSet<TokenId>>,
@@ -217,12 +222,23 @@ impl Registry {
         Registry {
             contract_address,
             network,
+            domain: DEFAULT_DOMAIN.to_string(),
             tokens: BTreeMap::new(),
             by_key: BTreeMap::new(),
             retired: BTreeMap::new(),
             cursor: None,
             last_sync: None,
         }
+    }
+
+    /// Sets the hostname suffix (`[network] domain`); derived names only.
+    pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = domain.into();
+        self
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
     }
 
     pub fn contract_address(&self) -> &str {

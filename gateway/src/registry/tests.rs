@@ -203,6 +203,9 @@ fn document_has_every_seed_field_and_round_trips() {
 
     let back = Registry::from_document(doc, CONTRACT, network()).unwrap();
     assert_eq!(back, reg);
+
+    let renamed = reg.with_domain("corp.example").to_document();
+    assert_eq!(renamed.peers[0].hostname, "node-1.corp.example");
 }
 
 #[test]
