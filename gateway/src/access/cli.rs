@@ -82,7 +82,9 @@ pub fn from_gateway(url: &str, public_key: &str) -> anyhow::Result<Decision> {
         .with_context(|| format!("connecting to the gateway at {url} (is it running? use --registry to read a file)"))?;
     stream.set_read_timeout(Some(timeout))?;
     let key = public_key.trim();
-    write!(stream, "GET /v1/access/{key} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")?;
+    // One write: `write!` would send the formatted pieces separately.
+    let request = format!("GET /v1/access/{key} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response).context("reading the gateway's answer")?;
     let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
@@ -125,9 +127,14 @@ mod tests {
         let answer = serde_json::to_string(&crate::access::decide(&reg, &key(11))).unwrap();
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
             let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).unwrap();
-            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "client closed early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let request = String::from_utf8(request).unwrap();
             write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len()).unwrap();
             request
         });
