@@ -50,10 +50,6 @@ impl Desired {
         }
         self.denied.get(key).copied().unwrap_or(Reason::UnknownKey)
     }
-
-    fn admits_key(&self, key: &WgKey) -> bool {
-        self.peers.values().any(|p| p.key == *key)
-    }
 }
 
 /// The desired set: the registry's admitted peers, unless the staleness
@@ -265,6 +261,7 @@ pub fn execute<E: std::fmt::Debug + std::fmt::Display>(
 /// `now_ns` is CLOCK_MONOTONIC, the clock the deny expiry is compared with.
 pub fn plan(desired: &Desired, applied: &Applied, config: &PlanConfig, now_ns: u64) -> Vec<Op> {
     let same = |a: &AppliedPeer, d: &DesiredPeer| a.key == d.key && a.allowed_ip == d.allowed_ip;
+    let desired_keys: std::collections::BTreeSet<WgKey> = desired.peers.values().map(|p| p.key).collect();
     let mut removals = Vec::new();
     for (slot, a) in &applied.peers {
         let wanted = desired.peers.get(slot);
@@ -275,7 +272,7 @@ pub fn plan(desired: &Desired, applied: &Applied, config: &PlanConfig, now_ns: u
         // A rekey keeps the slot (same token, same machine): denying its
         // endpoint would drop the new key's handshakes too. A key that only
         // moves to another slot is still allowed.
-        let reissued = wanted.is_some() || desired.admits_key(&a.key);
+        let reissued = wanted.is_some() || desired_keys.contains(&a.key);
         if let (Some(endpoint), false, false) = (a.endpoint, reissued, desired.withheld) {
             let until_ns = config.deny_until(now_ns);
             removals.push(Op::DenyEndpoint { endpoint, key: a.key, until_ns, reason: desired.removal_reason(&a.key) });

@@ -341,3 +341,32 @@ fn a_rejected_handshake_denies_its_endpoint_until_the_key_is_granted() {
     let verdict = p.control.on_handshake(&stranger, ep(6), p.now, p.now_ns);
     assert_eq!((verdict.decision.reason, verdict.deny), (Reason::ChainUnavailable, None));
 }
+
+#[test]
+fn a_full_slash_16_is_planned_whole_and_its_boundary_token_refused() {
+    let net = crate::registry::Network { cidr: "10.9.0.0/16".parse().unwrap(), dns_server: ip(1) };
+    let mut reg = crate::registry::Registry::new(CONTRACT.into(), net);
+    let last_admitted: u128 = 65_533; // host 65534; host 65535 is the broadcast address
+    for t in 1..=last_admitted + 1 {
+        let mut k = [0u8; 32];
+        k[..16].copy_from_slice(&t.to_le_bytes());
+        let e = ChainEvent::Granted {
+            token_id: t,
+            node_id: format!("n{t}"),
+            owner: owner(1),
+            public_key: WgKey(k).to_base64(),
+            meta: meta(t as u64, 0),
+        };
+        reg.apply(&e, 100);
+    }
+    reg.apply(&synced(70_000), 100);
+    assert_eq!(reg.view(last_admitted + 1).map(|v| v.reason), Some(Reason::NetworkFull));
+    let d = desired(&reg, &Staleness::default(), 100);
+    let ops = plan(&d, &Applied::default(), &PlanConfig::default(), 0);
+    assert_eq!(ops.len(), 2 * 65_533);
+    assert_eq!(
+        ops.last(),
+        Some(&Op::OpenSlot { slot: PeerSlot(65_534), generation: 65_533 }),
+        "the last host's slot is inside the kernel's slot space"
+    );
+}
