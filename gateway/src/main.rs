@@ -30,6 +30,9 @@ enum Command {
     Dataplane(gateway::dataplane::cli::DataplaneCommand),
     /// The local demo: scratch namespaces, the XDP front, live counters.
     Demo,
+    /// Access decisions: is a key allowed, and why.
+    #[command(subcommand)]
+    Access(gateway::access::cli::AccessCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Node(cmd) => gateway::node::run(cmd),
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
         Command::Demo => gateway::demo::run(),
+        Command::Access(cmd) => gateway::access::cli::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
