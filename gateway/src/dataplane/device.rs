@@ -408,13 +408,7 @@ impl Device {
         let state = &mut peer.state;
         let mut out = std::mem::take(&mut self.encrypted);
         if let TunnResult::WriteToNetwork(datagram) = state.tunn.encapsulate(packet, &mut out) {
-            match state.endpoint {
-                Some(endpoint) => {
-                    state.tx_bytes += datagram.len() as u64;
-                    sink.send_udp(endpoint, datagram);
-                }
-                None => self.counters.no_endpoint += 1,
-            }
+            send_to_endpoint(state, datagram, sink, &mut self.counters);
         }
         self.encrypted = out;
     }
@@ -427,16 +421,20 @@ impl Device {
         for peer in self.peers.values_mut() {
             let state = &mut peer.state;
             if let TunnResult::WriteToNetwork(datagram) = state.tunn.update_timers(&mut out) {
-                match state.endpoint {
-                    Some(endpoint) => {
-                        state.tx_bytes += datagram.len() as u64;
-                        sink.send_udp(endpoint, datagram);
-                    }
-                    None => self.counters.no_endpoint += 1,
-                }
+                send_to_endpoint(state, datagram, sink, &mut self.counters);
             }
         }
         self.encrypted = out;
+    }
+}
+
+fn send_to_endpoint(state: &mut PeerState, datagram: &[u8], sink: &mut impl PacketSink, counters: &mut DeviceCounters) {
+    match state.endpoint {
+        Some(endpoint) => {
+            state.tx_bytes += datagram.len() as u64;
+            sink.send_udp(endpoint, datagram);
+        }
+        None => counters.no_endpoint += 1,
     }
 }
 

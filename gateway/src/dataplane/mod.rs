@@ -1,11 +1,15 @@
-//! Userspace WireGuard data plane on boringtun's `noise::Tunn`: a pure-ish
-//! device core (peers, routing, allowed IPs) and the I/O edge around it
-//! (TUN, UDP, UAPI socket, the event loop).
+//! Userspace WireGuard data plane on boringtun's `noise::Tunn`: a socket-free
+//! device core (peers, routing, allowed IPs, UAPI protocol) and the I/O edge
+//! around it (TUN, UDP, the UAPI socket, the packet loop).
 
 pub mod allowed_ips;
 pub mod cli;
 pub mod device;
+pub mod io;
 pub mod peer;
+pub mod runtime;
+pub mod uapi;
 
 pub use device::{Device, DeviceCounters, DeviceEvent, PacketSink, PeerError};
 pub use peer::{encode_key, parse_key, PeerConfig, PeerStats, PublicKey};
+pub use runtime::{Dataplane, DataplaneConfig, DataplaneHandle};
