@@ -227,15 +227,24 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
         Err(reason) => return reason,
     };
     let l4 = located.l4;
-    let (src_port, dst_port, udp_len) =
-        match (pkt.be16_at(l4), pkt.be16_at(l4 + 2), pkt.be16_at(l4 + 4)) {
-            (Some(s), Some(d), Some(l)) => (s, d, l as usize),
-            // A UDP header cut short cannot be for us; the stack drops it.
-            _ => return Reason::PassOtherPort,
-        };
+    // One read at a time with an early return each: a combined match lets
+    // LLVM read a register on a path where it was never written, which the
+    // verifier rejects. A UDP header cut short cannot be for us.
+    let dst_port = match pkt.be16_at(l4 + 2) {
+        Some(d) => d,
+        None => return Reason::PassOtherPort,
+    };
     if cfg.wg_port == 0 || dst_port != cfg.wg_port {
         return Reason::PassOtherPort;
     }
+    let src_port = match pkt.be16_at(l4) {
+        Some(s) => s,
+        None => return Reason::PassOtherPort,
+    };
+    let udp_len = match pkt.be16_at(l4 + 4) {
+        Some(l) => l as usize,
+        None => return Reason::PassOtherPort,
+    };
     // The UDP length, not the frame length, bounds the message: Ethernet pads
     // short frames. A length beyond the frame is a truncated datagram.
     if udp_len < UDP_HDR_LEN || l4 + udp_len > pkt.len() {

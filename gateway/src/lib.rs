@@ -3,6 +3,8 @@
 
 pub mod chain;
 pub mod dataplane;
+pub mod demo;
 pub mod logging;
+pub mod netns;
 pub mod node;
 pub mod xdp;

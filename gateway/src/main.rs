@@ -8,6 +8,11 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true, env = "GATEWAY_LOG_FORMAT", default_value = "text")]
     log_format: gateway::logging::LogFormat,
+    /// Run inside the named network namespace (/run/netns/NAME) through
+    /// setns(2) on the network namespace only: unlike `ip netns exec`, the
+    /// mount namespace stays shared, so pins under /sys/fs/bpf stay visible.
+    #[arg(long, global = true, env = "GATEWAY_NETNS")]
+    netns: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,15 +28,25 @@ enum Command {
     /// Run the userspace WireGuard data plane on its own (peers via `wg set`).
     #[command(subcommand)]
     Dataplane(gateway::dataplane::cli::DataplaneCommand),
+    /// The local demo: scratch namespaces, the XDP front, live counters.
+    Demo,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     gateway::logging::init(cli.log_format);
+    // Before any thread exists: threads inherit the namespace they start in.
+    if let Some(ns) = &cli.netns {
+        if let Err(err) = gateway::netns::enter(ns) {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         Command::Xdp(cmd) => gateway::xdp::cli::run(cmd),
         Command::Node(cmd) => gateway::node::run(cmd),
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
+        Command::Demo => gateway::demo::run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

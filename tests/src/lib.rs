@@ -1,1 +1,5 @@
-//! Helpers for the end-to-end tests: network namespaces, processes, clean-up.
+//! Helpers for the end-to-end tests: network namespaces, processes, clean-up,
+//! packets.
+
+pub mod netns;
+pub mod packets;

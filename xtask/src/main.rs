@@ -1,1 +1,56 @@
-fn main() {}
+//! `cargo xtask ...`: the project's build, test and demo front door.
+
+mod demo;
+mod ebpf;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the XDP program (gateway-ebpf) for bpfel-unknown-none on nightly;
+    /// the object lands in <target>/bpf/gateway.bpf.o.
+    BuildEbpf {
+        /// Release profile (both profiles are optimised: the verifier needs it;
+        /// release keeps full debug info for BTF line info).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build the eBPF object, then the gateway binary that embeds it.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build everything and run every test (unit, anvil, network namespaces).
+    Test {
+        /// Arguments for the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// The main job: a local demo in scratch network namespaces.
+    Demo,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::BuildEbpf { release } => ebpf::build_ebpf(release).map(|_| ()),
+        Command::Build { release } => util::build_all(release),
+        Command::Test { args } => util::test_all(&args),
+        Command::Demo => demo::run_demo(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
