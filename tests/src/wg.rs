@@ -41,6 +41,7 @@ impl Drop for ScratchDir {
 }
 
 /// A key pair from `wg genkey`; the private key lives in a 0600 file.
+#[derive(Clone)]
 pub struct Keypair {
     pub private_file: PathBuf,
     pub public: String,
@@ -95,30 +96,55 @@ impl Drop for SocketFile {
     }
 }
 
+/// A userspace WireGuard process (`wireguard-go`, `boringtun-cli`) in a
+/// namespace, serving its UAPI socket and configured through `wg set`.
+pub struct UapiDaemon {
+    pub iface: String,
+    pub keys: Keypair,
+    _socket: SocketFile,
+    pub process: ChildGuard,
+}
+
+impl UapiDaemon {
+    /// Runs `program <args> <iface>` in `ns` (foreground flags are the
+    /// caller's) and gives the interface `keys`' private key.
+    pub fn start(ns: &Netns, program: &str, args: &[&str], keys: Keypair) -> Result<Self> {
+        let iface = unique_name("wgn");
+        let mut cmd = ns.command(program);
+        cmd.args(args).arg(&iface).env(WG_GO_ENV.0, WG_GO_ENV.1).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut process = ChildGuard::spawn(cmd, program)?;
+        let socket = SocketFile(uapi_socket(&iface));
+        wait_for_uapi(&iface, &mut process)?;
+        wg(&["set", &iface, "private-key", keys.private_path()])?;
+        Ok(Self { iface, keys, _socket: socket, process })
+    }
+
+    /// Addresses the interface and brings it up.
+    pub fn address(&self, ns: &Netns, cidr: &str) -> Result<()> {
+        ns.ip(&["address", "add", cidr, "dev", &self.iface])?;
+        ns.ip(&["link", "set", &self.iface, "up"])?;
+        Ok(())
+    }
+}
+
 /// A real `wireguard-go` node in its own namespace, its only peer the gateway.
 pub struct WgGoNode {
     pub iface: String,
     pub tunnel_ip: String,
     pub keys: Keypair,
-    _socket: SocketFile,
-    _process: ChildGuard,
+    _daemon: UapiDaemon,
 }
 
 impl WgGoNode {
     pub fn start(ns: &Netns, keys: Keypair, tunnel_ip: &str, gateway_public: &str, gateway_endpoint: &str) -> Result<Self> {
-        let iface = unique_name("wgn");
-        let mut cmd = ns.command("wireguard-go");
-        cmd.args(["-f", &iface]).env(WG_GO_ENV.0, WG_GO_ENV.1).stdout(Stdio::null()).stderr(Stdio::null());
-        let mut process = ChildGuard::spawn(cmd, "wireguard-go")?;
-        let socket = SocketFile(uapi_socket(&iface));
-        wait_for_uapi(&iface, &mut process)?;
+        let daemon = UapiDaemon::start(ns, "wireguard-go", &["-f"], keys)?;
+        let iface = daemon.iface.clone();
         wg(&[
-            "set", &iface, "private-key", keys.private_path(), "peer", gateway_public, "endpoint", gateway_endpoint,
+            "set", &iface, "peer", gateway_public, "endpoint", gateway_endpoint,
             "allowed-ips", &format!("{TUNNEL_PREFIX}.0/24"), "persistent-keepalive", "25",
         ])?;
-        ns.ip(&["address", "add", &format!("{tunnel_ip}/24"), "dev", &iface])?;
-        ns.ip(&["link", "set", &iface, "up"])?;
-        Ok(Self { iface, tunnel_ip: tunnel_ip.to_owned(), keys, _socket: socket, _process: process })
+        daemon.address(ns, &format!("{tunnel_ip}/24"))?;
+        Ok(Self { iface, tunnel_ip: tunnel_ip.to_owned(), keys: daemon.keys.clone(), _daemon: daemon })
     }
 }
 
@@ -245,6 +271,8 @@ pub struct IperfRun {
     pub intervals: Vec<f64>,
     pub sent_bits_per_second: f64,
     pub received_bits_per_second: f64,
+    pub received_bytes: u64,
+    pub seconds: f64,
     pub retransmits: u64,
 }
 
@@ -282,6 +310,8 @@ pub fn parse_iperf3(json: &str) -> Result<IperfRun> {
         intervals,
         sent_bits_per_second: v["end"]["sum_sent"]["bits_per_second"].as_f64().unwrap_or(0.0),
         received_bits_per_second: v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0),
+        received_bytes: v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0),
+        seconds: v["end"]["sum_received"]["seconds"].as_f64().unwrap_or(0.0),
         retransmits: v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
     })
 }
