@@ -1,5 +1,7 @@
 //! The kernel handles the data plane reads and writes: a TUN device (ioctl
-//! `TUNSETIFF`) and the WireGuard UDP sockets, IPv4 and IPv6 (I/O edge).
+//! `TUNSETIFF`, with virtio headers so merged TCP packets go in one write)
+//! and the WireGuard UDP sockets, IPv4 and IPv6, read in batches with UDP GRO
+//! (I/O edge).
 
 use std::ffi::CString;
 use std::io;
@@ -11,8 +13,10 @@ use anyhow::{bail, Context};
 use ipnet::IpNet;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::gro::VNET_HDR_LEN;
+
 /// Socket buffers that absorb a burst of a fast TCP stream while the loop is
-/// busy encrypting; best effort, the kernel clamps them to `net.core.*mem_max`.
+/// busy encrypting.
 const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
 pub struct Tun {
@@ -40,7 +44,10 @@ impl Tun {
         for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
         }
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        // IFF_VNET_HDR: every packet carries a `virtio_net_hdr`, which lets us
+        // hand the kernel merged TCP segments (see `gro`). No TUNSETOFFLOAD:
+        // the kernel still gives us plain, checksummed packets to encrypt.
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
         // SAFETY: TUNSETIFF reads an ifreq we own for the duration of the call.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &ifr) };
         if rc < 0 {
@@ -63,16 +70,23 @@ impl Tun {
         run_ip(&["link", "set", "dev", &self.name, "up"])
     }
 
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads one packet into `buf` and returns the IP packet's range in it
+    /// (after the virtio header). Packets the kernel asks us to segment or
+    /// checksum cannot occur without offloads; they are reported as invalid.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<std::ops::Range<usize>> {
         // SAFETY: reads into a buffer we exclusively borrow, length checked by the kernel.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
+            return Err(io::Error::last_os_error());
         }
+        let n = n as usize;
+        if n < VNET_HDR_LEN || buf[1] != 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected GSO packet from TUN"));
+        }
+        Ok(VNET_HDR_LEN..n)
     }
 
+    /// Writes one packet that already starts with its virtio header.
     pub fn write(&self, packet: &[u8]) -> io::Result<usize> {
         // SAFETY: writes from a borrowed buffer of the given length.
         let n = unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
@@ -137,11 +151,149 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
-    // Best effort: the kernel clamps to its maxima.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    // As root (CAP_NET_ADMIN) the *BUFFORCE variants pass the sysctl caps,
+    // whose defaults (~200 KiB) overflow within a millisecond at line rate.
+    set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES as libc::c_int);
+    set_int_option(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES as libc::c_int);
     socket.bind(&addr.into())?;
+    // UDP GRO: the kernel hands us runs of same-sized datagrams from one
+    // source as one buffer (split again in `UdpBatch`).
+    set_int_option(&socket, libc::SOL_UDP, libc::UDP_GRO, 1);
     Ok(socket.into())
+}
+
+/// Best effort: an option the kernel refuses only costs speed.
+fn set_int_option(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: setsockopt with a pointer to an int we own and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(level, name, error = %io::Error::last_os_error(), "setsockopt refused");
+    }
+}
+
+/// Messages per `recvmmsg`; each may hold a GRO run of up to 64 KiB.
+pub const RECV_BATCH: usize = 32;
+const RECV_BUF: usize = 65536;
+/// Room for one UDP_GRO control message (cmsghdr + int, aligned).
+const CMSG_SPACE: usize = 32;
+
+/// Buffers for receiving up to [`RECV_BATCH`] messages in one `recvmmsg`.
+pub struct UdpBatch {
+    bufs: Vec<Vec<u8>>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovecs: Vec<libc::iovec>,
+    cmsgs: Vec<[u64; CMSG_SPACE / 8]>,
+    hdrs: Vec<libc::mmsghdr>,
+    received: usize,
+}
+
+impl Default for UdpBatch {
+    fn default() -> Self {
+        // SAFETY: these C structs are plain old data; zero is a valid value.
+        let zeroed_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let zeroed_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        Self {
+            bufs: (0..RECV_BATCH).map(|_| vec![0u8; RECV_BUF]).collect(),
+            addrs: vec![zeroed_addr; RECV_BATCH],
+            iovecs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; RECV_BATCH],
+            cmsgs: vec![[0u64; CMSG_SPACE / 8]; RECV_BATCH],
+            hdrs: vec![zeroed_hdr; RECV_BATCH],
+            received: 0,
+        }
+    }
+}
+
+impl UdpBatch {
+    /// Receives what is queued (non-blocking); returns how many messages.
+    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        for i in 0..RECV_BATCH {
+            self.iovecs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: RECV_BUF };
+            let hdr = &mut self.hdrs[i].msg_hdr;
+            hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_iov = &mut self.iovecs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            hdr.msg_controllen = CMSG_SPACE as _;
+            hdr.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers of the stated sizes.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                RECV_BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            self.received = 0;
+            return Err(io::Error::last_os_error());
+        }
+        self.received = n as usize;
+        Ok(self.received)
+    }
+
+    /// Calls `f` for every datagram of the last `recv`, GRO runs split back
+    /// into their datagrams.
+    pub fn for_each(&self, mut f: impl FnMut(SocketAddr, &[u8])) {
+        for i in 0..self.received {
+            let Some(from) = sockaddr_to_std(&self.addrs[i]) else { continue };
+            let data = &self.bufs[i][..self.hdrs[i].msg_len as usize];
+            let segment = gro_segment_size(&self.hdrs[i].msg_hdr).unwrap_or(data.len()).max(1);
+            for datagram in data.chunks(segment) {
+                f(from, datagram);
+            }
+        }
+    }
+}
+
+fn gro_segment_size(hdr: &libc::msghdr) -> Option<usize> {
+    // SAFETY: walks the control buffer the kernel filled, with the libc macros.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
+fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(addr.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)), u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
 }
 
 /// Waits until `fd` can take more data, at most `timeout_ms`.

@@ -5,6 +5,7 @@
 pub mod allowed_ips;
 pub mod cli;
 pub mod device;
+pub mod gro;
 pub mod io;
 pub mod peer;
 pub mod runtime;

@@ -18,7 +18,8 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 
 use super::device::{Device, DeviceCounters, DeviceEvent, PacketSink, PeerError, MAX_PACKET};
-use super::io::{wait_writable, Tun, UdpSockets};
+use super::gro::Coalescer;
+use super::io::{wait_writable, Tun, UdpBatch, UdpSockets, RECV_BATCH};
 use super::peer::{PeerConfig, PeerStats, PublicKey};
 use super::uapi;
 
@@ -29,6 +30,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// TUN cannot starve the UDP side (and the control API's lock waits at most
 /// one batch).
 const BATCH: usize = 64;
+/// `recvmmsg` calls per socket before looking at the TUN side again.
+const UDP_ROUNDS: usize = 4;
 /// Events not yet taken by the access layer; beyond this they are dropped
 /// (and the device counts them).
 const EVENT_CHANNEL_DEPTH: usize = 1024;
@@ -184,11 +187,31 @@ impl Drop for Dataplane {
     }
 }
 
-/// Writes the device's output straight to the kernel. A full socket buffer
-/// gets one short wait; after that the datagram is dropped, as a NIC would.
+/// Writes the device's output to the kernel: datagrams at once, TUN packets
+/// merged per batch (`flush`). A full socket buffer gets one short wait;
+/// after that the datagram is dropped, as a NIC would.
 struct KernelSink<'a> {
     tun: &'a Tun,
     sockets: &'a UdpSockets,
+    coalescer: Coalescer,
+}
+
+impl KernelSink<'_> {
+    fn flush(&mut self) {
+        let tun = self.tun;
+        self.coalescer.flush(&mut |packet| write_tun(tun, packet));
+    }
+}
+
+fn write_tun(tun: &Tun, packet: &[u8]) {
+    if let Err(err) = tun.write(packet) {
+        if err.kind() == io::ErrorKind::WouldBlock {
+            wait_writable(tun.raw_fd(), 5);
+            let _ = tun.write(packet);
+        } else {
+            tracing::debug!(error = %err, "TUN write failed");
+        }
+    }
 }
 
 impl PacketSink for KernelSink<'_> {
@@ -205,20 +228,15 @@ impl PacketSink for KernelSink<'_> {
     }
 
     fn write_tun(&mut self, packet: &[u8]) {
-        if let Err(err) = self.tun.write(packet) {
-            if err.kind() == io::ErrorKind::WouldBlock {
-                wait_writable(self.tun.raw_fd(), 5);
-                let _ = self.tun.write(packet);
-            } else {
-                tracing::debug!(error = %err, "TUN write failed");
-            }
-        }
+        let tun = self.tun;
+        self.coalescer.push(packet, &mut |merged| write_tun(tun, merged));
     }
 }
 
 fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::Sender<DeviceEvent>) {
     let mut buf = vec![0u8; MAX_PACKET];
-    let mut sink = KernelSink { tun, sockets };
+    let mut sink = KernelSink { tun, sockets, coalescer: Coalescer::default() };
+    let mut batch = UdpBatch::default();
     let mut next_tick = Instant::now();
     let mut udp: Vec<&UdpSocket> = vec![&sockets.v4];
     udp.extend(sockets.v6.as_ref());
@@ -244,10 +262,12 @@ fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::
             let mut device = shared.device();
             for _ in 0..BATCH {
                 match tun.read(&mut buf) {
-                    Ok(n) => device.handle_tun_packet(&buf[..n], &mut sink),
+                    Ok(range) => device.handle_tun_packet(&buf[range], &mut sink),
                     Err(err) => {
                         log_read_error("TUN", &err);
-                        break;
+                        if err.kind() != io::ErrorKind::InvalidData {
+                            break;
+                        }
                     }
                 }
             }
@@ -257,17 +277,23 @@ fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::
                 continue;
             }
             let mut device = shared.device();
-            for _ in 0..BATCH {
-                match socket.recv_from(&mut buf) {
-                    Ok((n, from)) => device.handle_datagram(from, &buf[..n], &mut sink),
+            for _ in 0..UDP_ROUNDS {
+                let received = match batch.recv(socket) {
+                    Ok(n) => n,
                     Err(err) => {
                         log_read_error("UDP", &err);
                         break;
                     }
+                };
+                batch.for_each(|from, datagram| device.handle_datagram(from, datagram, &mut sink));
+                sink.flush();
+                if received < RECV_BATCH {
+                    break;
                 }
             }
             drain_events(&mut device, events);
         }
+        sink.flush();
     }
 }
 
