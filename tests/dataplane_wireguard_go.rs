@@ -1,6 +1,7 @@
 //! The data plane against real `wireguard-go` nodes in network namespaces:
 //! a node handshakes, pings and runs iperf3 through the gateway; two nodes
-//! reach each other through it without a TUN round trip; `wg show` reports
+//! reach each other through it without a TUN round trip, over IPv4 and IPv6
+//! inside and outside the tunnel; `wg show` reports
 //! endpoints, handshakes and transfer; `wg set` admits an unknown node.
 
 use std::sync::Mutex;
@@ -8,7 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Result};
 use gateway_tests::netns::{require_root, wait_for, Netns, VethPair};
-use gateway_tests::wg::{iperf3_client, iperf3_server, link_bytes, wg, wg_dump, Keypair, Star, WgGoNode, TUNNEL_PREFIX, WG_PORT};
+use gateway_tests::wg::{
+    iperf3_client, iperf3_server, link_bytes, wg, wg_dump, Keypair, Star, WgGoNode, TUNNEL_PREFIX,
+    TUNNEL_PREFIX6, WG_PORT,
+};
 
 /// The tests share two cores: one at a time, so throughput figures mean something.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -37,7 +41,7 @@ fn node_pings_and_streams_through_the_gateway_and_to_another_node() -> Result<()
     let dump = wg_dump(&star.gateway.iface)?;
     let node = &dump[&star.nodes[0].keys.public];
     ensure!(node.endpoint.map(|e| e.ip().to_string()) == Some("10.200.0.2".into()), "endpoint {node:?}");
-    ensure!(node.allowed_ips == vec![format!("{TUNNEL_PREFIX}.2/32")], "allowed ips {node:?}");
+    ensure!(node.allowed_ips == vec![format!("{TUNNEL_PREFIX}.2/32"), format!("{TUNNEL_PREFIX6}:2/128")], "allowed ips {node:?}");
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     ensure!(node.latest_handshake + 60 > now && node.latest_handshake <= now + 1, "handshake {node:?}");
     ensure!(node.rx_bytes > 3 * 1_000_000, "rx {node:?}");
@@ -57,6 +61,14 @@ fn node_pings_and_streams_through_the_gateway_and_to_another_node() -> Result<()
     let moved = (run.received_bits_per_second * 3.0 / 8.0) as u64;
     let tun_traffic = (tun_after.0 - tun_before.0) + (tun_after.1 - tun_before.1);
     ensure!(tun_traffic < moved / 100, "{tun_traffic} bytes crossed the TUN device for {moved} forwarded");
+
+    // IPv6 inside the tunnel, and node 1 reaches the gateway over IPv6.
+    star.ping_from(0, &format!("{TUNNEL_PREFIX6}:1"), Duration::from_secs(10))?;
+    star.ping_from(0, &format!("{TUNNEL_PREFIX6}:3"), Duration::from_secs(10))?;
+    let dump = wg_dump(&star.gateway.iface)?;
+    let second = &dump[&star.nodes[1].keys.public];
+    ensure!(second.endpoint.map(|e| e.ip().to_string()) == Some("fd00:200:1::2".into()), "IPv6 endpoint {second:?}");
+    ensure!(second.allowed_ips.contains(&format!("{TUNNEL_PREFIX6}:3/128")), "{second:?}");
     Ok(())
 }
 

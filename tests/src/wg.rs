@@ -18,6 +18,8 @@ const WG_GO_ENV: (&str, &str) = ("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD",
 pub const WG_PORT: u16 = 51820;
 /// The tunnel network: the gateway is .1, node i is .(i + 2).
 pub const TUNNEL_PREFIX: &str = "10.99.0";
+/// The tunnel's IPv6 network, numbered like the IPv4 one (`fd99::1` is the gateway).
+pub const TUNNEL_PREFIX6: &str = "fd99:";
 
 /// A scratch directory removed on drop.
 pub struct ScratchDir(PathBuf);
@@ -141,9 +143,12 @@ impl WgGoNode {
         let iface = daemon.iface.clone();
         wg(&[
             "set", &iface, "peer", gateway_public, "endpoint", gateway_endpoint,
-            "allowed-ips", &format!("{TUNNEL_PREFIX}.0/24"), "persistent-keepalive", "25",
+            "allowed-ips", &format!("{TUNNEL_PREFIX}.0/24,{TUNNEL_PREFIX6}:/64"), "persistent-keepalive", "25",
         ])?;
         daemon.address(ns, &format!("{tunnel_ip}/24"))?;
+        if let Some(host) = tunnel_ip.rsplit('.').next() {
+            ns.ip(&["address", "add", &format!("{TUNNEL_PREFIX6}:{host}/64"), "dev", &iface, "nodad"])?;
+        }
         Ok(Self { iface, tunnel_ip: tunnel_ip.to_owned(), keys: daemon.keys.clone(), _daemon: daemon })
     }
 }
@@ -164,7 +169,7 @@ impl GatewayProcess {
         let mut cmd = Command::new(gateway_bin());
         cmd.args(["--netns", ns.name(), "dataplane", "run", "--iface", &iface])
             .args(["--listen-port", &WG_PORT.to_string(), "--private-key-file", keys.private_path()])
-            .args(["--address", &format!("{TUNNEL_PREFIX}.1/24")])
+            .args(["--address", &format!("{TUNNEL_PREFIX}.1/24"), "--address", &format!("{TUNNEL_PREFIX6}:1/64")])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (public, allowed) in peers {
@@ -212,7 +217,9 @@ pub fn wg_dump(iface: &str) -> Result<BTreeMap<String, DumpPeer>> {
 
 /// A gateway namespace and `n` node namespaces, node i reaching the gateway
 /// at 10.200.i.1 over its own veth, the gateway's data plane running with
-/// every node as a peer (tunnel IP 10.99.0.(i + 2)/32).
+/// every node as a peer (tunnel IPs 10.99.0.(i + 2)/32 and fd99::(i + 2)/128).
+/// Odd-numbered nodes reach the gateway over IPv6 (fd00:200:i::1), the others
+/// over IPv4.
 pub struct Star {
     pub nodes: Vec<WgGoNode>,
     pub gateway: GatewayProcess,
@@ -228,14 +235,16 @@ impl Star {
         let mut node_ns = Vec::new();
         for i in 0..n {
             let ns = Netns::new("dpn")?;
-            VethPair::connect(&gateway_ns, &format!("10.200.{i}.1/24"), &ns, &format!("10.200.{i}.2/24"))?;
+            let veth = VethPair::connect(&gateway_ns, &format!("10.200.{i}.1/24"), &ns, &format!("10.200.{i}.2/24"))?;
+            gateway_ns.ip(&["address", "add", &format!("fd00:200:{i}::1/64"), "dev", &veth.a, "nodad"])?;
+            ns.ip(&["address", "add", &format!("fd00:200:{i}::2/64"), "dev", &veth.b, "nodad"])?;
             node_ns.push(ns);
         }
         // Keys first: the gateway needs the nodes' public keys, the nodes the gateway's.
         let node_keys: Vec<Keypair> =
             (0..n).map(|i| Keypair::generate(dir.path(), &format!("node{i}"))).collect::<Result<_>>()?;
         let peers: Vec<(String, String)> =
-            node_keys.iter().enumerate().map(|(i, k)| (k.public.clone(), format!("{TUNNEL_PREFIX}.{}/32", i + 2))).collect();
+            node_keys.iter().enumerate().map(|(i, k)| (k.public.clone(), format!("{TUNNEL_PREFIX}.{h}/32,{TUNNEL_PREFIX6}:{h}/128", h = i + 2))).collect();
         let gateway = GatewayProcess::start(&gateway_ns, dir.path(), &peers)?;
         let mut nodes = Vec::new();
         for (i, (ns, keys)) in node_ns.iter().zip(node_keys).enumerate() {
@@ -244,7 +253,7 @@ impl Star {
                 keys,
                 &format!("{TUNNEL_PREFIX}.{}", i + 2),
                 &gateway.keys.public,
-                &format!("10.200.{i}.1:{WG_PORT}"),
+                &if i % 2 == 1 { format!("[fd00:200:{i}::1]:{WG_PORT}") } else { format!("10.200.{i}.1:{WG_PORT}") },
             )?);
         }
         Ok(Self { nodes, gateway, node_ns, gateway_ns, _dir: dir })

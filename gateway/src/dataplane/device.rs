@@ -590,6 +590,57 @@ mod tests {
         }
     }
 
+    fn ipv6_packet(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 40 + payload.len()];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        p[6] = 17;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&dst.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[40..].copy_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn ipv6_inside_and_outside_the_tunnel() {
+        let gw_addr = addr("[2001:db8::1]:51820");
+        let mut gw = Device::new(secret(1));
+        gw.add_peer(PeerConfig {
+            public_key: public(2),
+            slot: 2,
+            allowed_ips: vec![net("fd99::2/128")],
+            endpoint: None,
+            persistent_keepalive: None,
+        })
+        .unwrap();
+        let mut client = Device::new(secret(2));
+        client
+            .add_peer(PeerConfig {
+                public_key: public(1),
+                slot: 1,
+                allowed_ips: vec![net("fd99::/64")],
+                endpoint: Some(gw_addr),
+                persistent_keepalive: None,
+            })
+            .unwrap();
+        let mut nodes = vec![
+            Node { addr: gw_addr, device: gw, tun: vec![] },
+            Node { addr: addr("[2001:db8::2]:40000"), device: client, tun: vec![] },
+        ];
+        let ping = ipv6_packet("fd99::2", "fd99::1", b"v6");
+        send_from_tun(&mut nodes, 1, &ping);
+        assert_eq!(nodes[GW].tun, vec![ping]);
+        assert_eq!(nodes[GW].device.stats_for(&public(2)).unwrap().endpoint, Some(nodes[1].addr));
+        let spoof = ipv6_packet("fd99::3", "fd99::1", b"no");
+        send_from_tun(&mut nodes, 1, &spoof);
+        assert_eq!(nodes[GW].tun.len(), 1);
+        assert_eq!(nodes[GW].device.counters().spoofed_source, 1);
+        let pong = ipv6_packet("fd99::1", "fd99::2", b"back");
+        send_from_tun(&mut nodes, GW, &pong);
+        assert_eq!(nodes[1].tun, vec![pong]);
+    }
+
     #[test]
     fn unknown_key_is_reported_with_its_endpoint() {
         let mut nodes = network(&[2]);
