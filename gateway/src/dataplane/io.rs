@@ -164,6 +164,124 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// Datagrams per UDP GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Bytes per UDP GSO send: one UDP datagram's worth.
+const GSO_MAX_BYTES: usize = 65000;
+
+/// A run of datagrams to one destination, all `segment` bytes long but the last.
+struct SendRun {
+    to: SocketAddr,
+    start: usize,
+    len: usize,
+    segment: usize,
+    count: usize,
+}
+
+/// Outgoing datagrams queued during one batch and sent with UDP GSO: a run of
+/// equal-sized datagrams to one endpoint goes out in one `sendmsg`.
+#[derive(Default)]
+pub struct SendQueue {
+    buf: Vec<u8>,
+    runs: Vec<SendRun>,
+    /// Set when the kernel refused `UDP_SEGMENT`; then one send per datagram.
+    gso_unsupported: bool,
+}
+
+impl SendQueue {
+    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(datagram);
+        if let Some(run) = self.runs.last_mut() {
+            let ends_with_full = run.len == run.segment * run.count;
+            if !self.gso_unsupported
+                && run.to == to
+                && ends_with_full
+                && datagram.len() <= run.segment
+                && run.count < GSO_MAX_SEGMENTS
+                && run.len + datagram.len() <= GSO_MAX_BYTES
+            {
+                run.len += datagram.len();
+                run.count += 1;
+                return;
+            }
+        }
+        self.runs.push(SendRun { to, start, len: datagram.len(), segment: datagram.len(), count: 1 });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Sends everything queued. A full socket buffer gets one short wait;
+    /// after that the rest of the run is dropped, as a NIC would.
+    pub fn flush(&mut self, sockets: &UdpSockets) {
+        for run in std::mem::take(&mut self.runs) {
+            let Some(socket) = sockets.for_destination(&run.to) else { continue };
+            let data = &self.buf[run.start..run.start + run.len];
+            if run.count == 1 {
+                let _ = send_with_retry(socket, run.to, || socket.send_to(data, run.to).map(drop));
+                continue;
+            }
+            let result = send_with_retry(socket, run.to, || send_gso(socket, run.to, data, run.segment));
+            if let Err(err) = result {
+                if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
+                    tracing::info!(error = %err, "UDP GSO unavailable; sending datagrams one by one");
+                    self.gso_unsupported = true;
+                    for d in data.chunks(run.segment) {
+                        let _ = send_with_retry(socket, run.to, || socket.send_to(d, run.to).map(drop));
+                    }
+                }
+            }
+        }
+        self.buf.clear();
+    }
+}
+
+fn send_with_retry(socket: &UdpSocket, to: SocketAddr, mut send: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    match send() {
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+            wait_writable(socket.as_raw_fd(), 5);
+            send()
+        }
+        Err(err) => {
+            tracing::debug!(%to, error = %err, "UDP send failed");
+            Err(err)
+        }
+        ok => ok,
+    }
+}
+
+/// One `sendmsg` carrying `data` as `segment`-sized datagrams (UDP_SEGMENT).
+fn send_gso(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: usize) -> io::Result<()> {
+    let addr = socket2::SockAddr::from(to);
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    let mut control = [0u64; CMSG_SPACE / 8];
+    // SAFETY: msghdr is plain old data; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure size computations; the control
+    // buffer is large enough for one u16 payload.
+    unsafe {
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment as u16);
+    }
+    // SAFETY: msg points at live buffers of the stated sizes.
+    let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Best effort: an option the kernel refuses only costs speed.
 fn set_int_option(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
     // SAFETY: setsockopt with a pointer to an int we own and its size.

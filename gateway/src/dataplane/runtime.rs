@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::device::{Device, DeviceCounters, DeviceEvent, PacketSink, PeerError, MAX_PACKET};
 use super::gro::Coalescer;
-use super::io::{wait_writable, Tun, UdpBatch, UdpSockets, RECV_BATCH};
+use super::io::{wait_writable, SendQueue, Tun, UdpBatch, UdpSockets, RECV_BATCH};
 use super::peer::{PeerConfig, PeerStats, PublicKey};
 use super::uapi;
 
@@ -194,12 +194,16 @@ struct KernelSink<'a> {
     tun: &'a Tun,
     sockets: &'a UdpSockets,
     coalescer: Coalescer,
+    outgoing: SendQueue,
 }
 
 impl KernelSink<'_> {
     fn flush(&mut self) {
         let tun = self.tun;
         self.coalescer.flush(&mut |packet| write_tun(tun, packet));
+        if !self.outgoing.is_empty() {
+            self.outgoing.flush(self.sockets);
+        }
     }
 }
 
@@ -216,15 +220,7 @@ fn write_tun(tun: &Tun, packet: &[u8]) {
 
 impl PacketSink for KernelSink<'_> {
     fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
-        let Some(socket) = self.sockets.for_destination(&to) else { return };
-        if let Err(err) = socket.send_to(datagram, to) {
-            if err.kind() == io::ErrorKind::WouldBlock {
-                wait_writable(socket.as_raw_fd(), 5);
-                let _ = socket.send_to(datagram, to);
-            } else {
-                tracing::debug!(%to, error = %err, "UDP send failed");
-            }
-        }
+        self.outgoing.push(to, datagram);
     }
 
     fn write_tun(&mut self, packet: &[u8]) {
@@ -235,7 +231,7 @@ impl PacketSink for KernelSink<'_> {
 
 fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::Sender<DeviceEvent>) {
     let mut buf = vec![0u8; MAX_PACKET];
-    let mut sink = KernelSink { tun, sockets, coalescer: Coalescer::default() };
+    let mut sink = KernelSink { tun, sockets, coalescer: Coalescer::default(), outgoing: SendQueue::default() };
     let mut batch = UdpBatch::default();
     let mut next_tick = Instant::now();
     let mut udp: Vec<&UdpSocket> = vec![&sockets.v4];
@@ -249,6 +245,7 @@ fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::
         if now >= next_tick {
             let mut device = shared.device();
             device.tick(&mut sink);
+            sink.flush();
             drain_events(&mut device, events);
             next_tick = now + TICK;
         }
