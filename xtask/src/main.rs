@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: the project's build, test and demo front door.
 
+mod bench_throughput;
 mod demo;
 mod ebpf;
 mod util;
@@ -36,6 +37,16 @@ enum Command {
     },
     /// The main job: a local demo in scratch network namespaces.
     Demo,
+    /// Benchmarks (root): `throughput` compares the data plane with
+    /// wireguard-go and boringtun-cli.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// iperf3 TCP through gateway, wireguard-go and boringtun-cli, alternating.
+    Throughput(bench_throughput::ThroughputArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Build { release } => util::build_all(release),
         Command::Test { args } => util::test_all(&args),
         Command::Demo => demo::run_demo(),
+        Command::Bench(BenchCommand::Throughput(args)) => bench_throughput::throughput(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
