@@ -25,6 +25,9 @@ enum Command {
     /// Node and contract administration: keys, deploy, mint, revoke, transfer, rekey.
     #[command(subcommand)]
     Node(gateway::node::NodeCommand),
+    /// Follow the access contract and print what the gateway would learn from it.
+    #[command(subcommand)]
+    Chain(gateway::chain::cli::ChainCommand),
     /// Run the userspace WireGuard data plane on its own (peers via `wg set`).
     #[command(subcommand)]
     Dataplane(gateway::dataplane::cli::DataplaneCommand),
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
         Command::Demo => gateway::demo::run(),
         Command::Access(cmd) => gateway::access::cli::run(cmd),
+        Command::Chain(cmd) => gateway::chain::cli::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
