@@ -19,6 +19,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the gateway: chain follower, registry, access, XDP front and data plane.
+    Run {
+        /// TOML configuration (GATEWAY_<SECTION>_<KEY> variables override it).
+        #[arg(long, env = "GATEWAY_CONFIG", default_value = "/etc/dstack-gateway/gateway.toml")]
+        config: std::path::PathBuf,
+    },
     /// Load, attach, inspect and detach the XDP front.
     #[command(subcommand)]
     Xdp(gateway::xdp::cli::XdpCommand),
@@ -49,6 +55,9 @@ fn main() -> std::process::ExitCode {
         }
     }
     let result = match cli.command {
+        Command::Run { config } => gateway::config::Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(gateway::daemon::run),
         Command::Xdp(cmd) => gateway::xdp::cli::run(cmd),
         Command::Node(cmd) => gateway::node::run(cmd),
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
