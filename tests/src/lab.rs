@@ -110,8 +110,19 @@ impl Lab {
         Ok(serde_json::from_slice(&out.stdout).with_context(|| format!("node {} output", args.join(" ")))?)
     }
 
-    /// Writes the gateway's configuration and starts `gateway run` in its namespace.
+    /// Writes the gateway's configuration and starts `gateway run` in its
+    /// namespace, following the chain over WebSocket.
     pub fn start_gateway(&mut self, extra_toml: &str) -> Result<()> {
+        self.start_gateway_full(&format!("ws://127.0.0.1:{ANVIL_PORT}"), 100, extra_toml)
+    }
+
+    /// The same, following the chain through `rpc` (ws:// or http://, polled
+    /// every `poll_interval_ms`).
+    pub fn start_gateway_with_rpc(&mut self, rpc: &str, poll_interval_ms: u64) -> Result<()> {
+        self.start_gateway_full(rpc, poll_interval_ms, "")
+    }
+
+    fn start_gateway_full(&mut self, rpc: &str, poll_interval_ms: u64, extra_toml: &str) -> Result<()> {
         let state = self.dir.path().join("state");
         let config = format!(
             r#"
@@ -119,10 +130,10 @@ impl Lab {
 instance = "{instance}"
 state_dir = "{state}"
 [chain]
-rpc_urls = ["ws://127.0.0.1:{ANVIL_PORT}"]
+rpc_urls = ["{rpc}"]
 contract = "{contract}"
 confirmations = 0
-poll_interval_ms = 100
+poll_interval_ms = {poll_interval_ms}
 max_staleness_s = 600
 [network]
 cidr = "{TUNNEL_PREFIX}.0/24"
