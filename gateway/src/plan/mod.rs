@@ -31,45 +31,39 @@ pub struct DesiredPeer {
     pub allowed_ip: Ipv4Addr,
 }
 
-/// The peer set to converge to, with why every other known key is out.
+/// The peer set to converge to, and where to ask why any other key is out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Desired {
+pub struct Desired<'r> {
     pub peers: BTreeMap<PeerSlot, DesiredPeer>,
-    /// Reasons for keys the registry knows but does not admit.
-    pub denied: BTreeMap<WgKey, Reason>,
+    /// Asked only for the keys a plan removes (a deny entry records why).
+    registry: Option<&'r Registry>,
     /// The staleness policy withholds every grant. Peers removed for that
     /// did nothing wrong: their endpoints are not denied, so they reconnect
     /// as soon as the chain is back.
     pub withheld: bool,
 }
 
-impl Desired {
+impl Desired<'_> {
     fn removal_reason(&self, key: &WgKey) -> Reason {
         if self.withheld {
             return Reason::ChainUnavailable;
         }
-        self.denied.get(key).copied().unwrap_or(Reason::UnknownKey)
+        self.registry.map_or(Reason::UnknownKey, |r| decide(r, key).reason)
     }
 }
 
 /// The desired set: the registry's admitted peers, unless the staleness
 /// policy withholds grants at `now` (unix seconds).
-pub fn desired(registry: &Registry, staleness: &Staleness, now: u64) -> Desired {
-    let denied = registry
-        .known_keys()
-        .map(|k| (*k, decide(registry, k)))
-        .filter(|(_, d)| !d.allowed)
-        .map(|(k, d)| (k, d.reason))
-        .collect();
+pub fn desired<'r>(registry: &'r Registry, staleness: &Staleness, now: u64) -> Desired<'r> {
     if staleness.withholds(registry.last_sync(), now) {
-        return Desired { peers: BTreeMap::new(), denied, withheld: true };
+        return Desired { peers: BTreeMap::new(), registry: Some(registry), withheld: true };
     }
     let peers = registry
         .admitted()
         .into_iter()
         .map(|(slot, a)| (slot, DesiredPeer { token_id: a.token_id, key: a.key, slot, allowed_ip: a.tunnel_ip }))
         .collect();
-    Desired { peers, denied, withheld: false }
+    Desired { peers, registry: Some(registry), withheld: false }
 }
 
 /// One step for the executor. XDP ops touch only the maps, WireGuard ops
