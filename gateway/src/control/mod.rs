@@ -13,7 +13,7 @@ use crate::access::{Access, AccessConfig, Decision, Staleness, StalenessWatch};
 use crate::chain::ChainEvent;
 use crate::plan::{self, Applied, Op, PlanConfig};
 use crate::http::{Family, MetricKind, Sample};
-use crate::registry::{Effect, PeerSlot, Reason, Registry, WgKey};
+use crate::registry::{Admission, Effect, PeerSlot, Reason, Registry, WgKey};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ControlConfig {
@@ -47,6 +47,9 @@ pub struct HandshakeVerdict {
 
 pub struct Control {
     registry: Registry,
+    /// The registry's admitted peers, kept in step with each event's
+    /// changes so a plan costs O(peers), not a re-derivation of every token.
+    admitted: BTreeMap<PeerSlot, Admission>,
     access: Access,
     applied: Applied,
     watch: StalenessWatch,
@@ -59,6 +62,7 @@ impl Control {
     /// applied; the first [`on_tick`](Self::on_tick) plans every admitted peer.
     pub fn new(registry: Registry, config: ControlConfig) -> Self {
         Control {
+            admitted: registry.admitted(),
             registry,
             access: Access::new(config.access),
             applied: Applied::default(),
@@ -101,6 +105,15 @@ impl Control {
         for event in events {
             let outcome = self.registry.apply(event, now);
             self.access.invalidate(&outcome);
+            for change in &outcome.changes {
+                // A token's slot is a function of its id: no two tokens share one.
+                if let Some(p) = change.after.placement {
+                    self.admitted.remove(&p.slot);
+                }
+                if let Some(a) = change.after.admission() {
+                    self.admitted.insert(a.slot, a);
+                }
+            }
             step.persist |= matches!(outcome.effect, Effect::Applied | Effect::Synced);
             step.audit.extend(audit::records_for_event(event, &outcome, now));
         }
@@ -114,7 +127,7 @@ impl Control {
     pub fn on_start(&mut self, open_in_kernel: impl IntoIterator<Item = PeerSlot>, now: u64, now_ns: u64) -> Step {
         let mut step = Step::default();
         self.replan_into(&mut step, now, now_ns);
-        let desired = plan::desired(&self.registry, self.access.staleness(), now);
+        let desired = plan::desired_from(self.admitted.values(), &self.registry, self.access.staleness(), now);
         let mut ops = plan::close_stale_kernel_slots(open_in_kernel, &desired);
         ops.append(&mut step.ops);
         step.ops = ops;
@@ -215,7 +228,7 @@ impl Control {
         if let Some(withholding) = self.watch.observe(&staleness, last_sync, now) {
             step.audit.push(audit::policy_change(&staleness, withholding, last_sync, now));
         }
-        let desired = plan::desired(&self.registry, &staleness, now);
+        let desired = plan::desired_from(self.admitted.values(), &self.registry, &staleness, now);
         step.ops = plan::plan(&desired, &self.applied, &self.plan_config, now_ns);
     }
 }
@@ -295,6 +308,20 @@ mod tests {
             "gw_handshakes_rejected_total{reason=\"revoked\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The incrementally kept admissions never drift from the registry's.
+        #[test]
+        fn admissions_stay_in_step_with_the_registry(
+            events in proptest::collection::vec(crate::registry::tests::arb_event(), 0..40)
+        ) {
+            let mut c = control();
+            for e in &events {
+                let _ = c.on_chain_events(std::slice::from_ref(e), 100, 0);
+                proptest::prop_assert_eq!(&c.admitted, &c.registry.admitted());
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::access::{decide, Staleness};
 use crate::chain::TokenId;
-use crate::registry::{PeerSlot, Reason, Registry, WgKey};
+use crate::registry::{Admission, PeerSlot, Reason, Registry, WgKey};
 
 /// A peer the chain admits, as the data plane needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,13 +55,24 @@ impl Desired<'_> {
 /// The desired set: the registry's admitted peers, unless the staleness
 /// policy withholds grants at `now` (unix seconds).
 pub fn desired<'r>(registry: &'r Registry, staleness: &Staleness, now: u64) -> Desired<'r> {
+    desired_from(registry.admitted().values(), registry, staleness, now)
+}
+
+/// Like [`desired`], from admissions the caller keeps up to date (the
+/// control core updates them from each event's changes instead of
+/// re-deriving every token's standing per event).
+pub fn desired_from<'a, 'r>(
+    admitted: impl IntoIterator<Item = &'a Admission>,
+    registry: &'r Registry,
+    staleness: &Staleness,
+    now: u64,
+) -> Desired<'r> {
     if staleness.withholds(registry.last_sync(), now) {
         return Desired { peers: BTreeMap::new(), registry: Some(registry), withheld: true };
     }
-    let peers = registry
-        .admitted()
+    let peers = admitted
         .into_iter()
-        .map(|(slot, a)| (slot, DesiredPeer { token_id: a.token_id, key: a.key, slot, allowed_ip: a.tunnel_ip }))
+        .map(|a| (a.slot, DesiredPeer { token_id: a.token_id, key: a.key, slot: a.slot, allowed_ip: a.tunnel_ip }))
         .collect();
     Desired { peers, registry: Some(registry), withheld: false }
 }
