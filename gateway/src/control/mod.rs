@@ -41,7 +41,8 @@ pub struct HandshakeVerdict {
     pub decision: Decision,
     /// For a refused key: deny its endpoint at the XDP front.
     pub deny: Option<Op>,
-    /// For a refused key: the `rejected_handshake` record.
+    /// For a refused key: the `rejected_handshake` record, unless the audit
+    /// rate limit held it back.
     pub audit: Option<AuditRecord>,
 }
 
@@ -55,6 +56,40 @@ pub struct Control {
     watch: StalenessWatch,
     plan_config: PlanConfig,
     rejected_handshakes: BTreeMap<Reason, u64>,
+    rejection_audit: AuditBudget,
+}
+
+/// Rejected-handshake audit lines allowed per second, and in a burst. Beyond
+/// that (many spoofed sources, or XDP in observe mode) lines are counted and
+/// the next line says how many were left out; the metric counts them all.
+const REJECTION_AUDIT_PER_SEC: u64 = 50;
+const REJECTION_AUDIT_BURST: u64 = 200;
+
+/// A token bucket over `now_ns`, in milli-tokens like the XDP limiter.
+#[derive(Clone, Debug, Default)]
+struct AuditBudget {
+    milli_tokens: u64,
+    last_ns: Option<u64>,
+    suppressed: u64,
+}
+
+impl AuditBudget {
+    /// `Some(suppressed_before)` when a line may be written now.
+    fn take(&mut self, now_ns: u64) -> Option<u64> {
+        let full = REJECTION_AUDIT_BURST * 1000;
+        let refill = match self.last_ns {
+            None => full,
+            Some(last) => now_ns.saturating_sub(last).saturating_mul(REJECTION_AUDIT_PER_SEC) / 1_000_000,
+        };
+        self.milli_tokens = self.milli_tokens.saturating_add(refill).min(full);
+        self.last_ns = Some(now_ns);
+        if self.milli_tokens < 1000 {
+            self.suppressed += 1;
+            return None;
+        }
+        self.milli_tokens -= 1000;
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl Control {
@@ -69,6 +104,7 @@ impl Control {
             watch: StalenessWatch::default(),
             plan_config: config.plan,
             rejected_handshakes: BTreeMap::new(),
+            rejection_audit: AuditBudget::default(),
         }
     }
 
@@ -159,7 +195,13 @@ impl Control {
         }
         *self.rejected_handshakes.entry(decision.reason).or_default() += 1;
         let deny = plan::reject_handshake(*key, &decision, endpoint, &self.plan_config, now_ns);
-        let audit = Some(audit::rejected_handshake(&decision, endpoint, now));
+        let audit = self.rejection_audit.take(now_ns).map(|suppressed| {
+            let mut record = audit::rejected_handshake(&decision, endpoint, now);
+            if suppressed > 0 {
+                record.detail = Some(format!("{suppressed} rejected handshakes before this one were not logged (rate limit)"));
+            }
+            record
+        });
         HandshakeVerdict { decision, deny, audit }
     }
 
@@ -323,6 +365,22 @@ mod tests {
                 proptest::prop_assert_eq!(&c.admitted, &c.registry.admitted());
             }
         }
+    }
+
+    #[test]
+    fn a_flood_of_rejections_is_audited_at_a_bounded_rate_and_summarised() {
+        let mut c = control();
+        let _ = c.on_chain_events(&[synced(1)], 100, 0);
+        let ep: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+        let logged = (0..1000).filter(|_| c.on_handshake(&key(99), ep, 100, 0).audit.is_some()).count();
+        assert_eq!(logged as u64, REJECTION_AUDIT_BURST);
+        // One second later the bucket has refilled by the per-second rate.
+        let later: Vec<_> = (0..1000).filter_map(|_| c.on_handshake(&key(99), ep, 101, 1_000_000_000).audit).collect();
+        assert_eq!(later.len() as u64, REJECTION_AUDIT_PER_SEC);
+        assert_eq!(later[0].detail.as_deref(), Some("800 rejected handshakes before this one were not logged (rate limit)"));
+        assert_eq!(later[1].detail, None);
+        let text = crate::http::prometheus::render(&c.metrics(101));
+        assert!(text.contains("gw_handshakes_rejected_total{reason=\"unknown_key\"} 2000"), "{text}");
     }
 
     #[test]
