@@ -265,6 +265,7 @@ impl Control {
     }
 
     fn replan_into(&mut self, step: &mut Step, now: u64, now_ns: u64) {
+        self.applied.prune_denies(now_ns);
         let staleness = *self.access.staleness();
         let last_sync = self.registry.last_sync();
         if let Some(withholding) = self.watch.observe(&staleness, last_sync, now) {

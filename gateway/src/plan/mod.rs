@@ -131,6 +131,9 @@ struct DenyRecord {
 pub struct Applied {
     peers: BTreeMap<PeerSlot, AppliedPeer>,
     denied: BTreeMap<SocketAddr, DenyRecord>,
+    /// The same denies by expiry, to prune and to evict the soonest-expiring
+    /// one when full (as the kernel's LRU map would drop one).
+    deny_expiry: std::collections::BTreeSet<(u64, SocketAddr)>,
     last_generation: u32,
 }
 
@@ -150,6 +153,23 @@ impl Applied {
         }
     }
 
+    /// Forgets denies that have expired (the kernel ignores them already).
+    pub fn prune_denies(&mut self, now_ns: u64) {
+        while let Some(&(until_ns, endpoint)) = self.deny_expiry.first() {
+            if until_ns > now_ns {
+                break;
+            }
+            self.deny_expiry.pop_first();
+            self.denied.remove(&endpoint);
+        }
+    }
+
+    fn forget_deny(&mut self, endpoint: &SocketAddr) {
+        if let Some(old) = self.denied.remove(endpoint) {
+            self.deny_expiry.remove(&(old.until_ns, *endpoint));
+        }
+    }
+
     /// Endpoints denied and not yet expired at `now_ns`.
     pub fn denied_endpoints(&self, now_ns: u64) -> impl Iterator<Item = SocketAddr> + '_ {
         self.denied.iter().filter(move |(_, d)| d.until_ns > now_ns).map(|(e, _)| *e)
@@ -165,7 +185,15 @@ impl Applied {
             }
             Op::DenyEndpoint { endpoint, key, until_ns, .. } => {
                 let slot = self.peers.values().find(|p| p.key == key).map(|p| p.slot);
+                self.forget_deny(&endpoint);
                 self.denied.insert(endpoint, DenyRecord { slot, key, until_ns });
+                self.deny_expiry.insert((until_ns, endpoint));
+                // Bounded like the kernel map it mirrors: a flood of rejected
+                // handshakes from spoofed sources must not grow memory.
+                while self.denied.len() > gateway_common::MAX_DENY_ENDPOINTS as usize {
+                    let Some((_, oldest)) = self.deny_expiry.pop_first() else { break };
+                    self.denied.remove(&oldest);
+                }
             }
             Op::RemoveWgPeer { slot, .. } => {
                 self.peers.remove(&slot);
@@ -180,7 +208,7 @@ impl Applied {
                 }
             }
             Op::LiftDeny { endpoint } => {
-                self.denied.remove(&endpoint);
+                self.forget_deny(&endpoint);
             }
         }
     }
