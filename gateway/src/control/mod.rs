@@ -4,6 +4,27 @@
 //! an event and forget to invalidate the cache, audit it or re-plan. Time
 //! comes in as parameters: `now` (unix seconds, for chain-state age and the
 //! audit log) and `now_ns` (CLOCK_MONOTONIC, the clock of XDP deny expiries).
+//!
+//! The daemon's loop around it, in outline:
+//!
+//! ```text
+//! let (store, loaded) = RegistryStore::open(path, contract, network)?;   // refuses foreign files
+//! let mut control = Control::new(loaded.unwrap_or_else(|| Registry::new(..)), config);
+//! run(control.on_start(xdp.allow_slots.open_slots()?, now, now_ns));      // follower starts at
+//! loop { select! {                                                         // control.registry().cursor()
+//!   batch = follower.recv_many()  => { let step = control.on_chain_events(&batch, now, now_ns);
+//!                                      if step.persist { store.save(control.registry())? }
+//!                                      run(step) }
+//!   (key, endpoint) = rejected    => { let v = control.on_handshake(&key, endpoint, now, now_ns);
+//!                                      run(Step { ops: v.deny.into_iter().collect(), audit: v.audit.into_iter().collect(), .. }) }
+//!   _ = tick (1 s, or poll_timeout) => run(control.on_tick(now, now_ns)),
+//! } }
+//! // run(step): audit_log.write_all(&step.audit); plan::execute(&step.ops, control.applied_mut(),
+//! //   |op| match op { CloseSlot/OpenSlot/DenyEndpoint/LiftDeny => xdp maps, Add/RemoveWgPeer => data plane })
+//! ```
+//!
+//! Drain the follower's channel into one batch before calling
+//! `on_chain_events`: each call plans once, at a cost of O(peers).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
