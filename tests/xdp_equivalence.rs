@@ -106,7 +106,7 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
 
 fn setup(config: XdpConfig, now: u64) -> Result<(KernelHarness, ModelGate)> {
     let mut kernel = KernelHarness::load(config)?;
-    let mut model = ModelGate::default();
+    let mut model = ModelGate { seed: config.hash_seed, ..ModelGate::default() };
     for s in OPEN_SLOTS {
         kernel.open_slot(s)?;
         model.allowed_slots.insert(s);
@@ -125,7 +125,7 @@ fn kernel_and_userspace_verdicts_agree_on_the_corpus() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let config = XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, ..XdpConfig::default() };
+    let config = XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, hash_seed: 0x1234_5678, ..XdpConfig::default() };
     let now = gateway::xdp::monotonic_now_ns();
     let (mut kernel, mut model) = setup(config, now)?;
 
@@ -143,7 +143,7 @@ fn kernel_and_userspace_verdicts_agree_on_the_corpus() -> Result<()> {
         if frame.len() < 14 {
             continue;
         }
-        let expected = classify(frame.as_slice(), &config, &mut model, now);
+        let expected = classify(frame.as_slice(), &config, &mut model, || now);
         let (action, reason) = kernel.run(frame)?;
         assert_eq!(reason, expected, "frame #{i} {frame:02x?}");
         let expected_action = if expected.is_drop() { XDP_DROP } else { XDP_PASS };
@@ -166,7 +166,7 @@ fn kernel_and_userspace_rate_limit_alike() -> Result<()> {
     }
     // One initiation per 1000 s with a burst of 2: the third back-to-back
     // initiation is over the limit whatever the clocks read.
-    let config = XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, handshake_rate_per_sec: 0, ..XdpConfig::default() };
+    let config = XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, handshake_rate_per_sec: 0, hash_seed: 7, ..XdpConfig::default() };
     let (mut kernel, mut model) = setup(config, 0)?;
     let limited = XdpConfig { handshake_rate_per_sec: 1, handshake_burst: 2, ..config };
     kernel.set_config(limited)?;
@@ -174,7 +174,7 @@ fn kernel_and_userspace_rate_limit_alike() -> Result<()> {
     let init = UdpFrame::v4(NODE, 40000, GW, PORT, &wg_message(1, 0, 148)).build();
     let mut got = Vec::new();
     for _ in 0..3 {
-        let expected = classify(init.as_slice(), &limited, &mut model, now);
+        let expected = classify(init.as_slice(), &limited, &mut model, || now);
         let (_, reason) = kernel.run(&init)?;
         assert_eq!(reason, expected);
         got.push(reason);

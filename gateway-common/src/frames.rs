@@ -112,24 +112,20 @@ pub fn wg_message(kind: u8, receiver_index: u32, len: usize) -> Vec<u8> {
 }
 
 /// The userspace model of the kernel maps, for running [`crate::classify`]
-/// outside the kernel with the same state.
+/// outside the kernel with the same state and the same direct-mapped tables.
 #[derive(Clone, Debug, Default)]
 pub struct ModelGate {
     pub allowed_slots: alloc::collections::BTreeSet<u32>,
-    pub denied: alloc::collections::BTreeMap<[u8; 18], crate::DenyEntry>,
-    pub buckets: alloc::collections::BTreeMap<[u8; 16], crate::RateBucket>,
-}
-
-fn endpoint_bytes(e: &crate::EndpointKey) -> [u8; 18] {
-    let mut k = [0u8; 18];
-    k[..16].copy_from_slice(&e.addr);
-    k[16..].copy_from_slice(&e.port.to_be_bytes());
-    k
+    pub deny_table: alloc::collections::BTreeMap<u32, crate::DenyEntry>,
+    pub buckets: alloc::collections::BTreeMap<u32, crate::RateBucket>,
+    /// Must equal the config's `hash_seed`.
+    pub seed: u32,
 }
 
 impl ModelGate {
     pub fn deny(&mut self, endpoint: crate::EndpointKey, expires_ns: u64) {
-        self.denied.insert(endpoint_bytes(&endpoint), crate::DenyEntry { expires_ns, reason: 0, _pad: 0 });
+        let index = crate::deny_slot_of(&endpoint, self.seed);
+        self.deny_table.insert(index, crate::DenyEntry { endpoint, expires_ns, reason: 0, _pad: 0 });
     }
 }
 
@@ -137,13 +133,10 @@ impl crate::Gate for ModelGate {
     fn slot_allowed(&self, slot: u32) -> bool {
         slot < crate::MAX_PEER_SLOTS && self.allowed_slots.contains(&slot)
     }
-    fn deny_entry(&self, endpoint: &crate::EndpointKey) -> Option<crate::DenyEntry> {
-        self.denied.get(&endpoint_bytes(endpoint)).copied()
+    fn deny_entry(&self, index: u32, endpoint: &crate::EndpointKey) -> Option<crate::DenyEntry> {
+        self.deny_table.get(&index).filter(|e| e.endpoint == *endpoint).copied()
     }
-    fn bucket_mut(&mut self, source: &crate::SourceKey) -> Option<&mut crate::RateBucket> {
-        self.buckets.get_mut(&source.addr)
-    }
-    fn insert_bucket(&mut self, source: &crate::SourceKey, bucket: crate::RateBucket) {
-        self.buckets.insert(source.addr, bucket);
+    fn bucket_mut(&mut self, index: u32) -> Option<&mut crate::RateBucket> {
+        Some(self.buckets.entry(index).or_default())
     }
 }

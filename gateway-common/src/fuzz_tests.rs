@@ -40,15 +40,15 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), now in any::<u64>()) {
         let mut gate = ModelGate::default();
-        let _ = classify(bytes.as_slice(), &cfg(), &mut gate, now);
+        let _ = classify(bytes.as_slice(), &cfg(), &mut gate, || now);
     }
 
     #[test]
     fn mutated_frames_never_panic_and_are_deterministic(frame in mutated_frame()) {
         let mut a = ModelGate::default();
         let mut b = ModelGate::default();
-        let first = classify(frame.as_slice(), &cfg(), &mut a, 1);
-        let second = classify(frame.as_slice(), &cfg(), &mut b, 1);
+        let first = classify(frame.as_slice(), &cfg(), &mut a, || 1);
+        let second = classify(frame.as_slice(), &cfg(), &mut b, || 1);
         prop_assert_eq!(first, second);
     }
 
@@ -57,7 +57,7 @@ proptest! {
         prop_assume!(port != PORT);
         let f = UdpFrame::v4([10, 0, 0, 2], 1, [10, 0, 0, 1], port, &payload).build();
         let mut gate = ModelGate::default();
-        prop_assert_eq!(classify(f.as_slice(), &cfg(), &mut gate, 1), Reason::PassOtherPort);
+        prop_assert_eq!(classify(f.as_slice(), &cfg(), &mut gate, || 1), Reason::PassOtherPort);
     }
 
     #[test]
@@ -69,6 +69,6 @@ proptest! {
         let msg = wg_message(4, (slot << 8) | counter, 64);
         let f = UdpFrame::v4([10, 0, 0, 2], 1, [10, 0, 0, 1], PORT, &msg).build();
         let expected = if open && slot < crate::MAX_PEER_SLOTS { Reason::PassTransport } else { Reason::DropUnknownSlot };
-        prop_assert_eq!(classify(f.as_slice(), &cfg(), &mut gate, 1), expected);
+        prop_assert_eq!(classify(f.as_slice(), &cfg(), &mut gate, || 1), expected);
     }
 }

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod chain;
 pub mod config;
+pub mod daemon;
 pub mod control;
 pub mod dataplane;
 pub mod http;

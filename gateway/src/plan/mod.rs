@@ -131,8 +131,8 @@ struct DenyRecord {
 pub struct Applied {
     peers: BTreeMap<PeerSlot, AppliedPeer>,
     denied: BTreeMap<SocketAddr, DenyRecord>,
-    /// The same denies by expiry, to prune and to evict the soonest-expiring
-    /// one when full (as the kernel's LRU map would drop one).
+    /// The same denies by expiry, to prune, and to evict the soonest-expiring
+    /// one past the kernel table's size (`DENY_SLOTS`).
     deny_expiry: std::collections::BTreeSet<(u64, SocketAddr)>,
     last_generation: u32,
 }
@@ -188,9 +188,9 @@ impl Applied {
                 self.forget_deny(&endpoint);
                 self.denied.insert(endpoint, DenyRecord { slot, key, until_ns });
                 self.deny_expiry.insert((until_ns, endpoint));
-                // Bounded like the kernel map it mirrors: a flood of rejected
+                // Bounded by the kernel table's size: a flood of rejected
                 // handshakes from spoofed sources must not grow memory.
-                while self.denied.len() > gateway_common::MAX_DENY_ENDPOINTS as usize {
+                while self.denied.len() > gateway_common::DENY_SLOTS as usize {
                     let Some((_, oldest)) = self.deny_expiry.pop_first() else { break };
                     self.denied.remove(&oldest);
                 }

@@ -380,7 +380,7 @@ fn deny_bookkeeping_is_pruned_and_bounded() {
         until_ns,
         reason: Reason::UnknownKey,
     };
-    let cap = gateway_common::MAX_DENY_ENDPOINTS;
+    let cap = gateway_common::DENY_SLOTS;
     for n in 0..cap + 10 {
         applied.record(&deny(n % 65_535, 1_000 + u64::from(n)));
     }

@@ -1,6 +1,7 @@
 //! XDP front: loads, attaches and pins the kernel program, and reads and
 //! writes its maps from any process through the pins (I/O edge, aya).
 
+pub mod bench;
 pub mod cli;
 pub mod loader;
 pub mod maps;

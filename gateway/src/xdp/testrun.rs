@@ -5,12 +5,12 @@
 use super::OBJECT;
 use super::loader::XdpError;
 use anyhow::Context;
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Btf, Ebpf, EbpfLoader};
 use gateway_common::{
     AllowSlot, DenyEntry, EndpointKey, Reason, XdpConfig, XdpStats, MAP_ALLOW_SLOTS, MAP_CONFIG,
-    MAP_DENY_ENDPOINTS, MAP_STATS, PROGRAM_NAME,
+    MAP_DENY_ENDPOINTS, MAP_STATS, PROGRAM_NAME, ANCHOR_DROP_COUNT, ANCHOR_PARSE_LOOKUP,
 };
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ pub const XDP_PASS: u32 = 2;
 /// The loaded (unattached) program and its private maps.
 pub struct KernelHarness {
     ebpf: Ebpf,
+    config: XdpConfig,
 }
 
 impl KernelHarness {
@@ -30,18 +31,21 @@ impl KernelHarness {
         }
         let btf = Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new().btf(btf.as_ref()).load(OBJECT).context("loading the eBPF object")?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .context("program missing")?
-            .try_into()
-            .context("program is not XDP")?;
-        program.load().context("loading the XDP program (verifier)")?;
-        let mut h = KernelHarness { ebpf };
+        for name in [PROGRAM_NAME, ANCHOR_DROP_COUNT, ANCHOR_PARSE_LOOKUP] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing"))?
+                .try_into()
+                .context("program is not XDP")?;
+            program.load().with_context(|| format!("loading {name} (verifier)"))?;
+        }
+        let mut h = KernelHarness { ebpf, config };
         h.set_config(config)?;
         Ok(h)
     }
 
     pub fn set_config(&mut self, config: XdpConfig) -> anyhow::Result<()> {
+        self.config = config;
         let mut m: Array<&mut MapData, XdpConfig> =
             Array::try_from(self.ebpf.map_mut(MAP_CONFIG).context("config map")?)?;
         m.set(0, config, 0)?;
@@ -56,9 +60,10 @@ impl KernelHarness {
     }
 
     pub fn deny(&mut self, endpoint: EndpointKey, expires_ns: u64) -> anyhow::Result<()> {
-        let mut m: HashMap<&mut MapData, EndpointKey, DenyEntry> =
-            HashMap::try_from(self.ebpf.map_mut(MAP_DENY_ENDPOINTS).context("deny map")?)?;
-        m.insert(endpoint, DenyEntry { expires_ns, reason: 0, _pad: 0 }, 0)?;
+        let index = gateway_common::deny_slot_of(&endpoint, self.config.hash_seed);
+        let mut m: Array<&mut MapData, DenyEntry> =
+            Array::try_from(self.ebpf.map_mut(MAP_DENY_ENDPOINTS).context("deny map")?)?;
+        m.set(index, DenyEntry { endpoint, expires_ns, reason: 0, _pad: 0 }, 0)?;
         Ok(())
     }
 
@@ -73,7 +78,11 @@ impl KernelHarness {
     }
 
     fn program(&self) -> anyhow::Result<&Xdp> {
-        Ok(self.ebpf.program(PROGRAM_NAME).context("program missing")?.try_into()?)
+        self.named(PROGRAM_NAME)
+    }
+
+    fn named(&self, name: &str) -> anyhow::Result<&Xdp> {
+        Ok(self.ebpf.program(name).with_context(|| format!("program {name} missing"))?.try_into()?)
     }
 
     /// Runs the program once on `frame`: its action and the reason it counted.
@@ -93,11 +102,11 @@ impl KernelHarness {
         Ok((result.return_value, counted[0]))
     }
 
-    /// Runs the program `repeat` times on `frame` in the kernel: the mean
-    /// time per run as the kernel measured it.
-    pub fn time(&self, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {
+    /// Runs program `name` (the gateway's or an anchor) `repeat` times on
+    /// `frame` in the kernel: the mean time per run as the kernel measured it.
+    pub fn time(&self, name: &str, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {
         let result = self
-            .program()?
+            .named(name)?
             .test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::new() })
             .context("BPF_PROG_TEST_RUN")?;
         Ok(result.duration)
