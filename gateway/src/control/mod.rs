@@ -4,6 +4,27 @@
 //! an event and forget to invalidate the cache, audit it or re-plan. Time
 //! comes in as parameters: `now` (unix seconds, for chain-state age and the
 //! audit log) and `now_ns` (CLOCK_MONOTONIC, the clock of XDP deny expiries).
+//!
+//! The daemon's loop around it, in outline:
+//!
+//! ```text
+//! let (store, loaded) = RegistryStore::open(path, contract, network)?;   // refuses foreign files
+//! let mut control = Control::new(loaded.unwrap_or_else(|| Registry::new(..)), config);
+//! run(control.on_start(xdp.allow_slots.open_slots()?, now, now_ns));      // follower starts at
+//! loop { select! {                                                         // control.registry().cursor()
+//!   batch = follower.recv_many()  => { let step = control.on_chain_events(&batch, now, now_ns);
+//!                                      if step.persist { store.save(control.registry())? }
+//!                                      run(step) }
+//!   (key, endpoint) = rejected    => { let v = control.on_handshake(&key, endpoint, now, now_ns);
+//!                                      run(Step { ops: v.deny.into_iter().collect(), audit: v.audit.into_iter().collect(), .. }) }
+//!   _ = tick (1 s, or poll_timeout) => run(control.on_tick(now, now_ns)),
+//! } }
+//! // run(step): audit_log.write_all(&step.audit); plan::execute(&step.ops, control.applied_mut(),
+//! //   |op| match op { CloseSlot/OpenSlot/DenyEndpoint/LiftDeny => xdp maps, Add/RemoveWgPeer => data plane })
+//! ```
+//!
+//! Drain the follower's channel into one batch before calling
+//! `on_chain_events`: each call plans once, at a cost of O(peers).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +34,7 @@ use crate::access::{Access, AccessConfig, Decision, Staleness, StalenessWatch};
 use crate::chain::ChainEvent;
 use crate::plan::{self, Applied, Op, PlanConfig};
 use crate::http::{Family, MetricKind, Sample};
-use crate::registry::{Effect, PeerSlot, Reason, Registry, WgKey};
+use crate::registry::{Admission, Effect, PeerSlot, Reason, Registry, WgKey};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ControlConfig {
@@ -41,17 +62,55 @@ pub struct HandshakeVerdict {
     pub decision: Decision,
     /// For a refused key: deny its endpoint at the XDP front.
     pub deny: Option<Op>,
-    /// For a refused key: the `rejected_handshake` record.
+    /// For a refused key: the `rejected_handshake` record, unless the audit
+    /// rate limit held it back.
     pub audit: Option<AuditRecord>,
 }
 
 pub struct Control {
     registry: Registry,
+    /// The registry's admitted peers, kept in step with each event's
+    /// changes so a plan costs O(peers), not a re-derivation of every token.
+    admitted: BTreeMap<PeerSlot, Admission>,
     access: Access,
     applied: Applied,
     watch: StalenessWatch,
     plan_config: PlanConfig,
     rejected_handshakes: BTreeMap<Reason, u64>,
+    rejection_audit: AuditBudget,
+}
+
+/// Rejected-handshake audit lines allowed per second, and in a burst. Beyond
+/// that (many spoofed sources, or XDP in observe mode) lines are counted and
+/// the next line says how many were left out; the metric counts them all.
+const REJECTION_AUDIT_PER_SEC: u64 = 50;
+const REJECTION_AUDIT_BURST: u64 = 200;
+
+/// A token bucket over `now_ns`, in milli-tokens like the XDP limiter.
+#[derive(Clone, Debug, Default)]
+struct AuditBudget {
+    milli_tokens: u64,
+    last_ns: Option<u64>,
+    suppressed: u64,
+}
+
+impl AuditBudget {
+    /// `Some(suppressed_before)` when a line may be written now.
+    fn take(&mut self, now_ns: u64) -> Option<u64> {
+        let full = REJECTION_AUDIT_BURST * 1000;
+        let refill = match self.last_ns {
+            None => full,
+            Some(last) => now_ns.saturating_sub(last).saturating_mul(REJECTION_AUDIT_PER_SEC) / 1_000_000,
+        };
+        self.milli_tokens = self.milli_tokens.saturating_add(refill).min(full);
+        self.last_ns = Some(now_ns);
+        if self.milli_tokens < 1000 {
+            self.suppressed += 1;
+            return None;
+        }
+        self.milli_tokens -= 1000;
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl Control {
@@ -59,12 +118,14 @@ impl Control {
     /// applied; the first [`on_tick`](Self::on_tick) plans every admitted peer.
     pub fn new(registry: Registry, config: ControlConfig) -> Self {
         Control {
+            admitted: registry.admitted(),
             registry,
             access: Access::new(config.access),
             applied: Applied::default(),
             watch: StalenessWatch::default(),
             plan_config: config.plan,
             rejected_handshakes: BTreeMap::new(),
+            rejection_audit: AuditBudget::default(),
         }
     }
 
@@ -101,6 +162,15 @@ impl Control {
         for event in events {
             let outcome = self.registry.apply(event, now);
             self.access.invalidate(&outcome);
+            for change in &outcome.changes {
+                // A token's slot is a function of its id: no two tokens share one.
+                if let Some(p) = change.after.placement {
+                    self.admitted.remove(&p.slot);
+                }
+                if let Some(a) = change.after.admission() {
+                    self.admitted.insert(a.slot, a);
+                }
+            }
             step.persist |= matches!(outcome.effect, Effect::Applied | Effect::Synced);
             step.audit.extend(audit::records_for_event(event, &outcome, now));
         }
@@ -114,7 +184,7 @@ impl Control {
     pub fn on_start(&mut self, open_in_kernel: impl IntoIterator<Item = PeerSlot>, now: u64, now_ns: u64) -> Step {
         let mut step = Step::default();
         self.replan_into(&mut step, now, now_ns);
-        let desired = plan::desired(&self.registry, self.access.staleness(), now);
+        let desired = plan::desired_from(self.admitted.values(), &self.registry, self.access.staleness(), now);
         let mut ops = plan::close_stale_kernel_slots(open_in_kernel, &desired);
         ops.append(&mut step.ops);
         step.ops = ops;
@@ -146,7 +216,13 @@ impl Control {
         }
         *self.rejected_handshakes.entry(decision.reason).or_default() += 1;
         let deny = plan::reject_handshake(*key, &decision, endpoint, &self.plan_config, now_ns);
-        let audit = Some(audit::rejected_handshake(&decision, endpoint, now));
+        let audit = self.rejection_audit.take(now_ns).map(|suppressed| {
+            let mut record = audit::rejected_handshake(&decision, endpoint, now);
+            if suppressed > 0 {
+                record.detail = Some(format!("{suppressed} rejected handshakes before this one were not logged (rate limit)"));
+            }
+            record
+        });
         HandshakeVerdict { decision, deny, audit }
     }
 
@@ -210,12 +286,13 @@ impl Control {
     }
 
     fn replan_into(&mut self, step: &mut Step, now: u64, now_ns: u64) {
+        self.applied.prune_denies(now_ns);
         let staleness = *self.access.staleness();
         let last_sync = self.registry.last_sync();
         if let Some(withholding) = self.watch.observe(&staleness, last_sync, now) {
             step.audit.push(audit::policy_change(&staleness, withholding, last_sync, now));
         }
-        let desired = plan::desired(&self.registry, &staleness, now);
+        let desired = plan::desired_from(self.admitted.values(), &self.registry, &staleness, now);
         step.ops = plan::plan(&desired, &self.applied, &self.plan_config, now_ns);
     }
 }
@@ -296,6 +373,36 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+    }
+
+    proptest::proptest! {
+        /// The incrementally kept admissions never drift from the registry's.
+        #[test]
+        fn admissions_stay_in_step_with_the_registry(
+            events in proptest::collection::vec(crate::registry::tests::arb_event(), 0..40)
+        ) {
+            let mut c = control();
+            for e in &events {
+                let _ = c.on_chain_events(std::slice::from_ref(e), 100, 0);
+                proptest::prop_assert_eq!(&c.admitted, &c.registry.admitted());
+            }
+        }
+    }
+
+    #[test]
+    fn a_flood_of_rejections_is_audited_at_a_bounded_rate_and_summarised() {
+        let mut c = control();
+        let _ = c.on_chain_events(&[synced(1)], 100, 0);
+        let ep: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+        let logged = (0..1000).filter(|_| c.on_handshake(&key(99), ep, 100, 0).audit.is_some()).count();
+        assert_eq!(logged as u64, REJECTION_AUDIT_BURST);
+        // One second later the bucket has refilled by the per-second rate.
+        let later: Vec<_> = (0..1000).filter_map(|_| c.on_handshake(&key(99), ep, 101, 1_000_000_000).audit).collect();
+        assert_eq!(later.len() as u64, REJECTION_AUDIT_PER_SEC);
+        assert_eq!(later[0].detail.as_deref(), Some("800 rejected handshakes before this one were not logged (rate limit)"));
+        assert_eq!(later[1].detail, None);
+        let text = crate::http::prometheus::render(&c.metrics(101));
+        assert!(text.contains("gw_handshakes_rejected_total{reason=\"unknown_key\"} 2000"), "{text}");
     }
 
     #[test]

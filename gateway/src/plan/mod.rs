@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::access::{decide, Staleness};
 use crate::chain::TokenId;
-use crate::registry::{PeerSlot, Reason, Registry, WgKey};
+use crate::registry::{Admission, PeerSlot, Reason, Registry, WgKey};
 
 /// A peer the chain admits, as the data plane needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,45 +31,50 @@ pub struct DesiredPeer {
     pub allowed_ip: Ipv4Addr,
 }
 
-/// The peer set to converge to, with why every other known key is out.
+/// The peer set to converge to, and where to ask why any other key is out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Desired {
+pub struct Desired<'r> {
     pub peers: BTreeMap<PeerSlot, DesiredPeer>,
-    /// Reasons for keys the registry knows but does not admit.
-    pub denied: BTreeMap<WgKey, Reason>,
+    /// Asked only for the keys a plan removes (a deny entry records why).
+    registry: Option<&'r Registry>,
     /// The staleness policy withholds every grant. Peers removed for that
     /// did nothing wrong: their endpoints are not denied, so they reconnect
     /// as soon as the chain is back.
     pub withheld: bool,
 }
 
-impl Desired {
+impl Desired<'_> {
     fn removal_reason(&self, key: &WgKey) -> Reason {
         if self.withheld {
             return Reason::ChainUnavailable;
         }
-        self.denied.get(key).copied().unwrap_or(Reason::UnknownKey)
+        self.registry.map_or(Reason::UnknownKey, |r| decide(r, key).reason)
     }
 }
 
 /// The desired set: the registry's admitted peers, unless the staleness
 /// policy withholds grants at `now` (unix seconds).
-pub fn desired(registry: &Registry, staleness: &Staleness, now: u64) -> Desired {
-    let denied = registry
-        .known_keys()
-        .map(|k| (*k, decide(registry, k)))
-        .filter(|(_, d)| !d.allowed)
-        .map(|(k, d)| (k, d.reason))
-        .collect();
+pub fn desired<'r>(registry: &'r Registry, staleness: &Staleness, now: u64) -> Desired<'r> {
+    desired_from(registry.admitted().values(), registry, staleness, now)
+}
+
+/// Like [`desired`], from admissions the caller keeps up to date (the
+/// control core updates them from each event's changes instead of
+/// re-deriving every token's standing per event).
+pub fn desired_from<'a, 'r>(
+    admitted: impl IntoIterator<Item = &'a Admission>,
+    registry: &'r Registry,
+    staleness: &Staleness,
+    now: u64,
+) -> Desired<'r> {
     if staleness.withholds(registry.last_sync(), now) {
-        return Desired { peers: BTreeMap::new(), denied, withheld: true };
+        return Desired { peers: BTreeMap::new(), registry: Some(registry), withheld: true };
     }
-    let peers = registry
-        .admitted()
+    let peers = admitted
         .into_iter()
-        .map(|(slot, a)| (slot, DesiredPeer { token_id: a.token_id, key: a.key, slot, allowed_ip: a.tunnel_ip }))
+        .map(|a| (a.slot, DesiredPeer { token_id: a.token_id, key: a.key, slot: a.slot, allowed_ip: a.tunnel_ip }))
         .collect();
-    Desired { peers, denied, withheld: false }
+    Desired { peers, registry: Some(registry), withheld: false }
 }
 
 /// One step for the executor. XDP ops touch only the maps, WireGuard ops
@@ -126,6 +131,9 @@ struct DenyRecord {
 pub struct Applied {
     peers: BTreeMap<PeerSlot, AppliedPeer>,
     denied: BTreeMap<SocketAddr, DenyRecord>,
+    /// The same denies by expiry, to prune, and to evict the soonest-expiring
+    /// one past the kernel table's size (`DENY_SLOTS`).
+    deny_expiry: std::collections::BTreeSet<(u64, SocketAddr)>,
     last_generation: u32,
 }
 
@@ -145,6 +153,23 @@ impl Applied {
         }
     }
 
+    /// Forgets denies that have expired (the kernel ignores them already).
+    pub fn prune_denies(&mut self, now_ns: u64) {
+        while let Some(&(until_ns, endpoint)) = self.deny_expiry.first() {
+            if until_ns > now_ns {
+                break;
+            }
+            self.deny_expiry.pop_first();
+            self.denied.remove(&endpoint);
+        }
+    }
+
+    fn forget_deny(&mut self, endpoint: &SocketAddr) {
+        if let Some(old) = self.denied.remove(endpoint) {
+            self.deny_expiry.remove(&(old.until_ns, *endpoint));
+        }
+    }
+
     /// Endpoints denied and not yet expired at `now_ns`.
     pub fn denied_endpoints(&self, now_ns: u64) -> impl Iterator<Item = SocketAddr> + '_ {
         self.denied.iter().filter(move |(_, d)| d.until_ns > now_ns).map(|(e, _)| *e)
@@ -160,7 +185,15 @@ impl Applied {
             }
             Op::DenyEndpoint { endpoint, key, until_ns, .. } => {
                 let slot = self.peers.values().find(|p| p.key == key).map(|p| p.slot);
+                self.forget_deny(&endpoint);
                 self.denied.insert(endpoint, DenyRecord { slot, key, until_ns });
+                self.deny_expiry.insert((until_ns, endpoint));
+                // Bounded by the kernel table's size: a flood of rejected
+                // handshakes from spoofed sources must not grow memory.
+                while self.denied.len() > gateway_common::DENY_SLOTS as usize {
+                    let Some((_, oldest)) = self.deny_expiry.pop_first() else { break };
+                    self.denied.remove(&oldest);
+                }
             }
             Op::RemoveWgPeer { slot, .. } => {
                 self.peers.remove(&slot);
@@ -175,7 +208,7 @@ impl Applied {
                 }
             }
             Op::LiftDeny { endpoint } => {
-                self.denied.remove(&endpoint);
+                self.forget_deny(&endpoint);
             }
         }
     }

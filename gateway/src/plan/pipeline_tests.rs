@@ -370,3 +370,21 @@ fn a_full_slash_16_is_planned_whole_and_its_boundary_token_refused() {
         "the last host's slot is inside the kernel's slot space"
     );
 }
+
+#[test]
+fn deny_bookkeeping_is_pruned_and_bounded() {
+    let mut applied = Applied::default();
+    let deny = |n: u32, until_ns: u64| Op::DenyEndpoint {
+        endpoint: SocketAddr::from(([198, 51, (n >> 8) as u8, n as u8], 1)),
+        key: key(1),
+        until_ns,
+        reason: Reason::UnknownKey,
+    };
+    let cap = gateway_common::DENY_SLOTS;
+    for n in 0..cap + 10 {
+        applied.record(&deny(n % 65_535, 1_000 + u64::from(n)));
+    }
+    assert!(applied.denied_endpoints(0).count() <= cap as usize);
+    applied.prune_denies(1_000 + u64::from(cap));
+    assert_eq!(applied.denied_endpoints(0).count(), 9, "only denies expiring after now remain");
+}

@@ -276,12 +276,6 @@ impl Registry {
         self.views().filter_map(|v| v.admission()).map(|a| (a.slot, a)).collect()
     }
 
-    /// Every key the registry can say something about: bound to a token
-    /// (any standing) or retired from one.
-    pub fn known_keys(&self) -> impl Iterator<Item = &WgKey> {
-        self.by_key.keys().chain(self.retired.keys())
-    }
-
     /// Every token that has `key` bound, or why it has none.
     pub fn lookup(&self, key: &WgKey) -> KeyLookup {
         if let Some(ids) = self.by_key.get(key) {

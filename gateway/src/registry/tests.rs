@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
+
 use proptest::prelude::*;
 
 use super::testing::*;
@@ -398,5 +400,99 @@ proptest! {
         apply_all(&mut reg, &events, 1000);
         let back = Registry::from_document(reg.to_document(), CONTRACT, network()).expect("load");
         prop_assert_eq!(back, reg);
+    }
+}
+
+/// A deliberately naive model of the access rules: a chain-ordered stream
+/// folded exactly once, no positions, no indexes. The registry fed the same logs
+/// with at-least-once replays mixed in must admit exactly what it admits.
+fn model_admitted(events: &[ChainEvent]) -> BTreeMap<PeerSlot, WgKey> {
+    struct Tok {
+        active: bool,
+        owner: Option<String>,
+        key: String,
+        node: String,
+    }
+    let mut toks: BTreeMap<u128, Tok> = BTreeMap::new();
+    for e in events {
+        match e {
+            ChainEvent::Granted { token_id, node_id, owner, public_key, .. } => {
+                toks.insert(
+                    *token_id,
+                    Tok { active: true, owner: Some(owner.clone()), key: public_key.clone(), node: node_id.clone() },
+                );
+            }
+            // A token first seen through a revoke or transfer is not admitted,
+            // but it is someone's token (it counts for a rekey's owner).
+            ChainEvent::Revoked { token_id, .. } => {
+                let t = toks.entry(*token_id).or_insert(Tok { active: false, owner: None, key: String::new(), node: String::new() });
+                t.active = false;
+            }
+            ChainEvent::Transferred { token_id, to, .. } => {
+                let t = toks.entry(*token_id).or_insert(Tok { active: false, owner: None, key: String::new(), node: String::new() });
+                t.owner = Some(to.clone());
+                t.key.clear();
+            }
+            ChainEvent::KeyUpdated { owner, public_key, .. } => {
+                let owned: Vec<u128> =
+                    toks.iter().filter(|(_, t)| t.owner.as_deref() == Some(owner.as_str())).map(|(id, _)| *id).collect();
+                if let [only] = owned[..] {
+                    if let Some(t) = toks.get_mut(&only).filter(|t| t.key != *public_key) {
+                        t.key.clear();
+                    }
+                }
+            }
+            ChainEvent::Snapshot { snapshot: s, .. } => {
+                toks.insert(
+                    s.token_id,
+                    Tok { active: s.is_active, owner: s.owner.clone(), key: s.public_key.clone(), node: s.node_id.clone() },
+                );
+            }
+            _ => {}
+        }
+    }
+    let mut taken = std::collections::BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for (id, t) in &toks {
+        let Ok(key) = WgKey::parse(&t.key) else { continue };
+        let Ok(place) = network().place(*id) else { continue };
+        if t.active && t.owner.is_some() && key::validate_node_id(&t.node).is_ok() && taken.insert(key) {
+            out.insert(place.slot, key);
+        }
+    }
+    out
+}
+
+/// A chain-ordered stream with unique positions: logs and (non-reorg)
+/// snapshots, each snapshot after every log of its block.
+fn arb_log_stream() -> impl Strategy<Value = Vec<ChainEvent>> {
+    proptest::collection::vec(arb_event().prop_filter("no reorg", |e| !is_reorg(e)), 0..30).prop_map(realistic)
+}
+
+proptest! {
+    #[test]
+    fn at_least_once_delivery_admits_what_exactly_once_does(
+        events in arb_log_stream(),
+        replays in proptest::collection::vec((any::<proptest::sample::Index>(), any::<proptest::sample::Index>()), 0..20),
+    ) {
+        // Each replay re-sends an event already delivered, at a later point.
+        let mut delivered: Vec<ChainEvent> = Vec::new();
+        let mut replays_at: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        if !events.is_empty() {
+            for (at, which) in &replays {
+                let at = at.index(events.len());
+                replays_at.entry(at).or_default().push(which.index(at + 1));
+            }
+        }
+        for (i, e) in events.iter().enumerate() {
+            delivered.push(e.clone());
+            for r in replays_at.get(&i).into_iter().flatten() {
+                delivered.push(events[*r].clone());
+            }
+        }
+        let mut reg = registry();
+        apply_all(&mut reg, &delivered, 1000);
+        let got: BTreeMap<PeerSlot, WgKey> = reg.admitted().into_iter().map(|(s, a)| (s, a.key)).collect();
+        prop_assert_eq!(got, model_admitted(&events));
     }
 }
