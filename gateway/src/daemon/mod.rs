@@ -125,7 +125,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let registry = match loaded {
         Some(r) => {
             tracing::info!(path = %registry_path.display(), "registry loaded");
-            r
+            r.with_domain(config.network.domain.clone())
         }
         None => Registry::new(config.chain.contract.to_lowercase(), network).with_domain(config.network.domain.clone()),
     };
