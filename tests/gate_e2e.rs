@@ -93,6 +93,17 @@ fn revoke_rekey_and_transfer_are_enforced_end_to_end() -> Result<()> {
         "A's initiations never reached userspace"
     );
 
+    // A peer cannot borrow another's tunnel address: B sources A's IP.
+    let spoofed_before = lab.metric(r#"gw_wireguard_dropped_total{reason="spoofed_source"}"#)?;
+    lab.nodes[NODE_B].ip(&["address", "add", &format!("{TUNNEL_PREFIX}.2/32"), "dev", &node_b.iface])?;
+    let spoof = lab.nodes[NODE_B].exec("ping", &["-c", "2", "-W", "1", "-I", &format!("{TUNNEL_PREFIX}.2"), &gw_ip]);
+    ensure!(spoof.is_err(), "a ping sourced from A's address gets no answer");
+    lab.nodes[NODE_B].ip(&["address", "del", &format!("{TUNNEL_PREFIX}.2/32"), "dev", &node_b.iface])?;
+    ensure!(
+        lab.metric(r#"gw_wireguard_dropped_total{reason="spoofed_source"}"#)? > spoofed_before,
+        "spoofed packets dropped by allowed-IPs"
+    );
+
     // B's stream never stopped.
     let run = stream.join().map_err(|_| anyhow::anyhow!("iperf3 thread panicked"))??;
     drop(server);
@@ -139,7 +150,16 @@ fn revoke_rekey_and_transfer_are_enforced_end_to_end() -> Result<()> {
     for event in ["grant", "revoke", "rekey", "transfer"] {
         ensure!(audit.contains(event), "audit log lacks a {event} record:\n{audit}");
     }
+    // The gateway's private key appears nowhere it could leak.
+    let secret = std::fs::read_to_string(lab.gateway_keys.private_path())?.trim().to_string();
+    let (_, peers) = lab.http_get("/v1/peers")?;
     lab.stop_gateway()?;
+    let registry = std::fs::read_to_string(lab.dir.path().join("state/registry.json"))?;
+    let log = std::fs::read_to_string(lab.log_path())?;
+    for (what, text) in [("metrics", &metrics), ("/v1/peers", &peers), ("registry", &registry), ("audit log", &audit), ("log", &log)] {
+        ensure!(!text.contains(&secret), "the private key leaked into the {what}");
+    }
+    ensure!(!log.is_empty() && registry.contains("\"version\": \"2.0\""), "the places searched are real");
     ensure!(
         !std::path::Path::new("/sys/fs/bpf").join(&lab.instance).exists(),
         "detach_on_exit removed the pins"

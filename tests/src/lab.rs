@@ -38,6 +38,8 @@ pub struct Lab {
     pub gateway_keys: Keypair,
     pub signer_files: Vec<PathBuf>,
     pub config_path: PathBuf,
+    /// Extra environment for `gateway run` (GATEWAY_<SECTION>_<KEY> overrides).
+    pub gateway_env: Vec<(String, String)>,
     anvil: Option<ChildGuard>,
     gateway: Option<ChildGuard>,
 }
@@ -86,6 +88,7 @@ impl Lab {
             gateway_keys,
             signer_files,
             config_path: PathBuf::new(),
+            gateway_env: Vec::new(),
             anvil: Some(anvil),
             gateway: None,
         };
@@ -122,7 +125,8 @@ impl Lab {
         self.start_gateway_full(rpc, poll_interval_ms, "")
     }
 
-    fn start_gateway_full(&mut self, rpc: &str, poll_interval_ms: u64, extra_toml: &str) -> Result<()> {
+    /// `rpc` is the TOML list body of `chain.rpc_urls` (one quoted URL, or several).
+    pub fn start_gateway_full(&mut self, rpc: &str, poll_interval_ms: u64, extra_toml: &str) -> Result<()> {
         let state = self.dir.path().join("state");
         let config = format!(
             r#"
@@ -130,7 +134,7 @@ impl Lab {
 instance = "{instance}"
 state_dir = "{state}"
 [chain]
-rpc_urls = ["{rpc}"]
+rpc_urls = [{rpc_list}]
 contract = "{contract}"
 confirmations = 0
 poll_interval_ms = {poll_interval_ms}
@@ -153,6 +157,7 @@ listen = "127.0.0.1:{HTTP_PORT}"
 {extra_toml}
 "#,
             instance = self.instance,
+            rpc_list = if rpc.starts_with('"') { rpc.to_string() } else { format!("\"{rpc}\"") },
             state = state.display(),
             contract = self.contract,
             iface = unique_name("wgl"),
@@ -161,21 +166,50 @@ listen = "127.0.0.1:{HTTP_PORT}"
         );
         self.config_path = self.dir.path().join("gateway.toml");
         std::fs::write(&self.config_path, config)?;
+        self.restart_gateway()
+    }
+
+    /// Starts `gateway run` with the configuration already written, its log
+    /// appended to [`log_path`](Self::log_path), and waits until it is ready.
+    pub fn restart_gateway(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let mut cmd = Command::new(gateway_bin());
         cmd.args(["--netns", self.gw.name(), "run", "--config"])
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
+            .envs(self.gateway_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::from(log));
         self.gateway = Some(ChildGuard::spawn(cmd, "gateway run")?);
+        let log_path = self.log_path();
         wait_for("gateway ready", Duration::from_secs(30), || {
             if let Some(g) = self.gateway.as_mut() {
                 if !g.is_running() {
-                    bail!("gateway exited during start-up");
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    bail!("gateway exited during start-up:\n{log}");
                 }
             }
             Ok(matches!(self.http_get("/readyz"), Ok((200, _))).then_some(()))
         })
+    }
+
+    /// Where the gateway's log goes.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
+    }
+
+    /// Kills the gateway with SIGKILL (a crash: no clean-up runs).
+    pub fn kill_gateway(&mut self) -> Result<()> {
+        if let Some(mut g) = self.gateway.take() {
+            g.child_mut().kill()?;
+            g.child_mut().wait()?;
+        }
+        Ok(())
+    }
+
+    /// The anvil endpoint inside the gateway's namespace.
+    pub fn anvil_port(&self) -> u16 {
+        ANVIL_PORT
     }
 
     /// Stops the gateway with SIGTERM.
