@@ -159,7 +159,8 @@ fn revoke_rekey_and_transfer_are_enforced_end_to_end() -> Result<()> {
     for (what, text) in [("metrics", &metrics), ("/v1/peers", &peers), ("registry", &registry), ("audit log", &audit), ("log", &log)] {
         ensure!(!text.contains(&secret), "the private key leaked into the {what}");
     }
-    ensure!(!log.is_empty() && registry.contains("\"version\": \"2.0\""), "the places searched are real");
+    let doc: serde_json::Value = serde_json::from_str(&registry)?;
+    ensure!(!log.is_empty() && doc["version"] == "2.0", "the places searched are real");
     ensure!(
         !std::path::Path::new("/sys/fs/bpf").join(&lab.instance).exists(),
         "detach_on_exit removed the pins"
