@@ -277,7 +277,7 @@ impl Drop for Lab {
 }
 
 /// A veth from `ns` into the LAN bridge; returns the interface name in `ns`.
-fn attach_to_lan(lan: &Netns, ns: &Netns, cidr: &str) -> Result<String> {
+pub fn attach_to_lan(lan: &Netns, ns: &Netns, cidr: &str) -> Result<String> {
     let inner = unique_name("ve");
     let outer = unique_name("vl");
     crate::netns::ip(&["link", "add", &inner, "netns", ns.name(), "type", "veth", "peer", "name", &outer, "netns", lan.name()])?;
