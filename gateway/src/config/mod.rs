@@ -345,7 +345,14 @@ fn apply_env(value: &mut toml::Value, env: &[(String, String)]) -> Result<(), Co
         let key = &rest[section.len() + 1..];
         let field = format!("{section}.{key}");
         let string = toml::Value::String(String::new());
-        let default = defaults.get(*section).and_then(|s| s.get(key)).unwrap_or(&string);
+        // Only keys the configuration has: other GATEWAY_* variables belong to
+        // CLI flags (GATEWAY_XDP_INSTANCE, GATEWAY_SIGNER_KEY, ...). A key
+        // whose default is unset (audit.path) is a string.
+        let default = match defaults.get(*section).and_then(|s| s.get(key)) {
+            Some(d) => d,
+            None if (*section, key) == ("audit", "path") => &string,
+            None => continue,
+        };
         let parsed = match default {
             toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| err(&field, format!("{name}={raw:?} is not an integer"), "set a whole number"))?),
             toml::Value::Boolean(_) => toml::Value::Boolean(raw.trim().parse().map_err(|_| err(&field, format!("{name}={raw:?} is not true/false"), "set true or false"))?),
@@ -405,6 +412,8 @@ iface = "eth0"
                 ("GATEWAY_XDP_ENABLED", "false"),
                 ("GATEWAY_NETWORK_CIDR", "10.9.0.0/16"),
                 ("GATEWAY_SIGNER_KEY", "/not/a/config/key"),
+                ("GATEWAY_XDP_INSTANCE", "a CLI flag's variable, not [xdp] instance"),
+                ("GATEWAY_AUDIT_PATH", "/var/log/gw-audit.jsonl"),
             ]),
         )
         .unwrap();
@@ -412,6 +421,7 @@ iface = "eth0"
         assert_eq!(c.chain.confirmations, 3);
         assert!(!c.xdp.enabled);
         assert_eq!(c.network.cidr, "10.9.0.0/16");
+        assert_eq!(c.audit_path(), PathBuf::from("/var/log/gw-audit.jsonl"));
     }
 
     #[test]
