@@ -8,12 +8,23 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true, env = "GATEWAY_LOG_FORMAT", default_value = "text")]
     log_format: gateway::logging::LogFormat,
+    /// Run inside the named network namespace (/run/netns/NAME) through
+    /// setns(2) on the network namespace only: unlike `ip netns exec`, the
+    /// mount namespace stays shared, so pins under /sys/fs/bpf stay visible.
+    #[arg(long, global = true, env = "GATEWAY_NETNS")]
+    netns: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the gateway: chain follower, registry, access, XDP front and data plane.
+    Run {
+        /// TOML configuration (GATEWAY_<SECTION>_<KEY> variables override it).
+        #[arg(long, env = "GATEWAY_CONFIG", default_value = "/etc/dstack-gateway/gateway.toml")]
+        config: std::path::PathBuf,
+    },
     /// Load, attach, inspect and detach the XDP front.
     #[command(subcommand)]
     Xdp(gateway::xdp::cli::XdpCommand),
@@ -26,15 +37,29 @@ enum Command {
     /// Run the userspace WireGuard data plane on its own (peers via `wg set`).
     #[command(subcommand)]
     Dataplane(gateway::dataplane::cli::DataplaneCommand),
+    /// Access decisions: is a key allowed, and why.
+    #[command(subcommand)]
+    Access(gateway::access::cli::AccessCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     gateway::logging::init(cli.log_format);
+    // Before any thread exists: threads inherit the namespace they start in.
+    if let Some(ns) = &cli.netns {
+        if let Err(err) = gateway::netns::enter(ns) {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
+        Command::Run { config } => gateway::config::Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(gateway::daemon::run),
         Command::Xdp(cmd) => gateway::xdp::cli::run(cmd),
         Command::Node(cmd) => gateway::node::run(cmd),
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
+        Command::Access(cmd) => gateway::access::cli::run(cmd),
         Command::Chain(cmd) => gateway::chain::cli::run(cmd),
     };
     match result {

@@ -1,7 +1,7 @@
 //! A real local chain for the tests: the npm `anvil` binary on a loopback port
 //! chosen by the OS, with the reference contract deployed, killed on drop.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use alloy::node_bindings::{Anvil, AnvilInstance};
@@ -14,10 +14,7 @@ use gateway::chain::follower::{Follower, FollowerConfig, StartState};
 use gateway::node::admin::Session;
 use tokio::sync::mpsc;
 
-/// The repository root, from this crate's manifest directory.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
-}
+use crate::netns::repo_root;
 
 /// `node_modules/.bin/anvil`, installed by `npm ci` at the repository root.
 pub fn anvil_binary() -> PathBuf {

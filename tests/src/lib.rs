@@ -1,4 +1,10 @@
-//! Helpers for the end-to-end tests: network namespaces, processes, clean-up.
+//! Helpers for the end-to-end tests: network namespaces, processes, clean-up,
+//! packets, a local chain.
 
 pub mod anvil;
+pub mod cutproxy;
+pub mod lab;
+pub mod netns;
+pub mod packets;
 pub mod proxy;
+pub mod wg;

@@ -132,7 +132,9 @@ impl Follower {
             rpc,
             events,
             scanned,
-            last_synced: scanned,
+            // The first catch-up always reports its cursor, even when nothing
+            // moved since the persisted one: the consumer learns it is current.
+            last_synced: None,
             known: start.known_tokens,
             held: HeldGrants::default(),
             recent_hashes,

@@ -1,0 +1,770 @@
+//! The WireGuard device core: peer table, handshakes, routing and allowed-IPs
+//! enforcement over boringtun's `noise::Tunn` (no sockets: datagrams and TUN
+//! packets come in as slices and leave through a [`PacketSink`]; boringtun
+//! keeps its own monotonic clock for the protocol timers).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use gateway_common::wire::slot_of_index;
+use gateway_common::MAX_PEER_SLOTS;
+use ipnet::IpNet;
+use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
+
+use super::allowed_ips::AllowedIps;
+use super::peer::{Peer, PeerConfig, PeerState, PeerStats, PublicKey};
+
+/// Handshake messages per second the whole device verifies before it answers
+/// with cookie replies and demands mac2 (boringtun's device uses 100). Each
+/// initiation is checked twice (here before the DH that reveals the key, then
+/// inside the peer's `Tunn`), hence the factor 2.
+const HANDSHAKES_PER_SECOND: u64 = 100;
+const RATE_LIMITER_LIMIT: u64 = 2 * HANDSHAKES_PER_SECOND;
+
+/// Largest IP packet we carry plus WireGuard's 32 bytes of framing; boringtun
+/// panics if a destination buffer is smaller than the result.
+pub const MAX_PACKET: usize = 65535 + 32;
+
+/// Events the access layer reacts to are queued up to this many; beyond it a
+/// flood of bogus handshakes only bumps a counter.
+const MAX_QUEUED_EVENTS: usize = 1024;
+
+/// Where the device's output goes: the I/O loop implements it over sockets and
+/// the TUN device, tests over vectors.
+pub trait PacketSink {
+    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]);
+    fn write_tun(&mut self, packet: &[u8]);
+}
+
+/// Something the access layer should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// A well-formed handshake initiation (valid mac1, decryptable static
+    /// key) from a key that is not a peer: candidate for the XDP deny list.
+    RejectedHandshake { public_key: PublicKey, endpoint: SocketAddr },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PeerError {
+    #[error("peer {0} already exists")]
+    DuplicateKey(String),
+    #[error("slot {0} is already used by another peer")]
+    SlotInUse(u32),
+    #[error("slot {0} is out of range (max {max})", max = MAX_PEER_SLOTS - 1)]
+    SlotOutOfRange(u32),
+    #[error("allowed IP {0} already belongs to another peer")]
+    AllowedIpInUse(IpNet),
+    #[error("a peer cannot have the device's own public key")]
+    OwnKey,
+    #[error("no such peer {0}")]
+    NotFound(String),
+    #[error("no free peer slot left")]
+    NoFreeSlot,
+}
+
+/// Device-wide drop and event counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceCounters {
+    pub malformed: u64,
+    pub invalid_mac: u64,
+    pub cookie_replies: u64,
+    pub rejected_handshakes: u64,
+    pub unknown_slot: u64,
+    pub decrypt_errors: u64,
+    pub spoofed_source: u64,
+    pub no_route: u64,
+    pub no_endpoint: u64,
+    pub forwarded: u64,
+    pub events_dropped: u64,
+}
+
+pub struct Device {
+    private_key: StaticSecret,
+    public_key: X25519Public,
+    rate_limiter: Arc<RateLimiter>,
+    peers: BTreeMap<u32, Peer>,
+    slot_by_key: HashMap<PublicKey, u32>,
+    routes: AllowedIps<u32>,
+    events: VecDeque<DeviceEvent>,
+    counters: DeviceCounters,
+    /// Scratch buffers, taken out while in use so `self` stays borrowable.
+    decrypted: Vec<u8>,
+    encrypted: Vec<u8>,
+}
+
+impl Device {
+    pub fn new(private_key: [u8; 32]) -> Self {
+        let private_key = StaticSecret::from(private_key);
+        let public_key = X25519Public::from(&private_key);
+        Self {
+            rate_limiter: Arc::new(RateLimiter::new(&public_key, RATE_LIMITER_LIMIT)),
+            private_key,
+            public_key,
+            peers: BTreeMap::new(),
+            slot_by_key: HashMap::new(),
+            routes: AllowedIps::default(),
+            events: VecDeque::new(),
+            counters: DeviceCounters::default(),
+            decrypted: vec![0; MAX_PACKET],
+            encrypted: vec![0; MAX_PACKET],
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        *self.public_key.as_bytes()
+    }
+
+    pub fn private_key(&self) -> [u8; 32] {
+        self.private_key.to_bytes()
+    }
+
+    pub fn counters(&self) -> &DeviceCounters {
+        &self.counters
+    }
+
+    /// Adds a peer; nothing else is disturbed.
+    pub fn add_peer(&mut self, config: PeerConfig) -> Result<(), PeerError> {
+        if config.slot >= MAX_PEER_SLOTS {
+            return Err(PeerError::SlotOutOfRange(config.slot));
+        }
+        if config.public_key == self.public_key() {
+            return Err(PeerError::OwnKey);
+        }
+        if self.slot_by_key.contains_key(&config.public_key) {
+            return Err(PeerError::DuplicateKey(super::peer::encode_key(&config.public_key)));
+        }
+        if self.peers.contains_key(&config.slot) {
+            return Err(PeerError::SlotInUse(config.slot));
+        }
+        self.check_allowed_ips_free(&config.allowed_ips, None)?;
+        for net in &config.allowed_ips {
+            self.routes.insert(*net, config.slot);
+        }
+        let state = self.new_state(&config);
+        self.slot_by_key.insert(config.public_key, config.slot);
+        self.peers.insert(config.slot, Peer { config, state });
+        Ok(())
+    }
+
+    /// Removes a peer, dropping its sessions and queued packets at once.
+    pub fn remove_peer(&mut self, public_key: &PublicKey) -> Result<PeerConfig, PeerError> {
+        let slot = self
+            .slot_by_key
+            .remove(public_key)
+            .ok_or_else(|| PeerError::NotFound(super::peer::encode_key(public_key)))?;
+        let peer = self.peers.remove(&slot).ok_or(PeerError::NotFound(super::peer::encode_key(public_key)))?;
+        for net in &peer.config.allowed_ips {
+            if self.routes.get_exact(*net) == Some(slot) {
+                self.routes.remove(*net);
+            }
+        }
+        Ok(peer.config)
+    }
+
+    /// Rekey or move: the old peer goes (sessions and all), the new one comes.
+    /// If the new one is refused the old one is put back.
+    pub fn replace_peer(&mut self, old_key: &PublicKey, new: PeerConfig) -> Result<(), PeerError> {
+        let old = self.remove_peer(old_key)?;
+        if let Err(err) = self.add_peer(new) {
+            // Re-adding what was there a moment ago cannot conflict.
+            let _ = self.add_peer(old);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Changes endpoint, keepalive and allowed IPs of a peer in place. Its
+    /// session survives unless the keepalive changes (boringtun fixes it at
+    /// creation).
+    pub fn reconfigure_peer(&mut self, new: PeerConfig) -> Result<(), PeerError> {
+        let slot = *self
+            .slot_by_key
+            .get(&new.public_key)
+            .ok_or_else(|| PeerError::NotFound(super::peer::encode_key(&new.public_key)))?;
+        if new.slot != slot {
+            return Err(PeerError::SlotInUse(new.slot));
+        }
+        self.check_allowed_ips_free(&new.allowed_ips, Some(slot))?;
+        let rebuild = {
+            let peer = self.peers.get(&slot).ok_or(PeerError::NotFound(super::peer::encode_key(&new.public_key)))?;
+            peer.config.persistent_keepalive != new.persistent_keepalive
+        };
+        let fresh = rebuild.then(|| self.new_state(&new));
+        let Some(peer) = self.peers.get_mut(&slot) else {
+            return Err(PeerError::NotFound(super::peer::encode_key(&new.public_key)));
+        };
+        for net in &peer.config.allowed_ips {
+            if self.routes.get_exact(*net) == Some(slot) {
+                self.routes.remove(*net);
+            }
+        }
+        for net in &new.allowed_ips {
+            self.routes.insert(*net, slot);
+        }
+        if let Some(fresh) = fresh {
+            peer.state = fresh;
+        }
+        if new.endpoint.is_some() && new.endpoint != peer.config.endpoint {
+            peer.state.endpoint = new.endpoint;
+        }
+        peer.config = new;
+        Ok(())
+    }
+
+    /// The highest free slot: peers added without a slot (UAPI `wg set`, the
+    /// CLI) take them from the top so they stay clear of the plan's slots,
+    /// which grow from the bottom with the tunnel IPs' host indices.
+    pub fn free_slot(&self) -> Result<u32, PeerError> {
+        (1..MAX_PEER_SLOTS).rev().find(|s| !self.peers.contains_key(s)).ok_or(PeerError::NoFreeSlot)
+    }
+
+    pub fn peer_config(&self, public_key: &PublicKey) -> Option<&PeerConfig> {
+        let slot = self.slot_by_key.get(public_key)?;
+        self.peers.get(slot).map(|p| &p.config)
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// All peers, in slot order.
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        self.peers.values().map(stats_of).collect()
+    }
+
+    pub fn stats_for(&self, public_key: &PublicKey) -> Option<PeerStats> {
+        let slot = self.slot_by_key.get(public_key)?;
+        self.peers.get(slot).map(stats_of)
+    }
+
+    pub fn poll_event(&mut self) -> Option<DeviceEvent> {
+        self.events.pop_front()
+    }
+
+    fn check_allowed_ips_free(&self, nets: &[IpNet], own_slot: Option<u32>) -> Result<(), PeerError> {
+        for net in nets {
+            if let Some(owner) = self.routes.get_exact(*net) {
+                if Some(owner) != own_slot {
+                    return Err(PeerError::AllowedIpInUse(*net));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_state(&self, config: &PeerConfig) -> PeerState {
+        // boringtun shifts `index` left by 8 and counts sessions in the low
+        // byte: every session index of this peer is `slot << 8 | counter`.
+        let tunn = Tunn::new(
+            self.private_key.clone(),
+            X25519Public::from(config.public_key),
+            None,
+            config.persistent_keepalive,
+            config.slot,
+            Some(self.rate_limiter.clone()),
+        );
+        PeerState {
+            tunn,
+            endpoint: config.endpoint,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            dropped_spoofed: 0,
+            forwarded: 0,
+        }
+    }
+
+    fn push_event(&mut self, event: DeviceEvent) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.counters.events_dropped += 1;
+        } else {
+            self.events.push_back(event);
+        }
+    }
+
+    /// One UDP datagram from the network.
+    pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], sink: &mut impl PacketSink) {
+        let slot = match Tunn::parse_incoming_packet(datagram) {
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+            Ok(Packet::HandshakeInit(init)) => {
+                let mut cookie = [0u8; 64];
+                // mac1 and the load check are cheap; do them before the DH
+                // that reveals the initiator's key.
+                match self.rate_limiter.verify_packet(Some(from.ip()), datagram, &mut cookie) {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(reply)) => {
+                        self.counters.cookie_replies += 1;
+                        sink.send_udp(from, reply);
+                        return;
+                    }
+                    Err(_) => {
+                        self.counters.invalid_mac += 1;
+                        return;
+                    }
+                }
+                let half = match parse_handshake_anon(&self.private_key, &self.public_key, &init) {
+                    Ok(half) => half,
+                    Err(_) => {
+                        self.counters.decrypt_errors += 1;
+                        return;
+                    }
+                };
+                match self.slot_by_key.get(&half.peer_static_public) {
+                    Some(slot) => *slot,
+                    None => {
+                        self.counters.rejected_handshakes += 1;
+                        self.push_event(DeviceEvent::RejectedHandshake {
+                            public_key: half.peer_static_public,
+                            endpoint: from,
+                        });
+                        return;
+                    }
+                }
+            }
+            Ok(Packet::HandshakeResponse(p)) => slot_of_index(p.receiver_idx),
+            Ok(Packet::PacketCookieReply(p)) => slot_of_index(p.receiver_idx),
+            Ok(Packet::PacketData(p)) => slot_of_index(p.receiver_idx),
+        };
+        let mut buf = std::mem::take(&mut self.decrypted);
+        self.decapsulate(slot, from, datagram, &mut buf, sink);
+        self.decrypted = buf;
+    }
+
+    fn decapsulate(&mut self, slot: u32, from: SocketAddr, datagram: &[u8], buf: &mut [u8], sink: &mut impl PacketSink) {
+        let Some(peer) = self.peers.get_mut(&slot) else {
+            self.counters.unknown_slot += 1;
+            return;
+        };
+        let state = &mut peer.state;
+        let (inner, inner_src) = match state.tunn.decapsulate(Some(from.ip()), datagram, buf) {
+            TunnResult::Err(WireGuardError::UnderLoad | WireGuardError::InvalidMac) => {
+                self.counters.invalid_mac += 1;
+                return;
+            }
+            TunnResult::Err(_) => {
+                self.counters.decrypt_errors += 1;
+                return;
+            }
+            TunnResult::Done => {
+                state.endpoint = Some(from);
+                state.rx_bytes += datagram.len() as u64;
+                return;
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                // A handshake response or the keepalive after one; then
+                // whatever waited for the session.
+                state.endpoint = Some(from);
+                state.rx_bytes += datagram.len() as u64;
+                state.tx_bytes += reply.len() as u64;
+                sink.send_udp(from, reply);
+                while let TunnResult::WriteToNetwork(queued) = state.tunn.decapsulate(None, &[], buf) {
+                    state.tx_bytes += queued.len() as u64;
+                    sink.send_udp(from, queued);
+                }
+                return;
+            }
+            TunnResult::WriteToTunnelV4(packet, src) => (packet, IpAddr::V4(src)),
+            TunnResult::WriteToTunnelV6(packet, src) => (packet, IpAddr::V6(src)),
+        };
+        state.endpoint = Some(from);
+        state.rx_bytes += datagram.len() as u64;
+        if self.routes.lookup(inner_src) != Some(slot) {
+            state.dropped_spoofed += 1;
+            self.counters.spoofed_source += 1;
+            return;
+        }
+        let target = Tunn::dst_address(inner).and_then(|dst| self.routes.lookup(dst));
+        match target {
+            Some(other) if other != slot => {
+                state.forwarded += 1;
+                self.counters.forwarded += 1;
+                self.send_to_peer(other, inner, sink);
+            }
+            _ => sink.write_tun(inner),
+        }
+    }
+
+    /// One IP packet read from the TUN device.
+    pub fn handle_tun_packet(&mut self, packet: &[u8], sink: &mut impl PacketSink) {
+        let Some(slot) = Tunn::dst_address(packet).and_then(|dst| self.routes.lookup(dst)) else {
+            self.counters.no_route += 1;
+            return;
+        };
+        self.send_to_peer(slot, packet, sink);
+    }
+
+    fn send_to_peer(&mut self, slot: u32, packet: &[u8], sink: &mut impl PacketSink) {
+        let Some(peer) = self.peers.get_mut(&slot) else {
+            self.counters.no_route += 1;
+            return;
+        };
+        let state = &mut peer.state;
+        let mut out = std::mem::take(&mut self.encrypted);
+        if let TunnResult::WriteToNetwork(datagram) = state.tunn.encapsulate(packet, &mut out) {
+            send_to_endpoint(state, datagram, sink, &mut self.counters);
+        }
+        self.encrypted = out;
+    }
+
+    /// Drives handshake retries, rekeys and keepalives; call a few times a
+    /// second (boringtun rounds its timers to the second).
+    pub fn tick(&mut self, sink: &mut impl PacketSink) {
+        self.rate_limiter.reset_count();
+        let mut out = std::mem::take(&mut self.encrypted);
+        for peer in self.peers.values_mut() {
+            let state = &mut peer.state;
+            if let TunnResult::WriteToNetwork(datagram) = state.tunn.update_timers(&mut out) {
+                send_to_endpoint(state, datagram, sink, &mut self.counters);
+            }
+        }
+        self.encrypted = out;
+    }
+}
+
+fn send_to_endpoint(state: &mut PeerState, datagram: &[u8], sink: &mut impl PacketSink, counters: &mut DeviceCounters) {
+    match state.endpoint {
+        Some(endpoint) => {
+            state.tx_bytes += datagram.len() as u64;
+            sink.send_udp(endpoint, datagram);
+        }
+        None => counters.no_endpoint += 1,
+    }
+}
+
+fn stats_of(peer: &Peer) -> PeerStats {
+    PeerStats {
+        public_key: peer.config.public_key,
+        slot: peer.config.slot,
+        allowed_ips: peer.config.allowed_ips.clone(),
+        endpoint: peer.state.endpoint,
+        persistent_keepalive: peer.config.persistent_keepalive,
+        since_last_handshake: peer.state.tunn.time_since_last_handshake(),
+        rx_bytes: peer.state.rx_bytes,
+        tx_bytes: peer.state.tx_bytes,
+        dropped_spoofed: peer.state.dropped_spoofed,
+        forwarded: peer.state.forwarded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::net::Ipv4Addr;
+
+    #[derive(Default)]
+    struct Recorder {
+        udp: Vec<(SocketAddr, Vec<u8>)>,
+        tun: Vec<Vec<u8>>,
+    }
+
+    impl PacketSink for Recorder {
+        fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
+            self.udp.push((to, datagram.to_vec()));
+        }
+        fn write_tun(&mut self, packet: &[u8]) {
+            self.tun.push(packet.to_vec());
+        }
+    }
+
+    struct Node {
+        addr: SocketAddr,
+        device: Device,
+        tun: Vec<Vec<u8>>,
+    }
+
+    fn secret(seed: u8) -> [u8; 32] {
+        let mut k = [seed; 32];
+        k[0] &= 248;
+        k
+    }
+
+    fn public(seed: u8) -> PublicKey {
+        *X25519Public::from(&StaticSecret::from(secret(seed))).as_bytes()
+    }
+
+    fn ipv4_packet(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 20 + payload.len()];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..].copy_from_slice(payload);
+        p
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    const GW: usize = 0;
+
+    /// A gateway (seed 1, 10.9.0.1) and clients (seeds 2.., 10.9.0.<seed>)
+    /// whose only peer is the gateway; the gateway's peers use slot = seed.
+    fn network(clients: &[u8]) -> Vec<Node> {
+        let gw_addr = addr("192.0.2.1:51820");
+        let mut gw = Device::new(secret(1));
+        let mut nodes = Vec::new();
+        for &seed in clients {
+            gw.add_peer(PeerConfig {
+                public_key: public(seed),
+                slot: u32::from(seed),
+                allowed_ips: vec![net(&format!("10.9.0.{seed}/32"))],
+                endpoint: None,
+                persistent_keepalive: None,
+            })
+            .unwrap();
+            let mut dev = Device::new(secret(seed));
+            dev.add_peer(PeerConfig {
+                public_key: public(1),
+                slot: 1,
+                allowed_ips: vec![net("10.9.0.0/24")],
+                endpoint: Some(gw_addr),
+                persistent_keepalive: None,
+            })
+            .unwrap();
+            nodes.push(Node { addr: addr(&format!("192.0.2.{seed}:40000")), device: dev, tun: vec![] });
+        }
+        nodes.insert(0, Node { addr: gw_addr, device: gw, tun: vec![] });
+        nodes
+    }
+
+    /// Delivers datagrams until the network is quiet; returns every datagram
+    /// seen on the wire as (from, to, bytes).
+    fn pump(nodes: &mut [Node], mut wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let mut seen = Vec::new();
+        while let Some((from, to, bytes)) = wire.pop_front() {
+            seen.push((from, to, bytes.clone()));
+            assert!(seen.len() < 1000, "packet storm");
+            let Some(node) = nodes.iter_mut().find(|n| n.addr == to) else { continue };
+            let mut rec = Recorder::default();
+            node.device.handle_datagram(from, &bytes, &mut rec);
+            node.tun.extend(rec.tun);
+            wire.extend(rec.udp.into_iter().map(|(dst, b)| (node.addr, dst, b)));
+        }
+        seen
+    }
+
+    fn send_from_tun(nodes: &mut [Node], i: usize, packet: &[u8]) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let mut rec = Recorder::default();
+        nodes[i].device.handle_tun_packet(packet, &mut rec);
+        let from = nodes[i].addr;
+        pump(nodes, rec.udp.into_iter().map(|(to, b)| (from, to, b)).collect())
+    }
+
+    #[test]
+    fn first_packet_triggers_handshake_and_is_delivered_after_it() {
+        let mut nodes = network(&[2]);
+        let ping = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"hello");
+        let wire = send_from_tun(&mut nodes, 1, &ping);
+        assert_eq!(nodes[GW].tun, vec![ping]);
+        let stats = nodes[GW].device.stats_for(&public(2)).unwrap();
+        assert_eq!(stats.endpoint, Some(nodes[1].addr), "endpoint learned from the handshake");
+        assert!(stats.since_last_handshake.is_some());
+        assert!(stats.rx_bytes > 148 && stats.tx_bytes >= 92);
+        // Every receiver index the gateway hands out names the peer's slot.
+        let response = wire.iter().find(|(f, _, b)| *f == nodes[GW].addr && b[0] == 2).unwrap();
+        let gateway_index = u32::from_le_bytes(response.2[4..8].try_into().unwrap());
+        assert_eq!(slot_of_index(gateway_index), 2);
+        // And the reverse direction works over the same session.
+        let pong = ipv4_packet([10, 9, 0, 1], [10, 9, 0, 2], b"world");
+        let wire = send_from_tun(&mut nodes, GW, &pong);
+        assert_eq!(nodes[1].tun, vec![pong]);
+        for (_, _, b) in &wire {
+            if b[0] == 4 {
+                assert_eq!(slot_of_index(u32::from_le_bytes(b[4..8].try_into().unwrap())), 1);
+            }
+        }
+    }
+
+    fn ipv6_packet(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 40 + payload.len()];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        p[6] = 17;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&dst.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[40..].copy_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn ipv6_inside_and_outside_the_tunnel() {
+        let gw_addr = addr("[2001:db8::1]:51820");
+        let mut gw = Device::new(secret(1));
+        gw.add_peer(PeerConfig {
+            public_key: public(2),
+            slot: 2,
+            allowed_ips: vec![net("fd99::2/128")],
+            endpoint: None,
+            persistent_keepalive: None,
+        })
+        .unwrap();
+        let mut client = Device::new(secret(2));
+        client
+            .add_peer(PeerConfig {
+                public_key: public(1),
+                slot: 1,
+                allowed_ips: vec![net("fd99::/64")],
+                endpoint: Some(gw_addr),
+                persistent_keepalive: None,
+            })
+            .unwrap();
+        let mut nodes = vec![
+            Node { addr: gw_addr, device: gw, tun: vec![] },
+            Node { addr: addr("[2001:db8::2]:40000"), device: client, tun: vec![] },
+        ];
+        let ping = ipv6_packet("fd99::2", "fd99::1", b"v6");
+        send_from_tun(&mut nodes, 1, &ping);
+        assert_eq!(nodes[GW].tun, vec![ping]);
+        assert_eq!(nodes[GW].device.stats_for(&public(2)).unwrap().endpoint, Some(nodes[1].addr));
+        let spoof = ipv6_packet("fd99::3", "fd99::1", b"no");
+        send_from_tun(&mut nodes, 1, &spoof);
+        assert_eq!(nodes[GW].tun.len(), 1);
+        assert_eq!(nodes[GW].device.counters().spoofed_source, 1);
+        let pong = ipv6_packet("fd99::1", "fd99::2", b"back");
+        send_from_tun(&mut nodes, GW, &pong);
+        assert_eq!(nodes[1].tun, vec![pong]);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_endpoint() {
+        let mut nodes = network(&[2]);
+        nodes[GW].device.remove_peer(&public(2)).unwrap();
+        let ping = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"x");
+        send_from_tun(&mut nodes, 1, &ping);
+        assert!(nodes[GW].tun.is_empty());
+        assert_eq!(
+            nodes[GW].device.poll_event(),
+            Some(DeviceEvent::RejectedHandshake { public_key: public(2), endpoint: nodes[1].addr })
+        );
+        assert_eq!(nodes[GW].device.poll_event(), None);
+        assert_eq!(nodes[GW].device.counters().rejected_handshakes, 1);
+    }
+
+    #[test]
+    fn spoofed_inner_source_is_dropped_and_counted() {
+        let mut nodes = network(&[2, 3]);
+        // Client 2 claims client 3's address (its own config would allow it).
+        let spoof = ipv4_packet([10, 9, 0, 3], [10, 9, 0, 1], b"spoof");
+        send_from_tun(&mut nodes, 1, &spoof);
+        assert!(nodes[GW].tun.is_empty());
+        assert_eq!(nodes[GW].device.stats_for(&public(2)).unwrap().dropped_spoofed, 1);
+        assert_eq!(nodes[GW].device.counters().spoofed_source, 1);
+        let honest = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"ok");
+        send_from_tun(&mut nodes, 1, &honest);
+        assert_eq!(nodes[GW].tun, vec![honest]);
+    }
+
+    #[test]
+    fn peer_to_peer_traffic_is_forwarded_without_the_tun_device() {
+        let mut nodes = network(&[2, 3]);
+        // Client 3 needs a session (and a known endpoint) first.
+        send_from_tun(&mut nodes, 2, &ipv4_packet([10, 9, 0, 3], [10, 9, 0, 1], b"hi"));
+        nodes[GW].tun.clear();
+        let to_three = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 3], b"peer to peer");
+        send_from_tun(&mut nodes, 1, &to_three);
+        assert!(nodes[GW].tun.is_empty(), "no TUN round trip");
+        assert_eq!(nodes[2].tun, vec![to_three]);
+        assert_eq!(nodes[GW].device.counters().forwarded, 1);
+    }
+
+    #[test]
+    fn removing_a_peer_cuts_it_off_and_leaves_the_other_alone() {
+        let mut nodes = network(&[2, 3]);
+        let from_two = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"2");
+        let from_three = ipv4_packet([10, 9, 0, 3], [10, 9, 0, 1], b"3");
+        send_from_tun(&mut nodes, 1, &from_two);
+        send_from_tun(&mut nodes, 2, &from_three);
+        assert_eq!(nodes[GW].tun.len(), 2);
+        nodes[GW].tun.clear();
+
+        let removed = nodes[GW].device.remove_peer(&public(2)).unwrap();
+        assert_eq!(removed.slot, 2);
+        send_from_tun(&mut nodes, 1, &from_two);
+        send_from_tun(&mut nodes, 2, &from_three);
+        assert_eq!(nodes[GW].tun, vec![from_three], "only the remaining peer gets through");
+        assert!(nodes[GW].device.counters().unknown_slot >= 1);
+        // Routes to the removed peer are gone too.
+        let mut rec = Recorder::default();
+        nodes[GW].device.handle_tun_packet(&ipv4_packet([10, 9, 0, 1], [10, 9, 0, 2], b"x"), &mut rec);
+        assert!(rec.udp.is_empty());
+        assert_eq!(nodes[GW].device.peer_count(), 1);
+    }
+
+    #[test]
+    fn rekey_replaces_the_key_and_keeps_the_slot() {
+        let mut nodes = network(&[2]);
+        send_from_tun(&mut nodes, 1, &ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"a"));
+        let mut new = nodes[GW].device.peer_config(&public(2)).unwrap().clone();
+        new.public_key = public(9);
+        nodes[GW].device.replace_peer(&public(2), new).unwrap();
+        assert!(nodes[GW].device.stats_for(&public(2)).is_none());
+        assert_eq!(nodes[GW].device.stats_for(&public(9)).unwrap().slot, 2);
+        // The old key's session is gone with it.
+        nodes[GW].tun.clear();
+        send_from_tun(&mut nodes, 1, &ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"b"));
+        assert!(nodes[GW].tun.is_empty());
+    }
+
+    #[test]
+    fn conflicting_peers_are_refused() {
+        let mut dev = Device::new(secret(1));
+        let base = PeerConfig {
+            public_key: public(2),
+            slot: 2,
+            allowed_ips: vec![net("10.9.0.2/32")],
+            endpoint: None,
+            persistent_keepalive: None,
+        };
+        dev.add_peer(base.clone()).unwrap();
+        assert!(matches!(dev.add_peer(base.clone()), Err(PeerError::DuplicateKey(_))));
+        assert_eq!(dev.add_peer(PeerConfig { public_key: public(3), ..base.clone() }), Err(PeerError::SlotInUse(2)));
+        assert_eq!(
+            dev.add_peer(PeerConfig { public_key: public(3), slot: 3, ..base.clone() }),
+            Err(PeerError::AllowedIpInUse(net("10.9.0.2/32")))
+        );
+        assert_eq!(
+            dev.add_peer(PeerConfig { public_key: public(3), slot: MAX_PEER_SLOTS, ..base.clone() }),
+            Err(PeerError::SlotOutOfRange(MAX_PEER_SLOTS))
+        );
+        assert_eq!(dev.add_peer(PeerConfig { public_key: public(1), slot: 5, allowed_ips: vec![], ..base }), Err(PeerError::OwnKey));
+        assert_eq!(dev.free_slot(), Ok(MAX_PEER_SLOTS - 1));
+    }
+
+    #[test]
+    fn a_flood_of_initiations_gets_cookie_replies() {
+        let mut nodes = network(&[2]);
+        let mut initiations = Vec::new();
+        for _ in 0..(RATE_LIMITER_LIMIT + 20) {
+            // A fresh client each time so every message is a new initiation.
+            let mut c = Device::new(secret(2));
+            c.add_peer(nodes[1].device.peer_config(&public(1)).unwrap().clone()).unwrap();
+            let mut rec = Recorder::default();
+            c.handle_tun_packet(&ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"x"), &mut rec);
+            initiations.extend(rec.udp);
+        }
+        let mut rec = Recorder::default();
+        let from: SocketAddr = (Ipv4Addr::new(192, 0, 2, 2), 40000).into();
+        for (_, init) in &initiations {
+            nodes[GW].device.handle_datagram(from, init, &mut rec);
+        }
+        let cookies = rec.udp.iter().filter(|(_, b)| b[0] == 3).count();
+        assert!(cookies >= 10, "under load the device answers with cookies ({cookies})");
+        assert_eq!(nodes[GW].device.counters().cookie_replies, cookies as u64);
+    }
+}
