@@ -1,6 +1,8 @@
 //! Backfill and resumption against a real anvil: many grants discovered from
 //! logs in bounded ranges, and a follower restarted from its persisted cursor.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! The follower against a real anvil: each contract action arrives as the
 //! right `ChainEvent`, with its provenance, and the contract enforces its rules.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use alloy::primitives::U256;

@@ -1,6 +1,8 @@
 //! `gateway node ...` and `gateway chain follow` as an operator types them,
 //! against a real anvil: the commands of the README, their JSON, their errors.
 
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};

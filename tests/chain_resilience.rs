@@ -1,6 +1,8 @@
 //! The follower when the chain or the RPC misbehaves, against a real anvil:
 //! a reorg undoes a grant, and a second RPC endpoint takes over from a dead one.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use alloy::primitives::U256;

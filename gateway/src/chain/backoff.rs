@@ -78,6 +78,8 @@ pub fn try_order(health: &[EndpointHealth], current: usize, now: Instant) -> Vec
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -106,6 +106,8 @@ impl HeldGrants {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::chain::event::LogMeta;
 

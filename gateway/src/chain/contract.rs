@@ -127,6 +127,8 @@ pub fn is_revert(err: &alloy::contract::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use alloy::primitives::{address, b256, LogData};
     use alloy::sol_types::SolEvent;

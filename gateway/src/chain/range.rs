@@ -74,6 +74,8 @@ pub fn split_ranges(from: u64, to: u64, max_span: u64) -> Vec<BlockRange> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -92,6 +92,8 @@ pub fn warn_if_exposed(path: &Path) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
