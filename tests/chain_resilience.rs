@@ -84,3 +84,35 @@ async fn a_second_rpc_endpoint_takes_over_when_the_first_dies() {
     let ChainEvent::Unavailable { error } = event else { unreachable!() };
     assert!(error.contains("no RPC endpoint answered"), "{error}");
 }
+
+#[tokio::test]
+async fn reconcile_rereads_every_known_token_and_corrects_drift() {
+    let chain = TestChain::start(&[]).await;
+    let owner = chain.address(1);
+    let kept = chain.admin.mint(chain.contract, owner, "node-kept", &test_key(1), "").await.unwrap();
+    let gone = chain.admin.mint(chain.contract, owner, "node-gone", &test_key(2), "").await.unwrap();
+    chain.admin.revoke(chain.contract, U256::from(gone.token_id)).await.unwrap();
+
+    // The consumer believes in a token 99 the chain never had (drift, e.g. a
+    // hand-edited registry); the follower's reconcile must say so.
+    let mut config = chain.follower_config(vec![chain.http_url()]);
+    config.reconcile_interval = Duration::from_millis(300);
+    let start = StartState { cursor: None, known_tokens: [(99, Some("0x01".to_string()))].into_iter().collect() };
+    let (mut events, _task) = spawn_follower(config, start);
+
+    let mut reconciled = std::collections::BTreeMap::new();
+    while reconciled.len() < 3 {
+        let (event, _) = wait_for(&mut events, WAIT, |e| {
+            matches!(e, ChainEvent::Snapshot { cause: SnapshotCause::Reconcile, .. })
+        })
+        .await;
+        if let ChainEvent::Snapshot { snapshot, .. } = event {
+            reconciled.insert(snapshot.token_id, snapshot);
+        }
+    }
+    let kept_state = &reconciled[&kept.token_id];
+    assert!(kept_state.is_active && kept_state.public_key == test_key(1) && kept_state.node_id == "node-kept");
+    assert!(!reconciled[&gone.token_id].is_active);
+    assert_eq!(reconciled[&99].owner, None, "a token the chain does not have reads as gone");
+    assert!(!reconciled[&99].is_active);
+}

@@ -183,7 +183,7 @@ impl Follower {
             tokio::select! {
                 head = async { heads.as_mut()?.next().await }, if heads.is_some() => {
                     if head.is_none() {
-                        tracing::warn!(endpoint = %self.rpc.current_url(), "new-heads subscription ended; polling");
+                        tracing::warn!(endpoint = %self.rpc.current_endpoint(), "new-heads subscription ended; polling");
                         heads = None;
                     }
                 }
@@ -205,7 +205,7 @@ impl Follower {
 
     /// Catches up from the scanned block to the current head.
     async fn step(&mut self) -> StepResult {
-        let head = self.rpc.call("eth_blockNumber", |p| async move { Ok(p.get_block_number().await?) }).await?;
+        let head = latest_block(&mut self.rpc).await?;
         if let Some((number, hash)) = self.scanned {
             if self.block_hash(number).await? != Some(hash) {
                 self.rewind_after_reorg(number, head).await?;
@@ -435,14 +435,19 @@ impl Follower {
     async fn reconcile(&mut self) -> StepResult {
         let tokens: Vec<TokenId> = self.known.keys().copied().collect();
         tracing::debug!(tokens = tokens.len(), "reconciling every known token");
+        // One block for the whole pass: a consistent picture, and one call fewer per token.
+        let head = latest_block(&mut self.rpc).await?;
         for token_id in tokens {
-            self.send_snapshot(token_id, SnapshotCause::Reconcile).await?;
+            let snapshot = read_token(&mut self.rpc, self.config.contract, token_id, head).await?;
+            self.known.insert(token_id, snapshot.owner.clone());
+            self.emit(ChainEvent::Snapshot { snapshot, cause: SnapshotCause::Reconcile }).await?;
         }
         Ok(())
     }
 
     async fn send_snapshot(&mut self, token_id: TokenId, cause: SnapshotCause) -> StepResult {
-        let snapshot = read_token(&mut self.rpc, self.config.contract, token_id).await?;
+        let head = latest_block(&mut self.rpc).await?;
+        let snapshot = read_token(&mut self.rpc, self.config.contract, token_id, head).await?;
         self.known.insert(token_id, snapshot.owner.clone());
         self.emit(ChainEvent::Snapshot { snapshot, cause }).await
     }
@@ -470,11 +475,19 @@ impl Follower {
     }
 }
 
-/// Reads one token's state (`getNodeAccess`, `ownerOf`) at the latest block.
-/// A token the contract does not know (never minted, burned, reorged out)
-/// is an inactive snapshot with no owner, not an error.
-pub async fn read_token(rpc: &mut RpcPool, contract: Address, token_id: TokenId) -> Result<TokenSnapshot, RpcError> {
-    let block_number = rpc.call("eth_blockNumber", |p| async move { Ok(p.get_block_number().await?) }).await?;
+pub async fn latest_block(rpc: &mut RpcPool) -> Result<u64, RpcError> {
+    rpc.call("eth_blockNumber", |p| async move { Ok(p.get_block_number().await?) }).await
+}
+
+/// Reads one token's state (`getNodeAccess`, `ownerOf`) at `block_number`
+/// (both calls see the same state). A token the contract does not know (never
+/// minted, burned, reorged out) is an inactive snapshot with no owner, not an error.
+pub async fn read_token(
+    rpc: &mut RpcPool,
+    contract: Address,
+    token_id: TokenId,
+    block_number: u64,
+) -> Result<TokenSnapshot, RpcError> {
     let id = U256::from(token_id);
     let access = rpc
         .call("getNodeAccess", |p| async move {

@@ -55,6 +55,8 @@ pub enum RpcError {
 
 struct Endpoint {
     url: String,
+    /// What logs and errors show: provider URLs often carry an API key in the path or query.
+    label: String,
     provider: Option<DynProvider>,
     health: EndpointHealth,
 }
@@ -77,13 +79,19 @@ impl RpcPool {
         anyhow::ensure!(!urls.is_empty(), "at least one RPC URL is required");
         let endpoints = urls
             .iter()
-            .map(|url| Endpoint { url: url.trim().to_string(), provider: None, health: EndpointHealth::default() })
+            .map(|url| Endpoint {
+                url: url.trim().to_string(),
+                label: redact_url(url.trim()),
+                provider: None,
+                health: EndpointHealth::default(),
+            })
             .collect();
         Ok(Self { endpoints, current: 0, backoff, call_timeout })
     }
 
-    pub fn current_url(&self) -> &str {
-        &self.endpoints[self.current].url
+    /// The current endpoint, redacted for logs.
+    pub fn current_endpoint(&self) -> &str {
+        &self.endpoints[self.current].label
     }
 
     pub fn backoff(&self) -> Backoff {
@@ -118,7 +126,7 @@ impl RpcPool {
                 Err(CallError::Rejected(message)) => {
                     // The endpoint is alive: it answered.
                     self.succeed(index);
-                    return Err(RpcError::Rejected { endpoint: self.endpoints[index].url.clone(), what, message });
+                    return Err(RpcError::Rejected { endpoint: self.endpoints[index].label.clone(), what, message });
                 }
                 Err(CallError::Transport(message)) => {
                     last = message;
@@ -139,7 +147,7 @@ impl RpcPool {
         match provider.subscribe_blocks().await {
             Ok(subscription) => Some(subscription.into_stream().boxed()),
             Err(err) => {
-                tracing::warn!(endpoint = %self.endpoints[index].url, error = %err, "subscribing to new heads failed; polling");
+                tracing::warn!(endpoint = %self.endpoints[index].label, error = %err, "subscribing to new heads failed; polling");
                 None
             }
         }
@@ -157,7 +165,7 @@ impl RpcPool {
         let connecting = ProviderBuilder::new().connect(&endpoint.url);
         let provider = match tokio::time::timeout(self.call_timeout, connecting).await {
             Ok(Ok(provider)) => provider.erased(),
-            Ok(Err(err)) => return Err(format!("connecting: {err}")),
+            Ok(Err(err)) => return Err(redact_error(&format!("connecting: {err}"), &endpoint.url, &endpoint.label)),
             Err(_) => return Err(format!("connecting timed out after {:?}", self.call_timeout)),
         };
         endpoint.provider = Some(provider.clone());
@@ -166,7 +174,7 @@ impl RpcPool {
 
     fn succeed(&mut self, index: usize) {
         if index != self.current {
-            tracing::warn!(from = %self.endpoints[self.current].url, to = %self.endpoints[index].url, "RPC failover");
+            tracing::warn!(from = %self.endpoints[self.current].label, to = %self.endpoints[index].label, "RPC failover");
         }
         self.current = index;
         self.endpoints[index].health.record_success();
@@ -174,9 +182,44 @@ impl RpcPool {
 
     fn fail(&mut self, index: usize, what: &'static str, error: &str) {
         let endpoint = &mut self.endpoints[index];
-        tracing::warn!(endpoint = %endpoint.url, call = what, error = %error, "RPC call failed");
+        tracing::warn!(endpoint = %endpoint.label, call = what, error = %redact_error(error, &endpoint.url, &endpoint.label), "RPC call failed");
         endpoint.health.record_failure(&self.backoff, Instant::now());
         // A broken WebSocket stays broken: reconnect on the next attempt.
         endpoint.provider = None;
+    }
+}
+
+/// `scheme://host:port`, plus `/…` when the URL had a path or query that may
+/// hold a provider API key.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    // user:password@host
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let tail = &rest[authority_end..];
+    let hidden = if tail.is_empty() || tail == "/" { "" } else { "/…" };
+    let prefix = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{prefix}{host}{hidden}")
+}
+
+/// Transport errors quote the URL they failed on; show the redacted one instead.
+fn redact_error(error: &str, url: &str, label: &str) -> String {
+    error.replace(url, label).replace(url.trim_end_matches('/'), label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_keeps_the_host_and_hides_keys() {
+        assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+        assert_eq!(redact_url("http://127.0.0.1:8545/"), "http://127.0.0.1:8545");
+        assert_eq!(redact_url("https://base-mainnet.example/v2/SECRETKEY"), "https://base-mainnet.example/…");
+        assert_eq!(redact_url("wss://user:pass@rpc.example:443/ws?key=SECRET"), "wss://rpc.example:443/…");
+        let error = "error sending request for url (https://rpc.example/v2/SECRET)";
+        let url = "https://rpc.example/v2/SECRET";
+        assert!(!redact_error(error, url, &redact_url(url)).contains("SECRET"));
     }
 }
