@@ -87,6 +87,15 @@ impl From<RpcError> for StepError {
 
 type StepResult<T = ()> = Result<T, StepError>;
 
+/// What one `eth_getLogs` range gave.
+enum Fetched {
+    Logs(B256, Vec<Log>),
+    /// A node refused the range as too large: the span was halved, retry at once.
+    Narrowed,
+    /// The chain changed while we read (or the range end is gone): start over.
+    Moved,
+}
+
 pub struct Follower {
     config: FollowerConfig,
     rpc: RpcPool,
@@ -214,9 +223,11 @@ impl Follower {
         let mut from = self.scanned.map_or(self.config.start_block, |(number, _)| number + 1);
         tracing::trace!(from, head, "following");
         while let Some(range) = self.span.next_range(from, head) {
-            let Some(logs) = self.fetch_range(range).await? else {
-                // The chain moved under us, or a node refused the range: re-evaluate from the top.
-                return Ok(());
+            let logs = match self.fetch_range(range).await? {
+                Fetched::Logs(hash, logs) => (hash, logs),
+                Fetched::Narrowed => continue,
+                // Re-evaluate from the top: the reorg check runs first.
+                Fetched::Moved => return Ok(()),
             };
             self.process_logs(&logs, range.to, head).await?;
             from = range.to + 1;
@@ -234,12 +245,11 @@ impl Follower {
         self.emit_synced(head).await
     }
 
-    /// The logs of `range`, or `None` when the range must be retried (it
-    /// changed while we read it, a log was removed, or the node refused it).
-    async fn fetch_range(&mut self, range: BlockRange) -> StepResult<Option<(B256, Vec<Log>)>> {
+    /// The logs of `range` in chain order, with the hash of its last block.
+    async fn fetch_range(&mut self, range: BlockRange) -> StepResult<Fetched> {
         let Some(hash_before) = self.block_hash(range.to).await? else {
             tracing::debug!(to = range.to, "range end not mined (any more); retrying");
-            return Ok(None);
+            return Ok(Fetched::Moved);
         };
         let filter = Filter::new()
             .address(self.config.contract)
@@ -257,17 +267,17 @@ impl Follower {
             Ok(logs) => logs,
             Err(RpcError::Rejected { endpoint, message, .. }) if self.span.shrink() => {
                 tracing::warn!(%endpoint, error = %message, from = range.from, to = range.to, span = self.span.current(), "eth_getLogs refused; narrowing the range");
-                return Ok(None);
+                return Ok(Fetched::Narrowed);
             }
             Err(err) => return Err(err.into()),
         };
         if self.block_hash(range.to).await? != Some(hash_before) || logs.iter().any(|log| log.removed) {
             tracing::info!(from = range.from, to = range.to, "chain reorganised while reading logs; retrying");
-            return Ok(None);
+            return Ok(Fetched::Moved);
         }
         self.span.grow();
         logs.sort_by_key(|log| (log.block_number, log.log_index));
-        Ok(Some((hash_before, logs)))
+        Ok(Fetched::Logs(hash_before, logs))
     }
 
     async fn process_logs(&mut self, (to_hash, logs): &(B256, Vec<Log>), to: u64, head: u64) -> StepResult {
