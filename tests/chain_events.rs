@@ -153,8 +153,8 @@ async fn websocket_endpoint_follows_live_blocks() {
     // Long enough that only the new-heads subscription can deliver the grant in time.
     config.poll_interval = Duration::from_secs(20);
     let (mut events, _task) = spawn_follower(config, StartState::default());
+    // The follower subscribes before its first catch-up, so this Synced means it is listening.
     wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Synced { .. })).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let minted = chain.admin.mint(chain.contract, chain.address(3), "node-ws", &test_key(40), "").await.unwrap();
     let (event, _) = wait_for(&mut events, Duration::from_secs(10), |e| matches!(e, ChainEvent::Granted { .. })).await;

@@ -159,6 +159,10 @@ impl Follower {
         let mut next_reconcile = tokio::time::Instant::now() + self.config.reconcile_interval;
         let mut heads = None;
         loop {
+            // Subscribe before catching up, so no head mined meanwhile goes unnoticed.
+            if heads.is_none() {
+                heads = self.rpc.subscribe_heads().await;
+            }
             let mut outcome = self.step().await;
             if outcome.is_ok() && tokio::time::Instant::now() >= next_reconcile {
                 outcome = self.reconcile().await;
@@ -180,9 +184,6 @@ impl Follower {
                     }
                     continue;
                 }
-            }
-            if heads.is_none() {
-                heads = self.rpc.subscribe_heads().await;
             }
             let silence = match heads {
                 // The subscription is the trigger; the timer only covers a head it missed.
