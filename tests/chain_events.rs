@@ -36,7 +36,9 @@ async fn mint_is_a_grant_with_tx_hash_and_block_and_revoke_follows() {
     .await;
 
     let revoked = chain.admin.revoke(chain.contract, U256::from(token_id)).await.unwrap();
+    let receipt_seen = std::time::Instant::now();
     let (event, _) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Revoked { .. })).await;
+    eprintln!("Revoked delivered {:?} after the receipt (HTTP polling every 50 ms)", receipt_seen.elapsed());
     let ChainEvent::Revoked { token_id: revoked_id, node_id, meta } = event else { unreachable!() };
     assert_eq!((revoked_id, node_id.as_str()), (token_id, "node-a"));
     assert_eq!(meta.tx_hash, revoked.tx_hash);
@@ -157,7 +159,9 @@ async fn websocket_endpoint_follows_live_blocks() {
     wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Synced { .. })).await;
 
     let minted = chain.admin.mint(chain.contract, chain.address(3), "node-ws", &test_key(40), "").await.unwrap();
+    let receipt_seen = std::time::Instant::now();
     let (event, _) = wait_for(&mut events, Duration::from_secs(10), |e| matches!(e, ChainEvent::Granted { .. })).await;
+    eprintln!("Granted delivered {:?} after the receipt (WebSocket new heads)", receipt_seen.elapsed());
     assert!(matches!(event, ChainEvent::Granted { token_id, .. } if token_id == minted.token_id));
 }
 
