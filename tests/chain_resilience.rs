@@ -116,3 +116,68 @@ async fn reconcile_rereads_every_known_token_and_corrects_drift() {
     assert_eq!(reconciled[&99].owner, None, "a token the chain does not have reads as gone");
     assert!(!reconciled[&99].is_active);
 }
+
+#[tokio::test]
+async fn a_grant_reorged_out_before_its_confirmations_is_never_delivered() {
+    let chain = TestChain::start(&[]).await;
+    let mut config = chain.follower_config(vec![chain.http_url()]);
+    config.confirmations = 3;
+    let (mut events, _task) = spawn_follower(config, StartState::default());
+    let provider = chain.admin.provider().clone();
+    wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Synced { .. })).await;
+
+    let snapshot_id: U256 = provider.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    let minted = chain.admin.mint(chain.contract, chain.address(1), "node-short", &test_key(7), "").await.unwrap();
+    // Let the follower see the mint (held: one confirmation of three).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reverted: bool = provider.raw_request("evm_revert".into(), (snapshot_id,)).await.unwrap();
+    assert!(reverted);
+    chain.mine(5).await;
+
+    let head = chain.head().await;
+    let (_, seen) = wait_for(&mut events, WAIT, |e| {
+        matches!(e, ChainEvent::Synced { block_number, .. } if *block_number >= head)
+    })
+    .await;
+    assert!(
+        !seen.iter().any(|e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == minted.token_id)),
+        "a grant that never reached its confirmations must not be delivered: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reorg_while_the_follower_was_down_is_found_from_the_persisted_cursor() {
+    let chain = TestChain::start(&[]).await;
+    let provider = chain.admin.provider().clone();
+    let snapshot_id: U256 = provider.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    let minted = chain.admin.mint(chain.contract, chain.address(1), "node-down", &test_key(8), "").await.unwrap();
+
+    let config = chain.follower_config(vec![chain.http_url()]);
+    let (mut events, task) = spawn_follower(config.clone(), StartState::default());
+    let (synced, _) = wait_for(&mut events, WAIT, |e| {
+        matches!(e, ChainEvent::Synced { block_number, .. } if *block_number >= minted.tx.block_number)
+    })
+    .await;
+    let ChainEvent::Synced { block_number, block_hash, .. } = synced else { unreachable!() };
+    drop(events);
+    task.await.unwrap().unwrap();
+
+    // While it is down, the mint's block is replaced by a longer branch without it.
+    let reverted: bool = provider.raw_request("evm_revert".into(), (snapshot_id,)).await.unwrap();
+    assert!(reverted);
+    chain.mine(3).await;
+
+    let start = StartState {
+        cursor: Some(gateway::chain::cursor::Cursor { block_number, block_hash }),
+        known_tokens: [(minted.token_id, Some(gateway::chain::contract::address_string(chain.address(1))))]
+            .into_iter()
+            .collect(),
+    };
+    let (mut events, _task) = spawn_follower(config, start);
+    let (event, _) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Snapshot { .. })).await;
+    assert!(
+        matches!(&event, ChainEvent::Snapshot { snapshot, cause: SnapshotCause::Reorg }
+            if snapshot.token_id == minted.token_id && snapshot.owner.is_none() && !snapshot.is_active),
+        "{event:?}"
+    );
+}
