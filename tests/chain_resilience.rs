@@ -92,6 +92,10 @@ async fn reconcile_rereads_every_known_token_and_corrects_drift() {
     let kept = chain.admin.mint(chain.contract, owner, "node-kept", &test_key(1), "").await.unwrap();
     let gone = chain.admin.mint(chain.contract, owner, "node-gone", &test_key(2), "").await.unwrap();
     chain.admin.revoke(chain.contract, U256::from(gone.token_id)).await.unwrap();
+    // More tokens than one reconcile slice, so a pass spans several turns of the loop.
+    for n in 3..=40 {
+        chain.admin.mint(chain.contract, owner, &format!("node-{n}"), &test_key(n), "").await.unwrap();
+    }
 
     // The consumer believes in a token 99 the chain never had (drift, e.g. a
     // hand-edited registry); the follower's reconcile must say so.
@@ -101,7 +105,7 @@ async fn reconcile_rereads_every_known_token_and_corrects_drift() {
     let (mut events, _task) = spawn_follower(config, start);
 
     let mut reconciled = std::collections::BTreeMap::new();
-    while reconciled.len() < 3 {
+    while reconciled.len() < 41 {
         let (event, _) = wait_for(&mut events, WAIT, |e| {
             matches!(e, ChainEvent::Snapshot { cause: SnapshotCause::Reconcile, .. })
         })
@@ -114,6 +118,7 @@ async fn reconcile_rereads_every_known_token_and_corrects_drift() {
     assert!(kept_state.is_active && kept_state.public_key == test_key(1) && kept_state.node_id == "node-kept");
     assert!(!reconciled[&gone.token_id].is_active);
     assert_eq!(reconciled[&99].owner, None, "a token the chain does not have reads as gone");
+    assert!((3..=40).all(|t| reconciled[&t].is_active && reconciled[&t].public_key == test_key(t as u64)));
     assert!(!reconciled[&99].is_active);
 }
 
