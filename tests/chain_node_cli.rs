@@ -105,15 +105,27 @@ fn deploy_keygen_mint_list_info_revoke_and_follow_from_the_command_line() {
     let twice = cli.run(&["node", "revoke", "1"]);
     assert!(String::from_utf8_lossy(&twice.stderr).contains("token already revoked"));
 
-    let follow = cli.run(&["chain", "follow", "--json", "--exit-when-synced"]);
-    assert!(follow.status.success(), "{}", String::from_utf8_lossy(&follow.stderr));
-    let lines: Vec<Value> = String::from_utf8_lossy(&follow.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
-        .collect();
+    let cursor = dir.path().join("cursor.json");
+    let follow = |cli: &Cli| -> Vec<Value> {
+        let out = cli.run(&["chain", "follow", "--json", "--exit-when-synced", "--cursor", cursor.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
+            .collect()
+    };
+    let lines = follow(&cli);
     assert!(lines.iter().any(|e| e["Granted"]["public_key"] == public_key.as_str()), "{lines:?}");
     assert!(lines.iter().any(|e| e["Revoked"]["token_id"] == 1), "{lines:?}");
-    assert!(lines.last().unwrap().get("Synced").is_some(), "{lines:?}");
+    let last = &lines.last().unwrap()["Synced"];
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&cursor).unwrap()).unwrap();
+    assert_eq!(saved["block_number"], last["block_number"], "the cursor file holds the last Synced");
+    assert_eq!(saved["block_hash"], last["block_hash"]);
+
+    // Resumed from its cursor, the follower has nothing new to say but that it is current.
+    let again = follow(&cli);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(again[0].get("Synced").is_some(), "{again:?}");
 }
 
 #[test]
