@@ -186,3 +186,24 @@ async fn a_reorg_while_the_follower_was_down_is_found_from_the_persisted_cursor(
         "{event:?}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_websocket_endpoint_falls_back_to_polling_another() {
+    let chain = TestChain::start(&[]).await;
+    let target = format!("127.0.0.1:{}", chain.anvil.port()).parse().unwrap();
+    let ws = TcpProxy::start(target).await.unwrap();
+    let (mut events, _task) = spawn_follower(
+        chain.follower_config(vec![format!("ws://{}", ws.addr), chain.http_url()]),
+        StartState::default(),
+    );
+    let owner = chain.address(1);
+    let a = chain.admin.mint(chain.contract, owner, "node-ws-a", &test_key(1), "").await.unwrap();
+    wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == a.token_id)).await;
+
+    ws.kill();
+    let b = chain.admin.mint(chain.contract, owner, "node-ws-b", &test_key(2), "").await.unwrap();
+    // Well under the 5 s call timeout: the dead socket fails calls at once
+    // instead of holding them through reconnection attempts.
+    let within = Duration::from_secs(3);
+    wait_for(&mut events, within, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == b.token_id)).await;
+}

@@ -162,9 +162,21 @@ impl RpcPool {
         if let Some(provider) = &endpoint.provider {
             return Ok(provider.clone());
         }
-        let connecting = ProviderBuilder::new().connect(&endpoint.url);
-        let provider = match tokio::time::timeout(self.call_timeout, connecting).await {
-            Ok(Ok(provider)) => provider.erased(),
+        let provider = if endpoint.is_pubsub() {
+            // No reconnecting inside alloy: its retries hold our calls until they
+            // time out, while the pool would have failed over at once and
+            // reconnects by itself after backoff.
+            let connect = alloy::providers::WsConnect::new(endpoint.url.clone()).with_max_retries(0);
+            tokio::time::timeout(self.call_timeout, ProviderBuilder::new().connect_ws(connect))
+                .await
+                .map(|connected| connected.map(|p| p.erased()))
+        } else {
+            tokio::time::timeout(self.call_timeout, ProviderBuilder::new().connect(&endpoint.url))
+                .await
+                .map(|connected| connected.map(|p| p.erased()))
+        };
+        let provider = match provider {
+            Ok(Ok(provider)) => provider,
             Ok(Err(err)) => return Err(redact_error(&format!("connecting: {err}"), &endpoint.url, &endpoint.label)),
             Err(_) => return Err(format!("connecting timed out after {:?}", self.call_timeout)),
         };
