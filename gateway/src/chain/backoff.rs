@@ -12,9 +12,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        // Short enough that a restarted local node is picked up within a
-        // second, long enough not to hammer a provider that rate-limits us.
-        Self { initial: Duration::from_millis(250), max: Duration::from_secs(30) }
+        // The first retries come fast, so a restarted node is picked up within
+        // a second; the cap bounds how long after an outage ends the gateway
+        // may take to notice (10 s), while keeping a rate-limiting provider
+        // at no more than one attempt per endpoint every 10 s.
+        Self { initial: Duration::from_millis(250), max: Duration::from_secs(10) }
     }
 }
 
