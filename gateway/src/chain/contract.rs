@@ -109,9 +109,21 @@ pub fn revert_reason(err: &alloy::contract::Error) -> Option<String> {
     }
     use alloy::sol_types::SolInterface;
     match DstackAccessNFT::DstackAccessNFTErrors::abi_decode(&data) {
-        Ok(custom) => Some(format!("{custom:?}")),
+        Ok(custom) => Some(unwrap_variant(&format!("{custom:?}"))),
         Err(_) => Some(format!("unrecognised revert data {data}")),
     }
+}
+
+/// `Name(Name { field: 1 })`, how the generated error enum prints, becomes `Name { field: 1 }`.
+fn unwrap_variant(debug: &str) -> String {
+    if let Some((name, rest)) = debug.split_once('(') {
+        if let Some(inner) = rest.strip_suffix(')') {
+            if inner.starts_with(name) {
+                return inner.to_string();
+            }
+        }
+    }
+    debug.to_string()
 }
 
 /// Whether the node answered that the call reverted, as opposed to not answering.
@@ -165,6 +177,12 @@ mod tests {
         assert_eq!(meta.block_number, 9);
         assert_eq!(meta.log_index, 3);
         assert!(meta.tx_hash.starts_with("0x2222"));
+    }
+
+    #[test]
+    fn custom_errors_print_once() {
+        assert_eq!(unwrap_variant("ERC721NonexistentToken(ERC721NonexistentToken { tokenId: 7 })"), "ERC721NonexistentToken { tokenId: 7 }");
+        assert_eq!(unwrap_variant("Other(3)"), "Other(3)");
     }
 
     #[test]

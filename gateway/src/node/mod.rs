@@ -243,6 +243,7 @@ async fn run_async(cmd: NodeCommand) -> anyhow::Result<()> {
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
+            let text = if tokens.is_empty() { format!("no token granted since block {from_block}") } else { text };
             print(&output, &tokens, &text)
         }
     }
@@ -250,12 +251,17 @@ async fn run_async(cmd: NodeCommand) -> anyhow::Result<()> {
 
 /// A number is a token id first; if no such token exists it may still be a numeric node id.
 async fn resolve_token(session: &Session, contract: Address, node_or_token: &str) -> anyhow::Result<U256> {
-    if let Ok(token_id) = node_or_token.parse::<U256>() {
-        if session.info(contract, token_id).await.is_ok() {
-            return Ok(token_id);
-        }
-    }
-    session.token_id_of_node(contract, node_or_token).await
+    let Ok(token_id) = node_or_token.parse::<U256>() else {
+        return session.token_id_of_node(contract, node_or_token).await;
+    };
+    let as_token = match session.info(contract, token_id).await {
+        Ok(_) => return Ok(token_id),
+        Err(err) => err,
+    };
+    session
+        .token_id_of_node(contract, node_or_token)
+        .await
+        .map_err(|_| anyhow::anyhow!("no token {token_id} ({as_token:#}) and no node id {node_or_token:?}"))
 }
 
 fn print<T: Serialize>(output: &OutputArgs, value: &T, text: &str) -> anyhow::Result<()> {
