@@ -215,7 +215,8 @@ fn finish_merged(open: &mut Open) {
     hdr[8..10].copy_from_slice(&TCP_CSUM_OFFSET.to_le_bytes());
 }
 
-fn sum_words(bytes: &[u8], initial: u32) -> u32 {
+/// One's-complement sum of big-endian 16-bit words, on top of `initial`.
+pub(crate) fn sum_words(bytes: &[u8], initial: u32) -> u32 {
     let mut sum = initial;
     let mut chunks = bytes.chunks_exact(2);
     for c in &mut chunks {
@@ -227,7 +228,7 @@ fn sum_words(bytes: &[u8], initial: u32) -> u32 {
     sum
 }
 
-fn fold(mut sum: u32) -> u16 {
+pub(crate) fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

@@ -6,6 +6,7 @@ pub mod allowed_ips;
 pub mod cli;
 pub mod device;
 pub mod gro;
+pub mod gso;
 pub mod io;
 pub mod peer;
 pub mod runtime;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::device::{Device, DeviceCounters, DeviceEvent, PacketSink, PeerError, MAX_PACKET};
 use super::gro::Coalescer;
+use super::gso;
 use super::io::{wait_writable, SendQueue, Tun, UdpBatch, UdpSockets, RECV_BATCH};
 use super::peer::{PeerConfig, PeerStats, PublicKey};
 use super::uapi;
@@ -233,6 +234,7 @@ fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::
     let mut buf = vec![0u8; MAX_PACKET];
     let mut sink = KernelSink { tun, sockets, coalescer: Coalescer::default(), outgoing: SendQueue::default() };
     let mut batch = UdpBatch::default();
+    let mut segment = Vec::with_capacity(MAX_PACKET);
     let mut next_tick = Instant::now();
     let mut udp: Vec<&UdpSocket> = vec![&sockets.v4];
     udp.extend(sockets.v6.as_ref());
@@ -259,7 +261,16 @@ fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::
             let mut device = shared.device();
             for _ in 0..BATCH {
                 match tun.read(&mut buf) {
-                    Ok(range) => device.handle_tun_packet(&buf[range], &mut sink),
+                    Ok((hdr, range)) => {
+                        let split = gso::split(&hdr, &mut buf[range], &mut segment, |packet| {
+                            device.handle_tun_packet(packet, &mut sink)
+                        });
+                        if let Err(err) = split {
+                            tracing::debug!(error = %err, "dropped a packet from the TUN device");
+                        }
+                        // One super-packet's segments leave as one GSO send.
+                        sink.flush();
+                    }
                     Err(err) => {
                         log_read_error("TUN", &err);
                         if err.kind() != io::ErrorKind::InvalidData {
