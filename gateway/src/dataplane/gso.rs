@@ -4,39 +4,8 @@
 //! checksummed segments before it is encrypted. One read then yields dozens of
 //! equal-sized datagrams, which leave in one UDP GSO send.
 
-use super::gro::{fold, internet_checksum, sum_words, VNET_HDR_LEN};
+use super::vnet::*;
 
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
-const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
-const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
-const IPPROTO_TCP: u8 = 6;
-const TCP_FLAG_FIN: u8 = 0x01;
-const TCP_FLAG_PSH: u8 = 0x08;
-const TCP_FLAG_CWR: u8 = 0x80;
-
-/// The fields of a `virtio_net_hdr` we act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VnetHdr {
-    pub needs_csum: bool,
-    pub gso_type: u8,
-    pub gso_size: u16,
-    pub csum_start: u16,
-    pub csum_offset: u16,
-}
-
-impl VnetHdr {
-    pub fn parse(bytes: &[u8; VNET_HDR_LEN]) -> Self {
-        Self {
-            needs_csum: bytes[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0,
-            gso_type: bytes[1] & !VIRTIO_NET_HDR_GSO_ECN,
-            gso_size: u16::from_le_bytes([bytes[4], bytes[5]]),
-            csum_start: u16::from_le_bytes([bytes[6], bytes[7]]),
-            csum_offset: u16::from_le_bytes([bytes[8], bytes[9]]),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OffloadError {

@@ -13,8 +13,7 @@ use anyhow::{bail, Context};
 use ipnet::IpNet;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::gro::VNET_HDR_LEN;
-use super::gso::VnetHdr;
+use super::vnet::{VnetHdr, VNET_HDR_LEN};
 
 /// Socket buffers that absorb a burst of a fast TCP stream while the loop is
 /// busy encrypting.

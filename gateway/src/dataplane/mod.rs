@@ -11,6 +11,7 @@ pub mod io;
 pub mod peer;
 pub mod runtime;
 pub mod uapi;
+pub mod vnet;
 
 pub use device::{Device, DeviceCounters, DeviceEvent, PacketSink, PeerError};
 pub use peer::{encode_key, parse_key, PeerConfig, PeerStats, PublicKey};
