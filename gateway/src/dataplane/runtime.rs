@@ -39,7 +39,7 @@ const EVENT_CHANNEL_DEPTH: usize = 1024;
 /// Where `wg` looks for userspace implementations.
 pub const UAPI_DIR: &str = "/var/run/wireguard";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DataplaneConfig {
     pub iface: String,
     pub listen_port: u16,
@@ -50,6 +50,20 @@ pub struct DataplaneConfig {
     pub uapi: bool,
 }
 
+/// Without the private key: configurations end up in logs.
+impl std::fmt::Debug for DataplaneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataplaneConfig")
+            .field("iface", &self.iface)
+            .field("listen_port", &self.listen_port)
+            .field("private_key", &"(hidden)")
+            .field("addresses", &self.addresses)
+            .field("mtu", &self.mtu)
+            .field("uapi", &self.uapi)
+            .finish()
+    }
+}
+
 struct Shared {
     device: Mutex<Device>,
     stop: AtomicBool,
@@ -58,8 +72,9 @@ struct Shared {
 
 impl Shared {
     fn device(&self) -> MutexGuard<'_, Device> {
-        // A panic elsewhere leaves the peer table consistent (every mutation
-        // is a single insert/remove), so keep serving rather than poison.
+        // A panic in one thread must not take the control API and `wg show`
+        // down with it; the device keeps no invariant across its calls that
+        // a half-finished call could leave broken beyond one peer.
         self.device.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -161,8 +176,8 @@ impl Dataplane {
         DataplaneHandle { shared: self.shared.clone() }
     }
 
-    /// Whether the threads are still running (they only stop on request or
-    /// on a fatal I/O error).
+    /// Whether the threads are still running (they stop on request, or if
+    /// one of them panicked).
     pub fn is_running(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
     }
@@ -188,9 +203,8 @@ impl Drop for Dataplane {
     }
 }
 
-/// Writes the device's output to the kernel: datagrams at once, TUN packets
-/// merged per batch (`flush`). A full socket buffer gets one short wait;
-/// after that the datagram is dropped, as a NIC would.
+/// Queues the device's output during a batch and hands it to the kernel on
+/// `flush`: datagrams in UDP GSO runs, TUN packets merged per TCP flow.
 struct KernelSink<'a> {
     tun: &'a Tun,
     sockets: &'a UdpSockets,
