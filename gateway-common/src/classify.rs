@@ -3,7 +3,8 @@
 //! `BPF_PROG_TEST_RUN` test checks the two agree packet by packet.
 
 use crate::maps::{
-    DenyEntry, EndpointKey, RateBucket, SourceKey, XdpConfig, MILLI_TOKENS_PER_TOKEN,
+    deny_slot_of, rate_slot_of, DenyEntry, EndpointKey, RateBucket, XdpConfig,
+    MILLI_TOKENS_PER_TOKEN,
 };
 use crate::wire::*;
 
@@ -70,52 +71,82 @@ impl Reason {
 
 /// Bounds-checked reads from a frame. The kernel implements it over the XDP
 /// context (each read checked against `data_end` for the verifier), userspace
-/// over a byte slice.
+/// over a byte slice. Only primitive loads: arrays copied out of the packet
+/// compile to memcpy/memset sub-program calls in BPF, which cost more than
+/// the whole verdict.
 pub trait Packet {
-    /// `N` bytes at `off`, or `None` if they are not all inside the frame.
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
     /// Frame length in bytes.
     fn len(&self) -> usize;
+    fn u8_at(&self, off: usize) -> Option<u8>;
+    /// Two bytes in network order.
+    fn be16_at(&self, off: usize) -> Option<u16>;
+    /// Four bytes as they lie in memory (little-endian fields, raw addresses).
+    fn ne32_at(&self, off: usize) -> Option<u32>;
 
     #[inline(always)]
-    fn u8_at(&self, off: usize) -> Option<u8> {
-        self.bytes::<1>(off).map(|b| b[0])
-    }
-    #[inline(always)]
-    fn be16_at(&self, off: usize) -> Option<u16> {
-        self.bytes::<2>(off).map(u16::from_be_bytes)
-    }
-    #[inline(always)]
     fn le32_at(&self, off: usize) -> Option<u32> {
-        self.bytes::<4>(off).map(u32::from_le_bytes)
+        self.ne32_at(off).map(u32::from_le)
     }
 }
 
 impl Packet for [u8] {
     #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        let end = off.checked_add(N)?;
-        let s = self.get(off..end)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(s);
-        Some(out)
-    }
-    #[inline(always)]
     fn len(&self) -> usize {
         <[u8]>::len(self)
     }
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        self.get(off).copied()
+    }
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        let b = self.get(off..off.checked_add(2)?)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+    #[inline(always)]
+    fn ne32_at(&self, off: usize) -> Option<u32> {
+        let b = self.get(off..off.checked_add(4)?)?;
+        Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    }
 }
 
-/// The state the verdict consults: allowed slots, denied endpoints and the
-/// per-source handshake buckets (the XDP maps in the kernel, plain
-/// collections in userspace tests).
+/// Sixteen address bytes from four words read in memory order, written
+/// element by element (no memcpy in BPF).
+#[inline(always)]
+fn addr_from_words(w: [u32; 4]) -> [u8; 16] {
+    let a = w[0].to_ne_bytes();
+    let b = w[1].to_ne_bytes();
+    let c = w[2].to_ne_bytes();
+    let d = w[3].to_ne_bytes();
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]]
+}
+
+/// The source address of the frame (IPv4 stored IPv4-mapped).
+#[inline(always)]
+fn source_addr<P: Packet + ?Sized>(pkt: &P, src_off: usize, v4: bool) -> Option<[u8; 16]> {
+    if v4 {
+        let w = pkt.ne32_at(src_off)?;
+        let mapped = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+        Some(addr_from_words([0, 0, mapped, w]))
+    } else {
+        Some(addr_from_words([
+            pkt.ne32_at(src_off)?,
+            pkt.ne32_at(src_off + 4)?,
+            pkt.ne32_at(src_off + 8)?,
+            pkt.ne32_at(src_off + 12)?,
+        ]))
+    }
+}
+
+/// The state the verdict consults: allowed slots, the deny table and the
+/// rate-limit buckets (the XDP maps in the kernel, a model in userspace).
 pub trait Gate {
     fn slot_allowed(&self, slot: u32) -> bool;
-    fn deny_entry(&self, endpoint: &EndpointKey) -> Option<DenyEntry>;
-    /// The source's bucket, if it has one, to update in place.
-    fn bucket_mut(&mut self, source: &SourceKey) -> Option<&mut RateBucket>;
-    /// Stores a new bucket for a source seen for the first time.
-    fn insert_bucket(&mut self, source: &SourceKey, bucket: RateBucket);
+    /// Deny table slot `index`, if it holds `endpoint` (empty or another
+    /// endpoint: `None`).
+    fn deny_entry(&self, index: u32, endpoint: &EndpointKey) -> Option<DenyEntry>;
+    /// Rate-limit bucket `index`, to update in place.
+    fn bucket_mut(&mut self, index: u32) -> Option<&mut RateBucket>;
 }
 
 /// Refills `bucket` for the time since it was last touched, then takes one
@@ -123,6 +154,11 @@ pub trait Gate {
 #[inline(always)]
 pub fn take_token(bucket: &mut RateBucket, now_ns: u64, rate_per_sec: u32, burst: u32) -> bool {
     let cap = burst as u64 * MILLI_TOKENS_PER_TOKEN;
+    if bucket.last_ns == 0 {
+        // Never used: a new source starts with a full bucket.
+        bucket.milli_tokens = cap;
+        bucket.last_ns = now_ns;
+    }
     let elapsed = now_ns.saturating_sub(bucket.last_ns);
     // rate tokens/s = rate milli-tokens/ms; work in microseconds so a 1/s rate
     // still accrues between calls a millisecond apart, and cap the elapsed time
@@ -133,7 +169,7 @@ pub fn take_token(bucket: &mut RateBucket, now_ns: u64, rate_per_sec: u32, burst
     if tokens > cap {
         tokens = cap;
     }
-    if refill > 0 || bucket.last_ns == 0 {
+    if refill > 0 {
         bucket.last_ns = now_ns;
     }
     if tokens < MILLI_TOKENS_PER_TOKEN {
@@ -144,10 +180,12 @@ pub fn take_token(bucket: &mut RateBucket, now_ns: u64, rate_per_sec: u32, burst
     true
 }
 
-/// Where the IP source address and the UDP header are, once parsed.
+/// Where the UDP header and the IP source address are, once parsed; the
+/// address itself is read only on the one path that needs it.
 struct Located {
     l4: usize,
-    source: [u8; 16],
+    src_off: usize,
+    v4: bool,
 }
 
 /// Ethernet (and up to two VLAN tags) then IPv4 or IPv6: the UDP header's
@@ -168,7 +206,6 @@ fn locate_udp<P: Packet + ?Sized>(pkt: &P) -> Result<Located, Reason> {
         off += VLAN_HDR_LEN;
         tags += 1;
     }
-    let mut source = [0u8; 16];
     if ethertype == ETH_P_IPV4 {
         let version_ihl = pkt.u8_at(off).ok_or(Reason::PassNotIp)?;
         let ihl = ((version_ihl & 0x0f) as usize) * 4;
@@ -177,7 +214,9 @@ fn locate_udp<P: Packet + ?Sized>(pkt: &P) -> Result<Located, Reason> {
         }
         let flags_frag = pkt.be16_at(off + 6).ok_or(Reason::PassNotIp)?;
         let proto = pkt.u8_at(off + 9).ok_or(Reason::PassNotIp)?;
-        let src: [u8; 4] = pkt.bytes(off + 12).ok_or(Reason::PassNotIp)?;
+        if pkt.len() < off + IPV4_MIN_HDR_LEN {
+            return Err(Reason::PassNotIp);
+        }
         if proto != IPPROTO_UDP {
             return Err(Reason::PassNotUdp);
         }
@@ -186,26 +225,22 @@ fn locate_udp<P: Packet + ?Sized>(pkt: &P) -> Result<Located, Reason> {
         if flags_frag & 0x3fff != 0 {
             return Err(Reason::PassFragment);
         }
-        source[10] = 0xff;
-        source[11] = 0xff;
-        source[12] = src[0];
-        source[13] = src[1];
-        source[14] = src[2];
-        source[15] = src[3];
-        Ok(Located { l4: off + ihl, source })
+        Ok(Located { l4: off + ihl, src_off: off + 12, v4: true })
     } else if ethertype == ETH_P_IPV6 {
         let version = pkt.u8_at(off).ok_or(Reason::PassNotIp)?;
         if version >> 4 != 6 {
             return Err(Reason::PassNotIp);
         }
         let next_header = pkt.u8_at(off + 6).ok_or(Reason::PassNotIp)?;
-        source = pkt.bytes(off + 8).ok_or(Reason::PassNotIp)?;
+        if pkt.len() < off + IPV6_HDR_LEN {
+            return Err(Reason::PassNotIp);
+        }
         // Extension headers (fragments included) are passed: WireGuard never
         // sends them and the kernel stack handles what it must.
         if next_header != IPPROTO_UDP {
             return Err(Reason::PassNotUdp);
         }
-        Ok(Located { l4: off + IPV6_HDR_LEN, source })
+        Ok(Located { l4: off + IPV6_HDR_LEN, src_off: off + 8, v4: false })
     } else {
         Err(Reason::PassNotIp)
     }
@@ -216,20 +251,30 @@ fn locate_udp<P: Packet + ?Sized>(pkt: &P) -> Result<Located, Reason> {
 /// carrying a receiver index drop unless its slot is allowed; handshake
 /// initiations drop from denied endpoints and above the per-source rate.
 #[inline(always)]
+///
+/// `now_ns` is called only for handshake initiations (deny expiry, rate
+/// limit): reading the clock costs more than classifying a transport packet.
 pub fn classify<P: Packet + ?Sized, G: Gate>(
     pkt: &P,
     cfg: &XdpConfig,
     gate: &mut G,
-    now_ns: u64,
+    now_ns: impl FnOnce() -> u64,
 ) -> Reason {
     let located = match locate_udp(pkt) {
         Ok(l) => l,
         Err(reason) => return reason,
     };
     let l4 = located.l4;
-    // One read at a time with an early return each: a combined match lets
-    // LLVM read a register on a path where it was never written, which the
-    // verifier rejects. A UDP header cut short cannot be for us.
+    // One read at a time, in increasing offset order, with an early return
+    // each. A combined match lets LLVM read a register on a path where it was
+    // never written, and a read whose bounds check is implied by an earlier
+    // one loses its check, then its range in the verifier after LLVM
+    // recomputes the pointer; both get the program rejected. A UDP header
+    // cut short cannot be for us.
+    let src_port = match pkt.be16_at(l4) {
+        Some(s) => s,
+        None => return Reason::PassOtherPort,
+    };
     let dst_port = match pkt.be16_at(l4 + 2) {
         Some(d) => d,
         None => return Reason::PassOtherPort,
@@ -237,10 +282,6 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     if cfg.wg_port == 0 || dst_port != cfg.wg_port {
         return Reason::PassOtherPort;
     }
-    let src_port = match pkt.be16_at(l4) {
-        Some(s) => s,
-        None => return Reason::PassOtherPort,
-    };
     let udp_len = match pkt.be16_at(l4 + 4) {
         Some(l) => l as usize,
         None => return Reason::PassOtherPort,
@@ -252,15 +293,16 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     }
     let msg = l4 + UDP_HDR_LEN;
     let msg_len = udp_len - UDP_HDR_LEN;
-    let header = match pkt.bytes::<4>(msg) {
+    let header = match pkt.le32_at(msg) {
         Some(h) => h,
         None => return Reason::DropMalformed,
     };
     // The type is a little-endian u32 on the wire: the three high bytes are zero.
-    if header[1] != 0 || header[2] != 0 || header[3] != 0 {
+    if header > 0xff {
         return Reason::DropMalformed;
     }
-    let (expected_ok, receiver_offset, pass) = match header[0] {
+    let kind = header as u8;
+    let (expected_ok, receiver_offset, pass) = match kind {
         WG_HANDSHAKE_INIT => (msg_len == WG_HANDSHAKE_INIT_LEN, 0, Reason::PassHandshakeInit),
         WG_HANDSHAKE_RESPONSE => (
             msg_len == WG_HANDSHAKE_RESPONSE_LEN,
@@ -282,7 +324,7 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     if !expected_ok {
         return Reason::DropMalformed;
     }
-    if header[0] != WG_HANDSHAKE_INIT {
+    if kind != WG_HANDSHAKE_INIT {
         let receiver = match pkt.le32_at(msg + receiver_offset) {
             Some(r) => r,
             None => return Reason::DropMalformed,
@@ -294,8 +336,13 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     }
     // A handshake initiation: its sender's key is encrypted, so only the
     // endpoint can be judged here.
-    let endpoint = EndpointKey { addr: located.source, port: src_port, _pad: [0; 6] };
-    if let Some(deny) = gate.deny_entry(&endpoint) {
+    let source = match source_addr(pkt, located.src_off, located.v4) {
+        Some(a) => a,
+        None => return Reason::DropMalformed,
+    };
+    let now_ns = now_ns();
+    let endpoint = EndpointKey { addr: source, port: src_port, _pad: [0; 6] };
+    if let Some(deny) = gate.deny_entry(deny_slot_of(&endpoint, cfg.hash_seed), &endpoint) {
         if deny.expires_ns > now_ns {
             return Reason::DropDeniedEndpoint;
         }
@@ -303,22 +350,188 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     if cfg.handshake_rate_per_sec == 0 {
         return pass;
     }
-    let source = SourceKey { addr: located.source };
-    let allowed = match gate.bucket_mut(&source) {
+    let allowed = match gate.bucket_mut(rate_slot_of(&source, cfg.hash_seed)) {
         Some(bucket) => take_token(bucket, now_ns, cfg.handshake_rate_per_sec, cfg.handshake_burst),
-        None => {
-            let mut bucket = RateBucket {
-                milli_tokens: cfg.handshake_burst as u64 * MILLI_TOKENS_PER_TOKEN,
-                last_ns: now_ns,
-            };
-            let ok = take_token(&mut bucket, now_ns, cfg.handshake_rate_per_sec, cfg.handshake_burst);
-            gate.insert_bucket(&source, bucket);
-            ok
-        }
+        // Only when the map is missing: fail open on the limiter alone.
+        None => true,
     };
     if allowed {
         pass
     } else {
         Reason::DropRateLimited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::frames::{wg_message, ModelGate, UdpFrame};
+    use crate::maps::MODE_ENFORCE;
+
+    const GW: [u8; 4] = [198, 18, 0, 1];
+    const NODE: [u8; 4] = [198, 18, 0, 2];
+    const PORT: u16 = 51820;
+
+    fn cfg() -> XdpConfig {
+        XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, handshake_rate_per_sec: 2, handshake_burst: 3, ..Default::default() }
+    }
+
+    fn verdict(frame: &[u8], gate: &mut ModelGate, now: u64) -> Reason {
+        classify(frame, &cfg(), gate, || now)
+    }
+
+    fn wg_frame(msg: &[u8]) -> std::vec::Vec<u8> {
+        UdpFrame::v4(NODE, 40000, GW, PORT, msg).build()
+    }
+
+    #[test]
+    fn fixed_size_messages_must_have_their_exact_size() {
+        let mut gate = ModelGate::default();
+        gate.allowed_slots.insert(1);
+        for (kind, len, pass) in [
+            (1u8, 148usize, Reason::PassHandshakeInit),
+            (2, 92, Reason::PassHandshakeResponse),
+            (3, 64, Reason::PassCookieReply),
+            (4, 32, Reason::PassTransport),
+            (4, 1452, Reason::PassTransport),
+        ] {
+            let ok = wg_frame(&wg_message(kind, 1 << 8, len));
+            assert_eq!(verdict(&ok, &mut gate, 1), pass, "type {kind} len {len}");
+            if kind != 4 {
+                for bad in [len - 1, len + 1] {
+                    let f = wg_frame(&wg_message(kind, 1 << 8, bad));
+                    assert_eq!(verdict(&f, &mut gate, 1), Reason::DropMalformed, "type {kind} len {bad}");
+                }
+            }
+        }
+        let short = wg_frame(&wg_message(4, 1 << 8, 31));
+        assert_eq!(verdict(&short, &mut gate, 1), Reason::DropMalformed);
+    }
+
+    #[test]
+    fn unknown_types_and_nonzero_reserved_bytes_are_malformed() {
+        let mut gate = ModelGate::default();
+        for kind in [0u8, 5, 9, 255] {
+            assert_eq!(verdict(&wg_frame(&wg_message(kind, 0, 148)), &mut gate, 1), Reason::DropMalformed);
+        }
+        let mut m = wg_message(1, 0, 148);
+        m[2] = 1;
+        assert_eq!(verdict(&wg_frame(&m), &mut gate, 1), Reason::DropMalformed);
+        assert_eq!(verdict(&wg_frame(&[1, 0]), &mut gate, 1), Reason::DropMalformed);
+        assert_eq!(verdict(&wg_frame(&[]), &mut gate, 1), Reason::DropMalformed);
+    }
+
+    #[test]
+    fn session_messages_need_an_open_slot() {
+        let mut gate = ModelGate::default();
+        let to_slot_7 = wg_frame(&wg_message(4, (7 << 8) | 3, 96));
+        assert_eq!(verdict(&to_slot_7, &mut gate, 1), Reason::DropUnknownSlot);
+        gate.allowed_slots.insert(7);
+        assert_eq!(verdict(&to_slot_7, &mut gate, 1), Reason::PassTransport);
+        let response = wg_frame(&wg_message(2, 7 << 8, 92));
+        assert_eq!(verdict(&response, &mut gate, 1), Reason::PassHandshakeResponse);
+        let other = wg_frame(&wg_message(3, 8 << 8, 64));
+        assert_eq!(verdict(&other, &mut gate, 1), Reason::DropUnknownSlot);
+    }
+
+    #[test]
+    fn denied_endpoints_lose_initiations_until_expiry() {
+        let mut gate = ModelGate::default();
+        gate.deny(crate::EndpointKey::v4(NODE, 40000), 1_000);
+        let init = wg_frame(&wg_message(1, 0, 148));
+        assert_eq!(verdict(&init, &mut gate, 999), Reason::DropDeniedEndpoint);
+        assert_eq!(verdict(&init, &mut gate, 1_000), Reason::PassHandshakeInit);
+        // Another port of the same host is another endpoint.
+        let other_port = UdpFrame::v4(NODE, 40001, GW, PORT, &wg_message(1, 0, 148)).build();
+        gate.deny(crate::EndpointKey::v4(NODE, 40000), u64::MAX);
+        assert_eq!(verdict(&other_port, &mut gate, 5), Reason::PassHandshakeInit);
+    }
+
+    #[test]
+    fn initiations_are_rate_limited_per_source() {
+        let mut gate = ModelGate::default();
+        let init = wg_frame(&wg_message(1, 0, 148));
+        let t0 = 10_000_000_000u64;
+        // Burst of 3, then empty.
+        for _ in 0..3 {
+            assert_eq!(verdict(&init, &mut gate, t0), Reason::PassHandshakeInit);
+        }
+        assert_eq!(verdict(&init, &mut gate, t0), Reason::DropRateLimited);
+        // 2/s: one token back after 500 ms.
+        assert_eq!(verdict(&init, &mut gate, t0 + 499_000_000), Reason::DropRateLimited);
+        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), Reason::PassHandshakeInit);
+        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), Reason::DropRateLimited);
+        // Another source has its own bucket.
+        let other = UdpFrame::v4([198, 18, 0, 3], 1, GW, PORT, &wg_message(1, 0, 148)).build();
+        assert_eq!(verdict(&other, &mut gate, t0), Reason::PassHandshakeInit);
+    }
+
+    #[test]
+    fn other_traffic_passes_with_its_reason() {
+        let mut gate = ModelGate::default();
+        let other_port = UdpFrame::v4(NODE, 1, GW, 53, b"dns").build();
+        assert_eq!(verdict(&other_port, &mut gate, 1), Reason::PassOtherPort);
+        let mut arp = wg_frame(&wg_message(1, 0, 148));
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert_eq!(verdict(&arp, &mut gate, 1), Reason::PassNotIp);
+        let mut tcp = wg_frame(&wg_message(1, 0, 148));
+        tcp[14 + 9] = 6;
+        assert_eq!(verdict(&tcp, &mut gate, 1), Reason::PassNotUdp);
+        let mut frag = UdpFrame::v4(NODE, 1, GW, PORT, &[4, 0, 0, 0]);
+        frag.v4_frag = 0x2000;
+        assert_eq!(verdict(&frag.build(), &mut gate, 1), Reason::PassFragment);
+        assert_eq!(verdict(&[0u8; 10][..], &mut gate, 1), Reason::PassNotIp);
+    }
+
+    #[test]
+    fn vlan_and_ipv6_frames_are_parsed() {
+        let mut gate = ModelGate::default();
+        let msg = wg_message(4, 9 << 8, 48);
+        let mut one = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        one.vlans = &[100];
+        assert_eq!(verdict(&one.build(), &mut gate, 1), Reason::DropUnknownSlot);
+        let mut two = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        two.vlans = &[100, 200];
+        assert_eq!(verdict(&two.build(), &mut gate, 1), Reason::DropUnknownSlot);
+        let mut three = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        three.vlans = &[1, 2, 3];
+        assert_eq!(verdict(&three.build(), &mut gate, 1), Reason::PassNotIp, "deeper stacks pass");
+        let mut v6 = [0u8; 16];
+        v6[0] = 0xfd;
+        v6[15] = 2;
+        let f = UdpFrame::v6(v6, 1, [0xfd; 16], PORT, &msg).build();
+        assert_eq!(verdict(&f, &mut gate, 1), Reason::DropUnknownSlot);
+        gate.allowed_slots.insert(9);
+        assert_eq!(verdict(&f, &mut gate, 1), Reason::PassTransport);
+    }
+
+    #[test]
+    fn udp_length_is_checked_against_the_frame() {
+        let mut gate = ModelGate::default();
+        let msg = wg_message(1, 0, 148);
+        let mut long = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        long.udp_len_override = Some(8 + 149);
+        assert_eq!(verdict(&long.build(), &mut gate, 1), Reason::DropMalformed);
+        let mut tiny = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
+        tiny.udp_len_override = Some(7);
+        assert_eq!(verdict(&tiny.build(), &mut gate, 1), Reason::DropMalformed);
+        // Ethernet padding after the datagram is ignored.
+        let mut padded = UdpFrame::v4(NODE, 1, GW, PORT, &msg).build();
+        padded.extend_from_slice(&[0; 20]);
+        assert_eq!(verdict(&padded, &mut gate, 1), Reason::PassHandshakeInit);
+    }
+
+    #[test]
+    fn token_bucket_never_exceeds_its_burst() {
+        let mut b = RateBucket { milli_tokens: 0, last_ns: 1 };
+        // A year of idle time refills to the burst, not beyond.
+        assert!(take_token(&mut b, 365 * 24 * 3600 * 1_000_000_000, 1000, 5));
+        assert_eq!(b.milli_tokens, 4 * MILLI_TOKENS_PER_TOKEN);
+        // An unused bucket starts full.
+        let mut fresh = RateBucket::default();
+        assert!(take_token(&mut fresh, 7, 1, 5));
+        assert_eq!(b.milli_tokens, 4 * MILLI_TOKENS_PER_TOKEN);
     }
 }

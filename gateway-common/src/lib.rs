@@ -3,8 +3,13 @@
 #![no_std]
 
 pub mod classify;
+#[cfg(any(test, feature = "user"))]
+pub mod frames;
 pub mod maps;
 pub mod wire;
+
+#[cfg(test)]
+mod fuzz_tests;
 
 pub use classify::{classify, Gate, Packet, Reason};
 pub use maps::*;

@@ -19,17 +19,29 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the gateway: chain follower, registry, access, XDP front and data plane.
+    Run {
+        /// TOML configuration (GATEWAY_<SECTION>_<KEY> variables override it).
+        #[arg(long, env = "GATEWAY_CONFIG", default_value = "/etc/dstack-gateway/gateway.toml")]
+        config: std::path::PathBuf,
+    },
     /// Load, attach, inspect and detach the XDP front.
     #[command(subcommand)]
     Xdp(gateway::xdp::cli::XdpCommand),
     /// Node and contract administration: keys, deploy, mint, revoke, transfer, rekey.
     #[command(subcommand)]
     Node(gateway::node::NodeCommand),
+    /// Follow the access contract and print what the gateway would learn from it.
+    #[command(subcommand)]
+    Chain(gateway::chain::cli::ChainCommand),
     /// Run the userspace WireGuard data plane on its own (peers via `wg set`).
     #[command(subcommand)]
     Dataplane(gateway::dataplane::cli::DataplaneCommand),
     /// The local demo: scratch namespaces, the XDP front, live counters.
     Demo,
+    /// Access decisions: is a key allowed, and why.
+    #[command(subcommand)]
+    Access(gateway::access::cli::AccessCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,10 +55,15 @@ fn main() -> std::process::ExitCode {
         }
     }
     let result = match cli.command {
+        Command::Run { config } => gateway::config::Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(gateway::daemon::run),
         Command::Xdp(cmd) => gateway::xdp::cli::run(cmd),
         Command::Node(cmd) => gateway::node::run(cmd),
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
         Command::Demo => gateway::demo::run(),
+        Command::Access(cmd) => gateway::access::cli::run(cmd),
+        Command::Chain(cmd) => gateway::chain::cli::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

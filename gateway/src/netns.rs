@@ -70,6 +70,8 @@ pub fn unique_name(prefix: &str) -> String {
 /// interface inside it) on drop, so a failing run still cleans up.
 pub struct Netns {
     name: String,
+    /// Deleted on drop only when this handle created it.
+    owned: bool,
 }
 
 impl Netns {
@@ -77,9 +79,15 @@ impl Netns {
     pub fn new(prefix: &str) -> anyhow::Result<Self> {
         let name = unique_name(prefix);
         ip(&["netns", "add", &name])?;
-        let ns = Netns { name };
+        let ns = Netns { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A handle on a namespace someone else owns (not deleted on drop), e.g.
+    /// to use one from another thread.
+    pub fn existing(name: &str) -> Self {
+        Netns { name: name.to_string(), owned: false }
     }
 
     pub fn name(&self) -> &str {
@@ -119,6 +127,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = std::process::Command::new("ip").args(["netns", "delete", &self.name]).output();
     }
 }

@@ -47,6 +47,25 @@ enum Command {
 enum BenchCommand {
     /// iperf3 TCP through gateway, wireguard-go and boringtun-cli, alternating.
     Throughput(bench_throughput::ThroughputArgs),
+    /// The XDP program's cost per packet on each verdict path (BPF_PROG_TEST_RUN),
+    /// beside a bare counted drop and a parse + hash lookup measured in the same run.
+    Xdp {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
+}
+
+/// Builds the release gateway (object embedded) and runs `gateway xdp bench`.
+fn bench_xdp(repeat: u32, rounds: u32) -> anyhow::Result<()> {
+    util::build_all(true)?;
+    let json = util::target_dir().join("bench").join("xdp.json");
+    util::run(
+        std::process::Command::new(util::target_dir().join("release").join("gateway"))
+            .args(["xdp", "bench", "--repeat", &repeat.to_string(), "--rounds", &rounds.to_string(), "--json-out"])
+            .arg(json),
+    )
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Test { args } => util::test_all(&args),
         Command::Demo => demo::run_demo(),
         Command::Bench(BenchCommand::Throughput(args)) => bench_throughput::throughput(&args),
+        Command::Bench(BenchCommand::Xdp { repeat, rounds }) => bench_xdp(repeat, rounds),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

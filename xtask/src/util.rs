@@ -46,21 +46,81 @@ pub fn build_all(release: bool) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
+/// Totals of `test result:` lines.
+#[derive(Default, Debug, PartialEq, Eq)]
+pub struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl Totals {
+    /// Adds a libtest summary line such as
+    /// `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; ...`.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            // "ok. 3 passed" / "FAILED. 2 passed" / "1 failed" / "0 ignored"
+            if words.len() < 2 {
+                continue;
+            }
+            let (n, what) = (words[words.len() - 2], words[words.len() - 1]);
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test` args, echoing its output while totalling the results.
+fn cargo_test(args: &[&str], extra: &[String], binary_args: &[&str], totals: &mut Totals) -> anyhow::Result<bool> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut cmd = cargo();
+    cmd.current_dir(repo_root()).arg("test").args(args).arg("--").args(extra).args(binary_args);
+    cmd.stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    let stdout = child.stdout.take().context("piped stdout")?;
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        totals.add_line(&line);
+        writeln!(out, "{line}")?;
+    }
+    Ok(child.wait()?.success())
+}
+
 /// Every test: the eBPF object and the gateway binary first (the end-to-end
 /// tests run the real binary), then the whole workspace. The end-to-end
 /// package runs one test at a time: they share two cores and time-sensitive
-/// traffic.
+/// traffic. Ends with one `N passed, N failed` line over everything.
+#[allow(clippy::print_stdout)] // the closing summary line CI reads
 pub fn test_all(extra: &[String]) -> anyhow::Result<()> {
     build_all(false)?;
-    let mut unit = cargo();
-    unit.current_dir(repo_root())
-        .args(["test", "--workspace", "--exclude", "gateway-tests", "--"])
-        .args(extra);
-    run(&mut unit).context("unit tests")?;
-    let mut e2e = cargo();
-    e2e.current_dir(repo_root())
-        .args(["test", "-p", "gateway-tests", "--"])
-        .args(extra)
-        .arg("--test-threads=1");
-    run(&mut e2e).context("end-to-end tests")
+    let mut totals = Totals::default();
+    let unit_ok = cargo_test(&["--workspace", "--exclude", "gateway-tests"], extra, &[], &mut totals)?;
+    let e2e_ok = cargo_test(&["-p", "gateway-tests"], extra, &["--test-threads=1"], &mut totals)?;
+    println!("xtask: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    if !(unit_ok && e2e_ok) {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_libtest_summaries() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 3 filtered out; finished in 0.01s");
+        t.add_line("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add_line("running 3 tests");
+        assert_eq!(t, Totals { passed: 14, failed: 1, ignored: 1 });
+    }
 }

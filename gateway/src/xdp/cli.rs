@@ -89,6 +89,17 @@ pub enum XdpCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the program's cost per packet on each verdict path
+    /// (BPF_PROG_TEST_RUN, not attached), beside two anchor programs.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Also write the JSON report here.
+        #[arg(long)]
+        json_out: Option<std::path::PathBuf>,
+    },
     /// Detach the program and remove its pins.
     Detach {
         #[command(flatten)]
@@ -155,7 +166,9 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
         }
         XdpCommand::Deny { endpoint, seconds, instance } => {
             let until = monotonic_now_ns().saturating_add(seconds.saturating_mul(1_000_000_000));
-            PinnedMaps::open_instance(&instance.instance)?.deny.deny(endpoint, until, 0)?;
+            if let Some(evicted) = PinnedMaps::open_instance(&instance.instance)?.deny.deny(endpoint, until, 0)? {
+                writeln!(out, "note: {evicted} shared the slot and is no longer denied")?;
+            }
         }
         XdpCommand::Show { instance, json } => {
             let pins = PinDir::for_instance(&instance.instance)?;
@@ -196,6 +209,17 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
                 for (a, s) in denied {
                     writeln!(out, "denied {a} for {s}s more")?;
                 }
+            }
+        }
+        XdpCommand::Bench { repeat, rounds, json_out } => {
+            let report = super::bench::run(repeat, rounds)?;
+            write!(out, "{}", super::bench::table(&report))?;
+            if let Some(path) = json_out {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+                writeln!(out, "JSON report: {}", path.display())?;
             }
         }
         XdpCommand::Detach { instance } => {

@@ -34,7 +34,7 @@ pub enum XdpError {
 }
 
 /// How to attach: the kernel's choice, native (driver) or generic (skb).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeChoice {
     #[default]
@@ -164,10 +164,14 @@ pub fn attach(opts: &AttachOptions) -> Result<PinDir, XdpError> {
         map.pin(pins.map(name)).with_context(|| format!("pinning map {name}"))?;
     }
     {
+        let mut xdp_config = opts.config;
+        if xdp_config.hash_seed == 0 {
+            xdp_config.hash_seed = random_seed();
+        }
         let map = ebpf.map_mut(MAP_CONFIG).context("config map missing")?;
         let mut config: aya::maps::Array<_, XdpConfig> =
             aya::maps::Array::try_from(map).context("config map has the wrong type")?;
-        config.set(0, opts.config, 0).context("writing the XDP config")?;
+        config.set(0, xdp_config, 0).context("writing the XDP config")?;
     }
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
@@ -185,6 +189,13 @@ pub fn attach(opts: &AttachOptions) -> Result<PinDir, XdpError> {
         .context("the kernel attached XDP without a bpf_link (needs Linux 5.9+)")?;
     fd_link.pin(pins.link()).context("pinning the XDP link")?;
     Ok(pins)
+}
+
+/// A random non-zero hash seed for the deny and rate-limit tables.
+fn random_seed() -> u32 {
+    use rand_core::RngCore;
+    let seed = rand_core::OsRng.next_u32();
+    seed.max(1)
 }
 
 /// Detaches the program (unpinning its link ends the attachment) and removes

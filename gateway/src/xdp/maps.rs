@@ -4,10 +4,10 @@
 
 use super::loader::{PinDir, XdpError};
 use anyhow::Context;
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
 use gateway_common::{
-    AllowSlot, DenyEntry, EndpointKey, XdpConfig, XdpStats, MAP_ALLOW_SLOTS, MAP_CONFIG,
-    MAP_DENY_ENDPOINTS, MAP_STATS, MAX_PEER_SLOTS,
+    deny_slot_of, AllowSlot, DenyEntry, EndpointKey, XdpConfig, XdpStats, MAP_ALLOW_SLOTS,
+    MAP_CONFIG, MAP_DENY_ENDPOINTS, MAP_STATS, MAX_PEER_SLOTS,
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -84,8 +84,12 @@ impl AllowSlots {
     }
 }
 
-/// `GW_DENY_ENDPOINTS`: endpoints whose handshake initiations are dropped.
-pub struct DenyEndpoints(HashMap<MapData, EndpointKey, DenyEntry>);
+/// `GW_DENY_ENDPOINTS`: endpoints whose handshake initiations are dropped,
+/// in a direct-mapped table (see `gateway_common::DENY_SLOTS`).
+pub struct DenyEndpoints {
+    table: Array<MapData, DenyEntry>,
+    seed: u32,
+}
 
 /// The map key of a socket address (IPv4 stored IPv4-mapped).
 pub fn endpoint_key(addr: SocketAddr) -> EndpointKey {
@@ -109,27 +113,39 @@ pub fn endpoint_addr(key: &EndpointKey) -> SocketAddr {
 }
 
 impl DenyEndpoints {
-    /// Denies `endpoint` until `expires_ns` on CLOCK_MONOTONIC.
-    pub fn deny(&mut self, endpoint: SocketAddr, expires_ns: u64, reason: u32) -> anyhow::Result<()> {
-        self.0
-            .insert(endpoint_key(endpoint), DenyEntry { expires_ns, reason, _pad: 0 }, 0)
-            .with_context(|| format!("denying {endpoint}"))
+    /// Denies `endpoint` until `expires_ns` on CLOCK_MONOTONIC. Returns the
+    /// endpoint this evicted from its slot, if another one was denied there.
+    pub fn deny(&mut self, endpoint: SocketAddr, expires_ns: u64, reason: u32) -> anyhow::Result<Option<SocketAddr>> {
+        let key = endpoint_key(endpoint);
+        let index = deny_slot_of(&key, self.seed);
+        let previous = self.table.get(&index, 0).context("reading deny table")?;
+        self.table
+            .set(index, DenyEntry { endpoint: key, expires_ns, reason, _pad: 0 }, 0)
+            .with_context(|| format!("denying {endpoint}"))?;
+        let evicted = (previous.expires_ns != 0 && previous.endpoint != key).then(|| endpoint_addr(&previous.endpoint));
+        Ok(evicted)
     }
 
+    /// Lifts the deny of `endpoint` (a no-op when it is not denied).
     pub fn allow(&mut self, endpoint: SocketAddr) -> anyhow::Result<()> {
-        match self.0.remove(&endpoint_key(endpoint)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing deny of {endpoint}")),
+        let key = endpoint_key(endpoint);
+        let index = deny_slot_of(&key, self.seed);
+        let current = self.table.get(&index, 0).context("reading deny table")?;
+        if current.endpoint == key && current.expires_ns != 0 {
+            self.table.set(index, DenyEntry::default(), 0).with_context(|| format!("allowing {endpoint}"))?;
         }
+        Ok(())
     }
 
-    /// Every entry, sorted by endpoint (expired ones included: the kernel
-    /// ignores them and the LRU evicts them).
+    /// Every occupied slot, sorted by endpoint (expired ones included: the
+    /// kernel ignores them). A full scan, for inspection.
     pub fn entries(&self) -> anyhow::Result<Vec<(SocketAddr, DenyEntry)>> {
         let mut out = Vec::new();
-        for item in self.0.iter() {
-            let (k, v) = item.context("reading deny list")?;
-            out.push((endpoint_addr(&k), v));
+        for item in self.table.iter() {
+            let entry = item.context("reading deny table")?;
+            if entry.expires_ns != 0 {
+                out.push((endpoint_addr(&entry.endpoint), entry));
+            }
         }
         out.sort_by_key(|(a, _)| *a);
         Ok(out)
@@ -149,12 +165,14 @@ impl PinnedMaps {
         let config = Array::try_from(open(pins, MAP_CONFIG)?).context("GW_CONFIG type")?;
         let stats = PerCpuArray::try_from(open(pins, MAP_STATS)?).context("GW_STATS type")?;
         let allow = Array::try_from(open(pins, MAP_ALLOW_SLOTS)?).context("GW_ALLOW_SLOTS type")?;
-        let deny = HashMap::try_from(open(pins, MAP_DENY_ENDPOINTS)?).context("GW_DENY_ENDPOINTS type")?;
+        let table = Array::try_from(open(pins, MAP_DENY_ENDPOINTS)?).context("GW_DENY_ENDPOINTS type")?;
+        let config = ConfigMap(config);
+        let seed = config.get()?.hash_seed;
         Ok(PinnedMaps {
-            config: ConfigMap(config),
+            config,
             stats: StatsMap(stats),
             allow: AllowSlots(allow),
-            deny: DenyEndpoints(deny),
+            deny: DenyEndpoints { table, seed },
         })
     }
 

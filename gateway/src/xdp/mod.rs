@@ -1,9 +1,11 @@
 //! XDP front: loads, attaches and pins the kernel program, and reads and
 //! writes its maps from any process through the pins (I/O edge, aya).
 
+pub mod bench;
 pub mod cli;
 pub mod loader;
 pub mod maps;
+pub mod testrun;
 
 pub use loader::{attach, detach, AttachOptions, PinDir, XdpError, XdpModeChoice};
 pub use maps::{AllowSlots, ConfigMap, DenyEndpoints, PinnedMaps, StatsMap};

@@ -1,0 +1,146 @@
+//! `gateway access check <pubkey> [--json]` (I/O edge): asks a running
+//! gateway's admin HTTP surface, or reads a registry file when none runs.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use super::decision::{decide_str, Decision};
+use crate::registry::{Registry, RegistryDocument};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AccessCommand {
+    /// Is this WireGuard public key allowed, and why? Exit status 0 when
+    /// allowed, 1 when denied or on error.
+    Check {
+        /// Base64 WireGuard public key.
+        public_key: String,
+        /// Print the decision as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Admin address of the running gateway (`[http] listen`).
+        #[arg(long, env = "GATEWAY_ADMIN_URL", default_value = "http://127.0.0.1:9180")]
+        url: String,
+        /// Answer from this registry file instead of a running gateway.
+        #[arg(long, conflicts_with = "url")]
+        registry: Option<PathBuf>,
+    },
+}
+
+/// The key was answered and refused: not a failure of the command, but a
+/// non-zero exit status for scripts.
+#[derive(Debug, thiserror::Error)]
+#[error("access denied: {0}")]
+pub struct Denied(pub crate::registry::Reason);
+
+pub fn run(cmd: AccessCommand) -> anyhow::Result<()> {
+    match cmd {
+        AccessCommand::Check { public_key, json, url, registry } => {
+            let decision = match registry {
+                Some(path) => from_registry_file(&path, &public_key)?,
+                None => from_gateway(&url, &public_key)?,
+            };
+            let text = if json { serde_json::to_string_pretty(&decision)? } else { decision.summary() };
+            writeln!(std::io::stdout().lock(), "{text}")?;
+            if decision.allowed {
+                Ok(())
+            } else {
+                Err(Denied(decision.reason).into())
+            }
+        }
+    }
+}
+
+/// Decides from a persisted registry, as of its `last_sync` (no staleness
+/// policy: the reader sees what the gateway last knew).
+pub fn from_registry_file(path: &std::path::Path, public_key: &str) -> anyhow::Result<Decision> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: RegistryDocument =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a registry document", path.display()))?;
+    let contract = doc.contract_address.clone();
+    let network = doc.network;
+    let registry = Registry::from_document(doc, &contract, network).with_context(|| format!("loading {}", path.display()))?;
+    Ok(decide_str(&registry, public_key))
+}
+
+/// GET `/v1/access/{key}` from the admin surface (plain HTTP/1.1; the admin
+/// surface listens on loopback or a management network, never TLS here).
+pub fn from_gateway(url: &str, public_key: &str) -> anyhow::Result<Decision> {
+    let Some(authority) = url.strip_prefix("http://").map(|a| a.trim_end_matches('/')) else {
+        bail!("--url must be http://host:port, got {url}");
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolves to no address"))?;
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to the gateway at {url} (is it running? use --registry to read a file)"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let key = public_key.trim();
+    // One write: `write!` would send the formatted pieces separately.
+    let request = format!("GET /v1/access/{key} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).context("reading the gateway's answer")?;
+    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let status = head.get(9..12).unwrap_or("");
+    serde_json::from_str(body).with_context(|| format!("gateway answered HTTP {status} with an unexpected body: {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::registry::testing::*;
+    use crate::registry::{Reason, RegistryStore};
+
+    #[test]
+    fn answers_from_a_registry_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let (store, _) = RegistryStore::open(&path, CONTRACT, network()).unwrap();
+        let mut reg = registry();
+        reg.apply(&granted(1, 11, 10, 0), 100);
+        reg.apply(&granted(2, 22, 10, 1), 100);
+        reg.apply(&revoked(2, 11, 0), 100);
+        store.save(&reg).unwrap();
+        let d = from_registry_file(&path, &key_b64(11)).unwrap();
+        assert_eq!((d.allowed, d.token_id, d.http_status()), (true, Some(1), 200));
+        assert_eq!(d.summary(), format!("allowed (granted): token 1, node node-1, tunnel ip 10.88.0.2, owner {}", owner(1)));
+        assert_eq!(from_registry_file(&path, &key_b64(22)).unwrap().reason, Reason::Revoked);
+        let bad = from_registry_file(&path, "nope").unwrap();
+        assert_eq!((bad.reason, bad.http_status()), (Reason::InvalidKey, 400));
+    }
+
+    #[test]
+    fn asks_a_running_gateway_over_loopback() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut reg = registry();
+        reg.apply(&granted(1, 11, 10, 0), 100);
+        let answer = serde_json::to_string(&crate::access::decide(&reg, &key(11))).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "client closed early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let request = String::from_utf8(request).unwrap();
+            write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len()).unwrap();
+            request
+        });
+        let d = from_gateway(&format!("http://{addr}"), &key_b64(11)).unwrap();
+        assert!(d.allowed);
+        let request = server.join().unwrap();
+        assert!(request.starts_with(&format!("GET /v1/access/{} HTTP/1.1\r\n", key_b64(11))), "{request}");
+    }
+}

@@ -1,0 +1,260 @@
+//! What the daemon shows its admin HTTP surface: readiness, metrics, peers
+//! and access decisions, read from the control core, the data plane, the
+//! pinned XDP maps and the loop's status (I/O edge: reads only).
+
+use crate::chain::ChainEvent;
+use crate::config::Config;
+use crate::control::Control;
+use crate::dataplane::DataplaneHandle;
+use crate::http::{AdminView, Family, MetricKind, Readiness, Sample};
+use gateway_common::Reason as XdpReason;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the revocation-latency histogram: from the
+/// revoking chain event reaching the loop to its slot closed in the kernel.
+const REVOCATION_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// What the loop learns that the control core does not keep.
+pub struct Status {
+    pub head: Option<u64>,
+    pub synced_block: Option<u64>,
+    pub chain_unavailable: bool,
+    pub last_chain_error: Option<String>,
+    /// Chain outages reported by the follower, by the endpoint named first
+    /// in the error (the follower tries them all before reporting).
+    pub rpc_errors: BTreeMap<String, u64>,
+    revocation_counts: [u64; REVOCATION_BUCKETS.len() + 1],
+    revocation_sum: f64,
+    max_lag_blocks: u64,
+}
+
+impl Status {
+    pub fn new(config: &Config) -> Self {
+        Status {
+            head: None,
+            synced_block: None,
+            chain_unavailable: false,
+            last_chain_error: None,
+            rpc_errors: BTreeMap::new(),
+            revocation_counts: [0; REVOCATION_BUCKETS.len() + 1],
+            revocation_sum: 0.0,
+            // Grants wait for confirmations, so the cursor trails the head by
+            // that much in normal operation.
+            max_lag_blocks: config.chain.confirmations + 10,
+        }
+    }
+
+    pub fn observe_chain(&mut self, event: &ChainEvent) {
+        match event {
+            ChainEvent::Synced { block_number, head, .. } => {
+                self.synced_block = Some(*block_number);
+                self.head = Some(*head);
+                self.chain_unavailable = false;
+            }
+            ChainEvent::Unavailable { error } => {
+                self.chain_unavailable = true;
+                self.last_chain_error = Some(error.clone());
+                let endpoint = error
+                    .split_whitespace()
+                    .find(|w| w.contains("://"))
+                    .map(|w| w.trim_matches(|c: char| c == ',' || c == ':' || c == '"' || c == '(' || c == ')').to_string())
+                    .unwrap_or_else(|| "all".into());
+                *self.rpc_errors.entry(endpoint).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+
+    pub fn record_revocation(&mut self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        let bucket = REVOCATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(REVOCATION_BUCKETS.len());
+        self.revocation_counts[bucket] += 1;
+        self.revocation_sum += secs;
+    }
+
+    fn lag(&self) -> Option<u64> {
+        Some(self.head?.saturating_sub(self.synced_block?))
+    }
+}
+
+pub struct Admin {
+    control: Arc<Mutex<Control>>,
+    status: Arc<Mutex<Status>>,
+    dataplane: DataplaneHandle,
+    config: Config,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Admin {
+    pub fn new(control: Arc<Mutex<Control>>, status: Arc<Mutex<Status>>, dataplane: DataplaneHandle, config: Config) -> Self {
+        Admin { control, status, dataplane, config }
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn xdp_families(&self) -> Vec<Family> {
+        if !self.config.xdp.enabled {
+            return Vec::new();
+        }
+        let stats = match crate::xdp::PinnedMaps::open_instance(&self.config.gateway.instance).and_then(|m| Ok(m.stats.read()?)) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading XDP counters");
+                return Vec::new();
+            }
+        };
+        let mut packets = Family::new("gw_xdp_packets_total", "Packets seen by the XDP front, by verdict reason.", MetricKind::Counter);
+        for r in XdpReason::ALL {
+            packets.samples.push(
+                Sample::new(stats.get(r) as f64)
+                    .label("reason", r.name())
+                    .label("verdict", if r.is_drop() { "drop" } else { "pass" }),
+            );
+        }
+        vec![packets]
+    }
+
+    fn dataplane_families(&self) -> Vec<Family> {
+        let peers = self.dataplane.peers();
+        let counters = self.dataplane.counters();
+        let (rx, tx): (u64, u64) = peers.iter().fold((0, 0), |(r, t), p| (r + p.rx_bytes, t + p.tx_bytes));
+        let with_session = peers
+            .iter()
+            .filter(|p| p.since_last_handshake.is_some_and(|d| d < Duration::from_secs(180)))
+            .count();
+        vec![
+            Family::new("gw_wireguard_bytes_total", "WireGuard wire bytes, by direction.", MetricKind::Counter)
+                .with(Sample::new(rx as f64).label("direction", "rx"))
+                .with(Sample::new(tx as f64).label("direction", "tx")),
+            Family::new("gw_wireguard_handshakes_total", "Handshake initiations the data plane answered with a cookie or refused.", MetricKind::Counter)
+                .with(Sample::new(counters.rejected_handshakes as f64).label("result", "rejected"))
+                .with(Sample::new(counters.cookie_replies as f64).label("result", "cookie_reply"))
+                .with(Sample::new(counters.invalid_mac as f64).label("result", "invalid_mac")),
+            Family::new("gw_wireguard_peers_with_session", "Peers whose last handshake is under 180 s old.", MetricKind::Gauge)
+                .with(Sample::new(with_session as f64)),
+            Family::new("gw_wireguard_dropped_total", "Packets the data plane dropped, by reason.", MetricKind::Counter)
+                .with(Sample::new(counters.malformed as f64).label("reason", "malformed"))
+                .with(Sample::new(counters.unknown_slot as f64).label("reason", "unknown_slot"))
+                .with(Sample::new(counters.decrypt_errors as f64).label("reason", "decrypt_error"))
+                .with(Sample::new(counters.spoofed_source as f64).label("reason", "spoofed_source"))
+                .with(Sample::new(counters.no_route as f64).label("reason", "no_route")),
+        ]
+    }
+
+    fn status_families(&self) -> Vec<Family> {
+        let st = self.status();
+        let mut out = vec![
+            Family::new("gw_chain_head_block", "Chain head the follower last saw.", MetricKind::Gauge)
+                .with(Sample::new(st.head.unwrap_or(0) as f64)),
+            Family::new("gw_chain_lag_blocks", "Blocks between the chain head and the last applied block.", MetricKind::Gauge)
+                .with(Sample::new(st.lag().unwrap_or(0) as f64)),
+        ];
+        let mut rpc = Family::new("gw_chain_rpc_errors_total", "Chain outages reported by the follower, by endpoint.", MetricKind::Counter);
+        for (endpoint, n) in &st.rpc_errors {
+            rpc.samples.push(Sample::new(*n as f64).label("endpoint", endpoint.clone()));
+        }
+        if rpc.samples.is_empty() {
+            rpc.samples.push(Sample::new(0.0).label("endpoint", "none"));
+        }
+        out.push(rpc);
+        out.push(Family::histogram(
+            "gw_revocation_latency_seconds",
+            "From a revoking chain event reaching the gateway to its slot closed in the kernel.",
+            &REVOCATION_BUCKETS,
+            &st.revocation_counts,
+            st.revocation_sum,
+        ));
+        out
+    }
+}
+
+impl AdminView for Admin {
+    fn readiness(&self) -> Readiness {
+        if self.config.xdp.enabled {
+            match crate::xdp::PinDir::for_instance(&self.config.gateway.instance) {
+                Ok(pins) if pins.is_attached() => {}
+                _ => return Readiness::NotReady("XDP program not attached".into()),
+            }
+        }
+        let st = self.status();
+        if st.chain_unavailable {
+            return Readiness::NotReady(format!(
+                "chain unavailable: {}",
+                st.last_chain_error.clone().unwrap_or_default()
+            ));
+        }
+        match st.lag() {
+            None => return Readiness::NotReady("chain not synced yet".into()),
+            Some(lag) if lag > st.max_lag_blocks => {
+                return Readiness::NotReady(format!("chain lag {lag} blocks (max {})", st.max_lag_blocks))
+            }
+            Some(_) => {}
+        }
+        drop(st);
+        if self.dataplane.listen_port() == 0 {
+            return Readiness::NotReady("data plane not listening".into());
+        }
+        Readiness::Ready
+    }
+
+    fn metrics(&self) -> Vec<Family> {
+        let mut out = self.control().metrics(unix_now());
+        out.extend(self.status_families());
+        out.extend(self.xdp_families());
+        out.extend(self.dataplane_families());
+        out
+    }
+
+    fn peers(&self) -> serde_json::Value {
+        let doc = self.control().registry().to_document();
+        let live: BTreeMap<String, crate::dataplane::PeerStats> = self
+            .dataplane
+            .peers()
+            .into_iter()
+            .map(|p| (crate::dataplane::encode_key(&p.public_key), p))
+            .collect();
+        let peers: Vec<serde_json::Value> = doc
+            .peers
+            .iter()
+            .map(|entry| {
+                let mut v = serde_json::to_value(entry).unwrap_or(serde_json::Value::Null);
+                let key = v.get("public_key").and_then(|k| k.as_str()).unwrap_or("").to_string();
+                if let (Some(obj), Some(stats)) = (v.as_object_mut(), live.get(&key)) {
+                    obj.insert(
+                        "wireguard".into(),
+                        serde_json::json!({
+                            "endpoint": stats.endpoint.map(|e| e.to_string()),
+                            "latest_handshake_seconds_ago": stats.since_last_handshake.map(|d| d.as_secs()),
+                            "rx_bytes": stats.rx_bytes,
+                            "tx_bytes": stats.tx_bytes,
+                            "slot": stats.slot,
+                        }),
+                    );
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "version": doc.version,
+            "contract_address": doc.contract_address,
+            "network": doc.network,
+            "last_sync": doc.last_sync,
+            "peers": peers,
+        })
+    }
+
+    fn access(&self, public_key: &str) -> (u16, serde_json::Value) {
+        self.control().check_str(public_key, unix_now()).http_answer()
+    }
+}

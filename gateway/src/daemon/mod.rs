@@ -1,0 +1,336 @@
+//! `gateway run`: the daemon (I/O edge). One event loop owns the control
+//! core (registry -> access -> plan), the XDP maps, the data-plane handle,
+//! the registry file and the audit log; the chain follower and the data plane
+//! talk to it over channels, and the admin HTTP server reads shared state.
+
+mod admin;
+mod executor;
+
+use crate::access::audit_log::AuditLog;
+use crate::access::{AccessConfig, Staleness};
+use crate::chain::follower::{Follower, FollowerConfig, StartState};
+use crate::chain::ChainEvent;
+use crate::config::{Config, XdpEnforcement};
+use crate::control::{Control, ControlConfig, Step};
+use crate::dataplane::{Dataplane, DataplaneConfig, DeviceEvent};
+use crate::plan::PlanConfig;
+use crate::registry::store::RegistryStore;
+use crate::registry::{Network, Registry, WgKey};
+use crate::xdp::{self, AttachOptions, PinDir, PinnedMaps};
+use admin::{Admin, Status};
+use anyhow::Context;
+use executor::Executor;
+use gateway_common::{XdpConfig, MODE_ENFORCE, MODE_OBSERVE};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+
+/// Chain events waiting for the loop; the follower blocks beyond this.
+const CHAIN_CHANNEL_DEPTH: usize = 4096;
+/// The loop re-plans at least this often (staleness policy, failed ops).
+const TICK: Duration = Duration::from_secs(1);
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(config))
+}
+
+/// Attaches the XDP front, or adopts the instance a previous run left
+/// attached (the kernel kept enforcing meanwhile). Returns the maps and the
+/// slots open in the kernel, which the control core reconciles.
+fn xdp_front(config: &Config) -> anyhow::Result<Option<(PinnedMaps, Vec<u32>)>> {
+    if !config.xdp.enabled {
+        return Ok(None);
+    }
+    let pins = PinDir::for_instance(&config.gateway.instance)?;
+    let wanted = XdpConfig {
+        wg_port: config.wireguard.listen_port,
+        mode: match config.xdp.mode {
+            XdpEnforcement::Observe => MODE_OBSERVE,
+            XdpEnforcement::Enforce => MODE_ENFORCE,
+        },
+        handshake_rate_per_sec: config.xdp.handshake_rate_per_sec,
+        handshake_burst: config.xdp.handshake_burst,
+        ..XdpConfig::default()
+    };
+    if pins.is_attached() {
+        match PinnedMaps::open(&pins) {
+            Ok(mut maps) => {
+                let mut current = maps.config.get()?;
+                current.wg_port = wanted.wg_port;
+                current.mode = wanted.mode;
+                current.handshake_rate_per_sec = wanted.handshake_rate_per_sec;
+                current.handshake_burst = wanted.handshake_burst;
+                maps.config.set(current)?;
+                let open = maps.allow.open_slots()?;
+                tracing::info!(instance = pins.instance(), open_slots = open.len(), "adopted the attached XDP program");
+                return Ok(Some((maps, open)));
+            }
+            Err(err) => tracing::warn!(error = %err, "pinned XDP maps unusable (another build?); replacing them"),
+        }
+    }
+    let pins = xdp::attach(&AttachOptions {
+        iface: config.xdp.iface.clone(),
+        instance: config.gateway.instance.clone(),
+        config: wanted,
+        xdp_mode: config.xdp.xdp_mode,
+        replace: true,
+    })?;
+    tracing::info!(iface = %config.xdp.iface, pins = %pins.path().display(), "XDP attached");
+    Ok(Some((PinnedMaps::open(&pins)?, Vec::new())))
+}
+
+fn follower_config(config: &Config) -> anyhow::Result<FollowerConfig> {
+    let contract = config
+        .chain
+        .contract
+        .parse()
+        .with_context(|| format!("chain.contract {:?} is not an address", config.chain.contract))?;
+    let mut f = FollowerConfig::new(config.chain.rpc_urls.clone(), contract);
+    f.start_block = config.chain.start_block;
+    f.confirmations = config.chain.confirmations;
+    f.poll_interval = Duration::from_millis(config.chain.poll_interval_ms);
+    f.reconcile_interval = Duration::from_secs(config.chain.reconcile_interval_s.max(1));
+    f.max_block_span = config.chain.log_range;
+    Ok(f)
+}
+
+fn start_state(registry: &Registry) -> StartState {
+    StartState {
+        cursor: registry.cursor().map(|c| crate::chain::cursor::Cursor {
+            block_number: c.block_number,
+            block_hash: c.block_hash.clone(),
+        }),
+        known_tokens: registry.views().map(|v| (v.token_id, v.owner.clone())).collect(),
+    }
+}
+
+async fn run_async(config: Config) -> anyhow::Result<()> {
+    let private_key = crate::dataplane::cli::read_private_key(&config.wireguard.private_key_file)?;
+    std::fs::create_dir_all(&config.gateway.state_dir)
+        .with_context(|| format!("creating state_dir {}", config.gateway.state_dir.display()))?;
+    let network = Network::from_config(&config.network).context("network.cidr")?;
+    let registry_path = config.gateway.state_dir.join("registry.json");
+    let (store, loaded) = RegistryStore::open(&registry_path, &config.chain.contract, network)
+        .with_context(|| format!("loading {}", registry_path.display()))?;
+    let registry = match loaded {
+        Some(r) => {
+            tracing::info!(path = %registry_path.display(), "registry loaded");
+            r.with_domain(config.network.domain.clone())
+        }
+        None => Registry::new(config.chain.contract.to_lowercase(), network).with_domain(config.network.domain.clone()),
+    };
+    let control_config = ControlConfig {
+        access: AccessConfig { staleness: Staleness::from_config(&config.chain), ..AccessConfig::default() },
+        plan: PlanConfig::from_config(&config.xdp),
+    };
+    let follower_start = start_state(&registry);
+    let control = Control::new(registry, control_config);
+    let mut audit = AuditLog::open(config.audit_path())?;
+
+    // The XDP front first: from here on the kernel enforces the last applied state.
+    let xdp = xdp_front(&config)?;
+    let (maps, open_in_kernel) = match xdp {
+        Some((maps, open)) => (Some(maps), open),
+        None => (None, Vec::new()),
+    };
+
+    let gateway_net = ipnet::IpNet::from(ipnet::Ipv4Net::new(network.gateway_ip(), network.cidr.prefix())?);
+    let (dataplane, mut device_events) = Dataplane::start(DataplaneConfig {
+        iface: config.wireguard.interface.clone(),
+        listen_port: config.wireguard.listen_port,
+        private_key,
+        addresses: vec![gateway_net],
+        mtu: config.wireguard.mtu,
+        uapi: true,
+    })
+    .context("starting the WireGuard data plane")?;
+    tracing::info!(
+        iface = %config.wireguard.interface,
+        port = config.wireguard.listen_port,
+        public_key = %crate::dataplane::encode_key(&dataplane.handle().public_key()),
+        "data plane up"
+    );
+    let mut executor = Executor {
+        xdp: maps,
+        dataplane: dataplane.handle(),
+        persistent_keepalive: None,
+    };
+
+    let status = Arc::new(Mutex::new(Status::new(&config)));
+    let control = Arc::new(Mutex::new(control));
+    let (chain_tx, mut chain_rx) = mpsc::channel::<ChainEvent>(CHAIN_CHANNEL_DEPTH);
+    let follower = Follower::new(follower_config(&config)?, follower_start, chain_tx)?;
+    let follower_task = tokio::spawn(async move {
+        if let Err(err) = follower.run().await {
+            tracing::error!(error = %err, "chain follower stopped");
+        }
+    });
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let admin = Arc::new(Admin::new(control.clone(), status.clone(), dataplane.handle(), config.clone()));
+    let http_task = if config.http.enabled {
+        let listen = config.http.listen.parse().context("http.listen")?;
+        let mut rx = shutdown_rx.clone();
+        let view: Arc<dyn crate::http::AdminView> = admin.clone();
+        Some(tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.changed().await;
+            };
+            if let Err(err) = crate::http::serve(listen, view, stop).await {
+                tracing::error!(error = %err, "admin HTTP server stopped");
+            }
+        }))
+    } else {
+        None
+    };
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+
+    let mut lp = Loop { control, executor: &mut executor, audit: &mut audit, store: &store, status: &status };
+    let start_step = lp.lock().on_start(open_in_kernel.into_iter().map(crate::registry::PeerSlot), unix_now(), xdp::monotonic_now_ns());
+    lp.handle(start_step, None);
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(first) = chain_rx.recv() => {
+                let received = Instant::now();
+                let mut batch = vec![first];
+                while let Ok(more) = chain_rx.try_recv() {
+                    batch.push(more);
+                }
+                lp.on_chain(&batch, received);
+            }
+            Some(event) = device_events.recv() => lp.on_device(event),
+            _ = tick.tick() => {
+                let step = lp.lock().on_tick(unix_now(), xdp::monotonic_now_ns());
+                lp.handle(step, None);
+                lp.learn_endpoints();
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    follower_task.abort();
+    if let Err(err) = store.save(lp.lock().registry()) {
+        tracing::error!(error = %err, "saving the registry on shutdown");
+    }
+    drop(lp);
+    dataplane.stop();
+    if config.xdp.enabled && config.xdp.detach_on_exit {
+        xdp::detach(&config.gateway.instance)?;
+    }
+    if let Some(task) = http_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The loop's state. The control core sits behind a mutex only so the admin
+/// HTTP server can ask it for decisions and metrics; the loop is its only
+/// writer.
+struct Loop<'a> {
+    control: Arc<Mutex<Control>>,
+    executor: &'a mut Executor,
+    audit: &'a mut AuditLog,
+    store: &'a RegistryStore,
+    status: &'a Arc<Mutex<Status>>,
+}
+
+impl Loop<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_chain(&mut self, batch: &[ChainEvent], received: Instant) {
+        let revokes = batch.iter().any(|e| {
+            matches!(e, ChainEvent::Revoked { .. } | ChainEvent::Transferred { .. } | ChainEvent::Snapshot { .. } | ChainEvent::KeyUpdated { .. })
+        });
+        {
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            for event in batch {
+                st.observe_chain(event);
+            }
+        }
+        let step = self.lock().on_chain_events(batch, unix_now(), xdp::monotonic_now_ns());
+        self.handle(step, revokes.then_some(received));
+    }
+
+    fn on_device(&mut self, event: DeviceEvent) {
+        match event {
+            DeviceEvent::RejectedHandshake { public_key, endpoint } => {
+                let control = self.control.clone();
+                let mut control = control.lock().unwrap_or_else(|p| p.into_inner());
+                let verdict = control.on_handshake(&WgKey(public_key), endpoint, unix_now(), xdp::monotonic_now_ns());
+                if let Some(record) = &verdict.audit {
+                    if let Err(err) = self.audit.write(record) {
+                        tracing::error!(error = %err, "writing the audit log");
+                    }
+                }
+                if let Some(op) = verdict.deny {
+                    let ops = [op];
+                    let executor = &mut *self.executor;
+                    if let Err(err) = crate::plan::execute(&ops, control.applied_mut(), |op| executor.apply(op)) {
+                        tracing::warn!(error = %err, "denying a rejected endpoint");
+                    }
+                }
+                tracing::info!(%endpoint, reason = ?verdict.decision, "handshake from a key without access");
+            }
+        }
+    }
+
+    /// Executes a step's ops, writes its audit records, saves the registry.
+    fn handle(&mut self, step: Step, revocation_started: Option<Instant>) {
+        let control = self.control.clone();
+        let mut control = control.lock().unwrap_or_else(|p| p.into_inner());
+        if !step.ops.is_empty() {
+            let closes = step.ops.iter().any(|op| matches!(op, crate::plan::Op::CloseSlot { .. }));
+            let executor = &mut *self.executor;
+            let result = crate::plan::execute(&step.ops, control.applied_mut(), |op| {
+                tracing::info!(?op, "apply");
+                executor.apply(op)
+            });
+            if let Err(err) = result {
+                tracing::error!(error = %err, "applying the plan; the rest is retried on the next tick");
+            } else if let (true, Some(started)) = (closes, revocation_started) {
+                self.status.lock().unwrap_or_else(|p| p.into_inner()).record_revocation(started.elapsed());
+            }
+        }
+        if let Err(err) = self.audit.write_all(&step.audit) {
+            tracing::error!(error = %err, "writing the audit log");
+        }
+        if step.persist {
+            if let Err(err) = self.store.save(control.registry()) {
+                tracing::error!(error = %err, "saving the registry; the chain cursor will be re-read");
+            }
+        }
+    }
+
+    /// Tells the control core where peers are, so a revocation can deny
+    /// the endpoint in the kernel.
+    fn learn_endpoints(&mut self) {
+        let peers = self.executor.dataplane.peers();
+        let mut control = self.lock();
+        for peer in peers {
+            if let Some(endpoint) = peer.endpoint {
+                control.on_endpoint(crate::registry::PeerSlot(peer.slot), endpoint);
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One verdict function, two homes: the XDP program run by the kernel
+//! (`BPF_PROG_TEST_RUN`) and `gateway_common::classify` run in userspace must
+//! give the same action and reason on every frame of a corpus of valid,
+//! malformed, truncated and randomly mutated packets.
+
+use anyhow::Result;
+use gateway::xdp::testrun::{KernelHarness, XDP_DROP, XDP_PASS};
+use gateway_common::frames::{wg_message, ModelGate, UdpFrame};
+use gateway_common::{classify, EndpointKey, Reason, XdpConfig, MODE_ENFORCE};
+use gateway_tests::netns::require_root;
+
+const GW: [u8; 4] = [198, 18, 0, 1];
+const NODE: [u8; 4] = [198, 18, 0, 2];
+const PORT: u16 = 51820;
+const OPEN_SLOTS: [u32; 2] = [5, 9];
+
+/// A small deterministic generator (xorshift64*): the corpus is the same on
+/// every run, so a disagreement reproduces.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn v6(last: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0xfd;
+    a[15] = last;
+    a
+}
+
+/// Valid and near-valid frames of every shape the classifier distinguishes.
+fn base_frames() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let msgs = [
+        wg_message(1, 0, 148),
+        wg_message(2, 5 << 8, 92),
+        wg_message(3, 9 << 8 | 1, 64),
+        wg_message(4, 5 << 8 | 2, 32),
+        wg_message(4, 9 << 8, 200),
+        wg_message(4, 6 << 8, 64),
+        wg_message(4, 0xffff_ff00, 64),
+        wg_message(2, 77 << 8, 92),
+        wg_message(7, 0, 148),
+        wg_message(1, 0, 147),
+        wg_message(3, 5 << 8, 65),
+        wg_message(4, 5 << 8, 31),
+        vec![1, 0],
+        vec![],
+    ];
+    for m in &msgs {
+        for src_port in [40000u16, 40001, 40002] {
+            out.push(UdpFrame::v4(NODE, src_port, GW, PORT, m).build());
+        }
+        out.push(UdpFrame::v6(v6(2), 40000, v6(1), PORT, m).build());
+        let mut tagged = UdpFrame::v4(NODE, 40000, GW, PORT, m);
+        tagged.vlans = &[10];
+        out.push(tagged.build());
+        let mut qinq = UdpFrame::v4(NODE, 40000, GW, PORT, m);
+        qinq.vlans = &[10, 20];
+        out.push(qinq.build());
+        out.push(UdpFrame::v4(NODE, 40000, GW, 53, m).build());
+        let mut frag = UdpFrame::v4(NODE, 40000, GW, PORT, m);
+        frag.v4_frag = 0x2000;
+        out.push(frag.build());
+        let mut lying = UdpFrame::v4(NODE, 40000, GW, PORT, m);
+        lying.udp_len_override = Some((m.len() + 9) as u16);
+        out.push(lying.build());
+    }
+    // Every truncation of a valid initiation and transport frame.
+    for m in [wg_message(1, 0, 148), wg_message(4, 5 << 8, 48)] {
+        let full = UdpFrame::v4(NODE, 40000, GW, PORT, &m).build();
+        for len in 0..full.len() {
+            out.push(full[..len].to_vec());
+        }
+    }
+    out
+}
+
+fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
+    let mut f = base.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(4) {
+            0 if !f.is_empty() => {
+                // Header bytes matter most: bias flips to the first 64.
+                let i = rng.below(f.len().min(64));
+                f[i] ^= 1 << rng.below(8);
+            }
+            1 if !f.is_empty() => {
+                let i = rng.below(f.len());
+                f[i] = rng.next() as u8;
+            }
+            2 => f.truncate(rng.below(f.len() + 1)),
+            _ => f.extend((0..rng.below(32)).map(|_| rng.next() as u8)),
+        }
+    }
+    f
+}
+
+fn setup(config: XdpConfig, now: u64) -> Result<(KernelHarness, ModelGate)> {
+    let mut kernel = KernelHarness::load(config)?;
+    let mut model = ModelGate { seed: config.hash_seed, ..ModelGate::default() };
+    for s in OPEN_SLOTS {
+        kernel.open_slot(s)?;
+        model.allowed_slots.insert(s);
+    }
+    // Denied for good, and a deny that has lapsed.
+    for (port, expires) in [(40001u16, u64::MAX), (40002, 1)] {
+        kernel.deny(EndpointKey::v4(NODE, port), expires)?;
+        model.deny(EndpointKey::v4(NODE, port), expires);
+    }
+    let _ = now;
+    Ok((kernel, model))
+}
+
+#[test]
+fn kernel_and_userspace_verdicts_agree_on_the_corpus() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let config = XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, hash_seed: 0x1234_5678, ..XdpConfig::default() };
+    let now = gateway::xdp::monotonic_now_ns();
+    let (mut kernel, mut model) = setup(config, now)?;
+
+    let mut corpus = base_frames();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let bases = corpus.clone();
+    for _ in 0..4000 {
+        let b = &bases[rng.below(bases.len())];
+        corpus.push(mutate(&mut rng, b));
+    }
+
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, frame) in corpus.iter().enumerate() {
+        // The kernel rejects test runs on frames shorter than an Ethernet header.
+        if frame.len() < 14 {
+            continue;
+        }
+        let expected = classify(frame.as_slice(), &config, &mut model, || now);
+        let (action, reason) = kernel.run(frame)?;
+        assert_eq!(reason, expected, "frame #{i} {frame:02x?}");
+        let expected_action = if expected.is_drop() { XDP_DROP } else { XDP_PASS };
+        assert_eq!(action, expected_action, "frame #{i}");
+        seen.insert(reason);
+    }
+    // The corpus reaches every reason but the rate limiter (tested below).
+    for r in Reason::ALL {
+        if r != Reason::DropRateLimited {
+            assert!(seen.contains(&r), "corpus never produced {r:?}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn kernel_and_userspace_rate_limit_alike() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    // One initiation per 1000 s with a burst of 2: the third back-to-back
+    // initiation is over the limit whatever the clocks read.
+    let config = XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, handshake_rate_per_sec: 0, hash_seed: 7, ..XdpConfig::default() };
+    let (mut kernel, mut model) = setup(config, 0)?;
+    let limited = XdpConfig { handshake_rate_per_sec: 1, handshake_burst: 2, ..config };
+    kernel.set_config(limited)?;
+    let now = gateway::xdp::monotonic_now_ns();
+    let init = UdpFrame::v4(NODE, 40000, GW, PORT, &wg_message(1, 0, 148)).build();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let expected = classify(init.as_slice(), &limited, &mut model, || now);
+        let (_, reason) = kernel.run(&init)?;
+        assert_eq!(reason, expected);
+        got.push(reason);
+    }
+    assert_eq!(got, [Reason::PassHandshakeInit, Reason::PassHandshakeInit, Reason::DropRateLimited]);
+    Ok(())
+}
