@@ -455,6 +455,8 @@ fn stats_of(peer: &Peer) -> PeerStats {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use std::collections::VecDeque;
     use std::net::Ipv4Addr;

@@ -208,6 +208,8 @@ fn finish_merged(open: &mut Open) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
 

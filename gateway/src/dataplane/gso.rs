@@ -114,6 +114,8 @@ fn tcp_checksum(packet: &[u8], ip_len: usize, v6: bool) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn tcp4(payload_len: usize, flags: u8) -> Vec<u8> {

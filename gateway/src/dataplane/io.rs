@@ -431,6 +431,8 @@ pub fn wait_writable(fd: RawFd, timeout_ms: i32) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     /// GSO sends from the data plane's socket arrive as separate datagrams of
