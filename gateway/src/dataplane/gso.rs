@@ -166,6 +166,33 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_super_packets_are_segmented_too() {
+        let payload = 2500;
+        let mut p = vec![0u8; 40 + 20 + payload];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
+        p[6] = IPPROTO_TCP;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&"fd99::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&"fd99::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[44..48].copy_from_slice(&7u32.to_be_bytes());
+        p[52] = 5 << 4;
+        p[53] = 0x10 | TCP_FLAG_PSH;
+        let hdr = VnetHdr { needs_csum: true, gso_type: VIRTIO_NET_HDR_GSO_TCPV6, gso_size: 1000, csum_start: 40, csum_offset: 16 };
+        let mut segs = Vec::new();
+        split(&hdr, &mut p, &mut Vec::new(), |s| segs.push(s.to_vec())).unwrap();
+        assert_eq!(segs.iter().map(Vec::len).collect::<Vec<_>>(), vec![1060, 1060, 560]);
+        for (i, s) in segs.iter().enumerate() {
+            assert_eq!(usize::from(u16::from_be_bytes([s[4], s[5]])), s.len() - 40, "payload length");
+            assert_eq!(u32::from_be_bytes([s[44], s[45], s[46], s[47]]), 7 + 1000 * i as u32);
+            let mut c = s.clone();
+            let stored = u16::from_be_bytes([c[56], c[57]]);
+            c[56..58].copy_from_slice(&[0, 0]);
+            assert_eq!(tcp_checksum(&c, 40, true), stored);
+        }
+    }
+
+    #[test]
     fn a_partial_checksum_is_completed() {
         let mut p = tcp4(100, 0x10);
         let expected = tcp_checksum(&p, 20, false);

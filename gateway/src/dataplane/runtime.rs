@@ -328,7 +328,9 @@ fn log_read_error(source: &str, err: &io::Error) {
 fn drain_events(device: &mut Device, events: &mpsc::Sender<DeviceEvent>) {
     while let Some(event) = device.poll_event() {
         let DeviceEvent::RejectedHandshake { endpoint, public_key } = &event;
-        tracing::info!(%endpoint, key = %super::peer::encode_key(public_key), "rejected handshake from unknown key");
+        // Debug only: whoever takes the events (the daemon's audit log, the
+        // CLI) reports them; a scan must not flood the log from here too.
+        tracing::debug!(%endpoint, key = %super::peer::encode_key(public_key), "rejected handshake from unknown key");
         // Nobody listening, or the listener is behind: the deny list is an
         // optimisation, dropping the event is safe.
         let _ = events.try_send(event);
