@@ -209,6 +209,25 @@ mod tests {
         assert_eq!(u16::from_be_bytes([out[0][36], out[0][37]]), expected);
     }
 
+    proptest::proptest! {
+        /// Whatever the kernel (or a bug) puts in front of us: an error or
+        /// packets, never a panic; and the coalescer takes anything too.
+        #[test]
+        fn arbitrary_headers_and_packets_never_panic(
+            hdr in proptest::array::uniform10(proptest::num::u8::ANY),
+            mut packet in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+        ) {
+            let hdr = VnetHdr::parse(&hdr);
+            let mut out = Vec::new();
+            let _ = split(&hdr, &mut packet, &mut Vec::new(), |s| out.push(s.len()));
+            let mut coalescer = crate::dataplane::gro::Coalescer::default();
+            let mut written = 0usize;
+            coalescer.push(&packet, &mut |_| written += 1);
+            coalescer.flush(&mut |_| written += 1);
+            proptest::prop_assert_eq!(written, 1);
+        }
+    }
+
     #[test]
     fn unknown_offloads_and_garbage_are_refused() {
         let hdr = VnetHdr { needs_csum: false, gso_type: 3, gso_size: 0, csum_start: 0, csum_offset: 0 };
