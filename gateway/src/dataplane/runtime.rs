@@ -271,6 +271,20 @@ fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::
         if ready <= 0 {
             continue;
         }
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            // The interface is gone (deleted from outside): nothing to carry
+            // any more, and polling on would spin. `is_running` reports it.
+            tracing::error!(iface = tun.name(), "TUN device failed; data plane stopping");
+            return;
+        }
+        for (socket, pfd) in udp.iter().zip(&fds[1..]) {
+            if pfd.revents & libc::POLLERR != 0 {
+                // A pending socket error (ICMP) would keep poll returning.
+                if let Ok(Some(err)) = socket.take_error() {
+                    tracing::debug!(error = %err, "UDP socket error");
+                }
+            }
+        }
         if fds[0].revents & libc::POLLIN != 0 {
             let mut device = shared.device();
             for _ in 0..BATCH {
