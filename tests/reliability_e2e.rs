@@ -35,24 +35,25 @@ fn rpc_outage_serves_last_state_then_fails_closed_and_catches_up() -> Result<()>
     let proxy = CutProxy::start(lab.gw.name(), 8546, lab.anvil_port())?;
     let keys_a = Keypair::generate(lab.dir.path(), "a")?;
     mint(&lab, "node-a", &keys_a.public)?;
-    lab.gateway_env.push(("GATEWAY_CHAIN_MAX_STALENESS_S".into(), "8".into()));
+    lab.gateway_env.push(("GATEWAY_CHAIN_MAX_STALENESS_S".into(), "10".into()));
     lab.start_gateway_full("ws://127.0.0.1:8546", 100, "")?;
     let _node = lab.start_node(0, keys_a.clone(), &format!("{TUNNEL_PREFIX}.2"))?;
     let gw_ip = format!("{TUNNEL_PREFIX}.1");
     ensure!(lab.ping(0, &gw_ip, Duration::from_secs(20)), "A connects");
 
     proxy.cut();
-    // Revoked on chain while the gateway cannot see it.
+    // Revoked on chain while the gateway cannot see it: inside the staleness
+    // window the last known state is still served.
     lab.node_cli(0, &["revoke", "1", "--json"])?;
-    wait_for("readyz reports the outage", Duration::from_secs(15), || {
+    ensure!(slot_open(&lab, 2)?, "within max staleness the last known state is served");
+    ensure!(lab.ping(0, &gw_ip, Duration::from_secs(2)), "A still works inside the staleness window");
+    wait_for("readyz reports the outage", Duration::from_secs(30), || {
         let (status, body) = lab.http_get("/readyz")?;
         Ok((status == 503 && body.contains("chain")).then_some(()))
     })?;
-    ensure!(slot_open(&lab, 2)?, "within max staleness the last known state is served");
-    ensure!(lab.ping(0, &gw_ip, Duration::from_secs(3)), "A still works inside the staleness window");
 
     // Past max staleness: fail closed (the default policy).
-    wait_for("fail closed after max staleness", Duration::from_secs(20), || Ok((!slot_open(&lab, 2)?).then_some(())))?;
+    wait_for("fail closed after max staleness", Duration::from_secs(30), || Ok((!slot_open(&lab, 2)?).then_some(())))?;
     let (status, body) = access_reason(&lab, &keys_a.public)?;
     ensure!(status != 200 && body.contains("chain_unavailable"), "stale decision: {status} {body}");
 

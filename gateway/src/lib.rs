@@ -8,7 +8,6 @@ pub mod daemon;
 pub mod control;
 pub mod dataplane;
 pub mod http;
-pub mod demo;
 pub mod logging;
 pub mod netns;
 pub mod node;

@@ -37,8 +37,6 @@ enum Command {
     /// Run the userspace WireGuard data plane on its own (peers via `wg set`).
     #[command(subcommand)]
     Dataplane(gateway::dataplane::cli::DataplaneCommand),
-    /// The local demo: scratch namespaces, the XDP front, live counters.
-    Demo,
     /// Access decisions: is a key allowed, and why.
     #[command(subcommand)]
     Access(gateway::access::cli::AccessCommand),
@@ -61,7 +59,6 @@ fn main() -> std::process::ExitCode {
         Command::Xdp(cmd) => gateway::xdp::cli::run(cmd),
         Command::Node(cmd) => gateway::node::run(cmd),
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
-        Command::Demo => gateway::demo::run(),
         Command::Access(cmd) => gateway::access::cli::run(cmd),
         Command::Chain(cmd) => gateway::chain::cli::run(cmd),
     };

@@ -19,8 +19,15 @@ impl CutProxy {
     /// Listens on 127.0.0.1:`port` inside namespace `ns`, forwarding to
     /// 127.0.0.1:`target` there.
     pub fn start(ns: &str, port: u16, target: u16) -> Result<Self> {
-        let ns = ns.to_string();
-        let listener = gateway::netns::within(&ns, move || {
+        Self::between(ns, port, ns, target)
+    }
+
+    /// Listens on 127.0.0.1:`port` in `listen_ns` and forwards to
+    /// 127.0.0.1:`target` in `target_ns` (a socket keeps the namespace it was
+    /// made in, so one process bridges two loopbacks).
+    pub fn between(listen_ns: &str, port: u16, target_ns: &str, target: u16) -> Result<Self> {
+        let ns = target_ns.to_string();
+        let listener = gateway::netns::within(listen_ns, move || {
             let l = TcpListener::bind(("127.0.0.1", port))?;
             l.set_nonblocking(true)?;
             Ok(l)

@@ -38,6 +38,8 @@ pub struct Lab {
     pub gateway_keys: Keypair,
     pub signer_files: Vec<PathBuf>,
     pub config_path: PathBuf,
+    /// The gateway's WireGuard interface (and UAPI socket) name.
+    pub wg_iface: String,
     /// Extra environment for `gateway run` (GATEWAY_<SECTION>_<KEY> overrides).
     pub gateway_env: Vec<(String, String)>,
     anvil: Option<ChildGuard>,
@@ -88,6 +90,7 @@ impl Lab {
             gateway_keys,
             signer_files,
             config_path: PathBuf::new(),
+            wg_iface: unique_name("wgl"),
             gateway_env: Vec::new(),
             anvil: Some(anvil),
             gateway: None,
@@ -160,7 +163,7 @@ listen = "127.0.0.1:{HTTP_PORT}"
             rpc_list = if rpc.starts_with('"') { rpc.to_string() } else { format!("\"{rpc}\"") },
             state = state.display(),
             contract = self.contract,
-            iface = unique_name("wgl"),
+            iface = self.wg_iface,
             key = self.gateway_keys.private_path(),
             underlay = self.gateway_iface,
         );
@@ -274,7 +277,7 @@ impl Drop for Lab {
 }
 
 /// A veth from `ns` into the LAN bridge; returns the interface name in `ns`.
-fn attach_to_lan(lan: &Netns, ns: &Netns, cidr: &str) -> Result<String> {
+pub fn attach_to_lan(lan: &Netns, ns: &Netns, cidr: &str) -> Result<String> {
     let inner = unique_name("ve");
     let outer = unique_name("vl");
     crate::netns::ip(&["link", "add", &inner, "netns", ns.name(), "type", "veth", "peer", "name", &outer, "netns", lan.name()])?;

@@ -55,6 +55,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// Revoke-transaction receipt to the first in-kernel drop of that peer's
+    /// packets, p50/p99 over many revocations, WebSocket and HTTP polling.
+    Revocation {
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// HTTP polling interval of the gateway under test.
+        #[arg(long, default_value_t = 100)]
+        poll_interval_ms: u64,
+    },
 }
 
 /// Builds the release gateway (object embedded) and runs `gateway xdp bench`.
@@ -68,6 +77,24 @@ fn bench_xdp(repeat: u32, rounds: u32) -> anyhow::Result<()> {
     )
 }
 
+/// Builds the release gateway and the benchmark driver, then runs it.
+fn bench_revocation(count: usize, poll_interval_ms: u64) -> anyhow::Result<()> {
+    util::build_all(true)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    util::run(std::process::Command::new(cargo).current_dir(util::repo_root()).args([
+        "build", "--release", "-p", "gateway-tests", "--bin", "bench-revocation",
+    ]))?;
+    let release = util::target_dir().join("release");
+    util::run(
+        std::process::Command::new(release.join("bench-revocation"))
+            .current_dir(util::repo_root())
+            .env("GATEWAY_BIN", release.join("gateway"))
+            .env("RUST_LOG", "warn")
+            .args(["--count", &count.to_string(), "--poll-interval-ms", &poll_interval_ms.to_string(), "--json"])
+            .arg(util::target_dir().join("bench").join("revocation.json")),
+    )
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -77,6 +104,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo => demo::run_demo(),
         Command::Bench(BenchCommand::Throughput(args)) => bench_throughput::throughput(&args),
         Command::Bench(BenchCommand::Xdp { repeat, rounds }) => bench_xdp(repeat, rounds),
+        Command::Bench(BenchCommand::Revocation { count, poll_interval_ms }) => bench_revocation(count, poll_interval_ms),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

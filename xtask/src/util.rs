@@ -81,7 +81,7 @@ impl Totals {
 fn cargo_test(args: &[&str], extra: &[String], binary_args: &[&str], totals: &mut Totals) -> anyhow::Result<bool> {
     use std::io::{BufRead, BufReader, Write};
     let mut cmd = cargo();
-    cmd.current_dir(repo_root()).arg("test").args(args).arg("--").args(extra).args(binary_args);
+    cmd.current_dir(repo_root()).args(["test", "--no-fail-fast"]).args(args).arg("--").args(extra).args(binary_args);
     cmd.stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
     let stdout = child.stdout.take().context("piped stdout")?;

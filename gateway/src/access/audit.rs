@@ -116,7 +116,7 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
             r.detail = Some("token not identifiable from the log; applied by the snapshots that follow".into());
             return vec![r];
         }
-        Effect::Stale | Effect::Synced | Effect::Unavailable => return Vec::new(),
+        Effect::Stale | Effect::Synced | Effect::Alive | Effect::Unavailable => return Vec::new(),
     }
     let mut records = Vec::new();
     for (i, change) in outcome.changes.iter().enumerate() {

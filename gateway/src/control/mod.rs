@@ -316,6 +316,8 @@ mod tests {
         assert!(c.on_chain_events(&[granted(1, 11, 10, 0)], 100, 0).persist);
         assert!(!c.on_chain_events(&[granted(1, 11, 10, 0)], 100, 0).persist, "a replay changes nothing");
         assert!(c.on_chain_events(&[synced(10)], 100, 0).persist, "the cursor moved");
+        assert!(!c.on_chain_events(&[synced(10)], 160, 0).persist, "a heartbeat at the same cursor saves nothing");
+        assert_eq!(c.registry().last_sync(), Some(160), "but it keeps the state fresh");
         assert!(!c.on_chain_events(&[ChainEvent::Unavailable { error: "down".into() }], 100, 0).persist);
     }
 

@@ -155,6 +155,9 @@ pub enum Effect {
     AwaitingSnapshot,
     /// The cursor moved (`Synced`).
     Synced,
+    /// A `Synced` at the cursor we hold: the follower is caught up and the
+    /// chain answers, so the state is fresh, but nothing needs saving.
+    Alive,
     /// The follower reached no RPC endpoint; the registry is unchanged.
     Unavailable,
 }
@@ -375,8 +378,12 @@ impl Registry {
             }
             ChainEvent::Snapshot { snapshot, cause } => self.apply_snapshot(snapshot, *cause, now),
             ChainEvent::Synced { block_number, block_hash, .. } => {
-                self.cursor = Some(Cursor { block_number: *block_number, block_hash: block_hash.clone() });
+                let cursor = Cursor { block_number: *block_number, block_hash: block_hash.clone() };
                 self.last_sync = Some(now);
+                if self.cursor.as_ref() == Some(&cursor) {
+                    return Outcome::bare(Effect::Alive);
+                }
+                self.cursor = Some(cursor);
                 Outcome::bare(Effect::Synced)
             }
             ChainEvent::Unavailable { .. } => Outcome::bare(Effect::Unavailable),

@@ -35,6 +35,8 @@ pub struct XdpBenchReport {
     pub slowest_ns: f64,
     pub slowest_vs_parse_lookup: f64,
     pub target_slowest_ns: f64,
+    /// Allow-slot updates per second from userspace (open + close of 65,536 slots).
+    pub map_updates_per_sec: f64,
     pub kernel: String,
 }
 
@@ -95,6 +97,9 @@ pub fn run(repeat: u32, rounds: u32) -> anyhow::Result<XdpBenchReport> {
         .filter(|p| p.program == PROGRAM_NAME)
         .max_by(|a, b| a.ns_per_packet.total_cmp(&b.ns_per_packet))
         .ok_or_else(|| anyhow::anyhow!("no gateway paths measured"))?;
+    let updates = 2 * gateway_common::MAX_PEER_SLOTS;
+    let took = h.time_slot_updates(gateway_common::MAX_PEER_SLOTS)?;
+    let map_updates_per_sec = updates as f64 / took.as_secs_f64().max(1e-9);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     Ok(XdpBenchReport {
         repeat,
@@ -105,6 +110,7 @@ pub fn run(repeat: u32, rounds: u32) -> anyhow::Result<XdpBenchReport> {
         anchor_drop_count_ns: anchor_drop,
         anchor_parse_lookup_ns: anchor_parse,
         target_slowest_ns: TARGET_SLOWEST_NS,
+        map_updates_per_sec,
         kernel,
         paths,
     })
@@ -128,5 +134,6 @@ pub fn table(r: &XdpBenchReport) -> String {
         r.target_slowest_ns,
         if r.slowest_ns <= r.target_slowest_ns { "met" } else { "missed" }
     );
+    let _ = writeln!(out, "allow-slot map updates from userspace: {:.0}/s", r.map_updates_per_sec);
     out
 }

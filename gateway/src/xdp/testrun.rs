@@ -102,6 +102,21 @@ impl KernelHarness {
         Ok((result.return_value, counted[0]))
     }
 
+    /// Opens then closes `count` allow slots from userspace (one map update
+    /// syscall each): how fast the access layer can change the kernel's view.
+    pub fn time_slot_updates(&mut self, count: u32) -> anyhow::Result<Duration> {
+        let mut m: Array<&mut MapData, AllowSlot> =
+            Array::try_from(self.ebpf.map_mut(MAP_ALLOW_SLOTS).context("allow map")?)?;
+        let started = std::time::Instant::now();
+        for slot in 0..count {
+            m.set(slot % gateway_common::MAX_PEER_SLOTS, AllowSlot { allowed: 1, generation: slot }, 0)?;
+        }
+        for slot in 0..count {
+            m.set(slot % gateway_common::MAX_PEER_SLOTS, AllowSlot::default(), 0)?;
+        }
+        Ok(started.elapsed())
+    }
+
     /// Runs program `name` (the gateway's or an anchor) `repeat` times on
     /// `frame` in the kernel: the mean time per run as the kernel measured it.
     pub fn time(&self, name: &str, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {

@@ -88,8 +88,7 @@ fn main() -> Result<()> {
     detail(&format!("{:.0} Mbit/s over 3 s", run.received_bits_per_second / 1e6));
 
     s.step("what `wg show` says (the gateway serves the WireGuard UAPI socket)");
-    let show = std::process::Command::new("wg").arg("show").output()?;
-    for line in String::from_utf8_lossy(&show.stdout).lines().filter(|l| !l.contains("private key")) {
+    for line in wg(&["show", &lab.wg_iface])?.lines() {
         detail(line);
     }
 
@@ -106,8 +105,11 @@ fn main() -> Result<()> {
 
     s.step("node-1 keeps sending: the kernel drops it before any userspace work");
     let reachable = lab.ping(0, &gw_ip, Duration::from_secs(3));
-    wg(&["set", &node1.iface, "peer", &lab.gateway_keys.public, "persistent-keepalive", "1"])?;
-    std::thread::sleep(Duration::from_secs(2));
+    // A fresh handshake from node-1: its endpoint was denied at revocation.
+    let endpoint = format!("{}:{}", gateway_tests::lab::GATEWAY_LAN_IP, gateway_tests::wg::WG_PORT);
+    wg(&["set", &node1.iface, "peer", &lab.gateway_keys.public, "remove"])?;
+    wg(&["set", &node1.iface, "peer", &lab.gateway_keys.public, "endpoint", &endpoint, "allowed-ips", &format!("{TUNNEL_PREFIX}.0/24")])?;
+    let _ = lab.ping(0, &gw_ip, Duration::from_secs(2));
     let after = PinnedMaps::open_instance(&lab.instance)?.stats.read()?;
     detail(&format!("node-1 -> gateway ping: {}", if reachable { "answered (unexpected)" } else { "no answer" }));
     for r in [Reason::DropUnknownSlot, Reason::DropDeniedEndpoint, Reason::PassTransport] {
