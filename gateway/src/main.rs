@@ -42,6 +42,9 @@ enum Command {
     /// Access decisions: is a key allowed, and why.
     #[command(subcommand)]
     Access(gateway::access::cli::AccessCommand),
+    /// Configuration for nodes: `config render --node <id>` prints a node's wg-quick file.
+    #[command(subcommand)]
+    Config(gateway::config::cli::ConfigCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo => gateway::demo::run(),
         Command::Access(cmd) => gateway::access::cli::run(cmd),
         Command::Chain(cmd) => gateway::chain::cli::run(cmd),
+        Command::Config(cmd) => gateway::config::cli::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
