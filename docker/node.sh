@@ -12,11 +12,16 @@ conf=/etc/wireguard/wg0.conf
 mkdir -p /etc/wireguard
 umask 077
 echo "node $NODE_ID: waiting for the gateway to grant access"
+tries=0
 until gateway config render --node "$NODE_ID" \
         --registry /var/lib/dstack-gateway/registry.json \
         --gateway-public-key "$(cat /run/shared/gateway.pub)" \
-        --private-key-file /run/node-secrets/node.key > "$conf.new" 2>/dev/null \
+        --private-key-file /run/node-secrets/node.key > "$conf.new" 2> /tmp/render.err \
       && grep -q '^# access: granted' "$conf.new"; do
+  tries=$((tries + 1))
+  if [ $((tries % 15)) -eq 0 ]; then
+    echo "node $NODE_ID: still waiting ($(grep '^# access:' "$conf.new" 2>/dev/null || tail -n 1 /tmp/render.err))"
+  fi
   sleep 1
 done
 # `DNS =` needs resolvconf inside the container; Docker's resolver stays.

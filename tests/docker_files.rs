@@ -434,3 +434,16 @@ fn the_build_stage_installs_the_toolchain_like_ci_setup() {
     let anvil_stage = stage(&stages, "anvil").all("RUN").join("\n");
     assert!(anvil_stage.contains(&format!("@foundry-rs/anvil-linux-amd64@{anvil}")), "anvil {anvil} like package.json");
 }
+
+#[test]
+fn the_container_scripts_are_executable_posix_sh() {
+    use std::os::unix::fs::PermissionsExt as _;
+    for script in ["docker/deploy.sh", "docker/node.sh"] {
+        let path = repo().join(script);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_ne!(mode & 0o111, 0, "{script} is not executable (COPY keeps the mode)");
+        assert!(read(script).starts_with("#!/bin/sh\n"), "{script}: debian-slim's /bin/sh is dash");
+        let check = std::process::Command::new("sh").arg("-n").arg(&path).output().expect("sh");
+        assert!(check.status.success(), "{script}: {}", String::from_utf8_lossy(&check.stderr));
+    }
+}
