@@ -40,6 +40,9 @@ enum Command {
     /// Access decisions: is a key allowed, and why.
     #[command(subcommand)]
     Access(gateway::access::cli::AccessCommand),
+    /// Configuration for nodes: `config render --node <id>` prints a node's wg-quick file.
+    #[command(subcommand)]
+    Config(gateway::config::cli::ConfigCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
         Command::Access(cmd) => gateway::access::cli::run(cmd),
         Command::Chain(cmd) => gateway::chain::cli::run(cmd),
+        Command::Config(cmd) => gateway::config::cli::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -196,6 +196,11 @@ listen = "127.0.0.1:{HTTP_PORT}"
         })
     }
 
+    /// The running gateway's process id.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.as_ref().map(ChildGuard::id)
+    }
+
     /// Where the gateway's log goes.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("gateway.log")

@@ -300,7 +300,21 @@ pub fn iperf3_server(ns: &Netns, port: u16) -> Result<ChildGuard> {
 
 /// Runs an iperf3 TCP client in `ns` against `server:port` for `seconds`.
 pub fn iperf3_client(ns: &Netns, server: &str, port: u16, seconds: u32) -> Result<IperfRun> {
-    let out = ns.exec("iperf3", &["-c", server, "-p", &port.to_string(), "-t", &seconds.to_string(), "-i", "1", "-J"])?;
+    iperf3(ns, server, port, seconds, false)
+}
+
+/// The same with the server sending (`iperf3 -R`).
+pub fn iperf3_client_reverse(ns: &Netns, server: &str, port: u16, seconds: u32) -> Result<IperfRun> {
+    iperf3(ns, server, port, seconds, true)
+}
+
+fn iperf3(ns: &Netns, server: &str, port: u16, seconds: u32, reverse: bool) -> Result<IperfRun> {
+    let (port, seconds) = (port.to_string(), seconds.to_string());
+    let mut args = vec!["-c", server, "-p", &port, "-t", &seconds, "-i", "1", "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let out = ns.exec("iperf3", &args)?;
     parse_iperf3(&String::from_utf8(out.stdout)?)
 }
 

@@ -12,6 +12,9 @@ pub struct ThroughputArgs {
     /// Seconds per iperf3 run.
     #[arg(long, default_value_t = 10)]
     seconds: u32,
+    /// The servers send (`iperf3 -R`) instead of receiving.
+    #[arg(long)]
+    reverse: bool,
 }
 
 pub fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
@@ -19,7 +22,8 @@ pub fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
     build.current_dir(repo_root()).args(["build", "--release", "-p", "gateway", "-p", "gateway-tests", "--bin", "gateway", "--bin", "bench-throughput"]);
     run(&mut build)?;
     let release = target_dir().join("release");
-    let json = target_dir().join("bench").join("throughput.json");
+    let name = if args.reverse { "throughput-reverse.json" } else { "throughput.json" };
+    let json = target_dir().join("bench").join(name);
     let mut bench = std::process::Command::new(release.join("bench-throughput"));
     bench
         .current_dir(repo_root())
@@ -27,5 +31,8 @@ pub fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
         .args(["--rounds", &args.rounds.to_string(), "--seconds", &args.seconds.to_string()])
         .arg("--json")
         .arg(json);
+    if args.reverse {
+        bench.arg("--reverse");
+    }
     run(&mut bench)
 }

@@ -2,6 +2,9 @@
 //! environment overrides, then validation whose errors name the field and
 //! the fix (pure: parsing and checks, no I/O beyond reading the file).
 
+pub mod cli;
+pub mod render;
+
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -113,6 +113,8 @@ impl<T: Copy + PartialEq> AllowedIps<T> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn net(s: &str) -> IpNet {

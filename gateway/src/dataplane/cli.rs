@@ -111,7 +111,9 @@ fn run_device(args: RunArgs) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
-                Some(DeviceEvent::RejectedHandshake { .. }) = events.recv() => {}
+                Some(DeviceEvent::RejectedHandshake { public_key, endpoint }) = events.recv() => {
+                    tracing::info!(%endpoint, key = %encode_key(&public_key), "rejected handshake from unknown key");
+                }
                 _ = check.tick() => {
                     if !dataplane.is_running() {
                         bail!("data plane thread stopped");
@@ -128,6 +130,8 @@ fn run_device(args: RunArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

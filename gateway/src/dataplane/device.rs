@@ -455,6 +455,8 @@ fn stats_of(peer: &Peer) -> PeerStats {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use std::collections::VecDeque;
     use std::net::Ipv4Addr;
@@ -744,6 +746,47 @@ mod tests {
         );
         assert_eq!(dev.add_peer(PeerConfig { public_key: public(1), slot: 5, allowed_ips: vec![], ..base }), Err(PeerError::OwnKey));
         assert_eq!(dev.free_slot(), Ok(MAX_PEER_SLOTS - 1));
+    }
+
+    proptest::proptest! {
+        /// One bad packet never takes the loop down: arbitrary datagrams
+        /// (shaped like each message type) and TUN packets, in any order,
+        /// against a device with a live session.
+        #[test]
+        fn hostile_input_never_panics(
+            inputs in proptest::collection::vec(
+                (0u8..6, proptest::collection::vec(proptest::num::u8::ANY, 0..300), proptest::bool::ANY),
+                1..40,
+            )
+        ) {
+            let mut nodes = network(&[2]);
+            send_from_tun(&mut nodes, 1, &ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"up"));
+            let from = nodes[1].addr;
+            for (kind, mut bytes, to_tun) in inputs {
+                let mut rec = Recorder::default();
+                if to_tun {
+                    nodes[GW].device.handle_tun_packet(&bytes, &mut rec);
+                } else {
+                    // Right type and size for each message kind, so the
+                    // input reaches past the parser.
+                    let len = [148usize, 92, 64, 32 + bytes.len(), bytes.len(), 148][usize::from(kind)];
+                    bytes.resize(len, 0);
+                    if let Some(first) = bytes.first_mut() {
+                        *first = kind.max(1).min(4);
+                    }
+                    if bytes.len() >= 8 && kind == 4 {
+                        // A receiver index naming the live peer's slot.
+                        bytes[4..8].copy_from_slice(&(2u32 << 8 | 1).to_le_bytes());
+                    }
+                    nodes[GW].device.handle_datagram(from, &bytes, &mut rec);
+                }
+            }
+            // And the session still works afterwards.
+            nodes[GW].tun.clear();
+            let ping = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"still");
+            send_from_tun(&mut nodes, 1, &ping);
+            proptest::prop_assert_eq!(nodes[GW].tun.clone(), vec![ping]);
+        }
     }
 
     #[test]

@@ -7,17 +7,8 @@
 //! ports, TTL/hop limit, TOS, ack number and TCP options; in-order sequence
 //! numbers; only ACK/PSH flags; equal-sized segments except the last.
 
-/// `struct virtio_net_hdr` that precedes every packet on an `IFF_VNET_HDR` TUN.
-pub const VNET_HDR_LEN: usize = 10;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+use super::vnet::*;
 
-const IPPROTO_TCP: u8 = 6;
-const TCP_FLAG_PSH: u8 = 0x08;
-const TCP_FLAG_ACK: u8 = 0x10;
-/// The TCP checksum field's offset inside the TCP header.
-const TCP_CSUM_OFFSET: u16 = 16;
 /// An IP packet's length field caps a merged packet.
 const MAX_COALESCED: usize = 65535;
 /// Merged packets still open at once; beyond this the oldest is closed.
@@ -215,35 +206,12 @@ fn finish_merged(open: &mut Open) {
     hdr[8..10].copy_from_slice(&TCP_CSUM_OFFSET.to_le_bytes());
 }
 
-fn sum_words(bytes: &[u8], initial: u32) -> u32 {
-    let mut sum = initial;
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-    }
-    if let [last] = chunks.remainder() {
-        sum = sum.wrapping_add(u32::from(*last) << 8);
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// The Internet checksum of `bytes` (for tests and callers checking headers).
-pub fn internet_checksum(bytes: &[u8]) -> u16 {
-    !fold(sum_words(bytes, 0))
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
-    const TCP_FLAG_FIN: u8 = 0x01;
 
     /// An IPv4/TCP segment with a 12-byte timestamp option.
     fn tcp4(seq: u32, payload: &[u8], flags: u8, tsval: u32) -> Vec<u8> {

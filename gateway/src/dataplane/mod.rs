@@ -6,10 +6,12 @@ pub mod allowed_ips;
 pub mod cli;
 pub mod device;
 pub mod gro;
+pub mod gso;
 pub mod io;
 pub mod peer;
 pub mod runtime;
 pub mod uapi;
+pub mod vnet;
 
 pub use device::{Device, DeviceCounters, DeviceEvent, PacketSink, PeerError};
 pub use peer::{encode_key, parse_key, PeerConfig, PeerStats, PublicKey};

@@ -86,6 +86,8 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], BadKey> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

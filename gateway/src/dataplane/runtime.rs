@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::device::{Device, DeviceCounters, DeviceEvent, PacketSink, PeerError, MAX_PACKET};
 use super::gro::Coalescer;
+use super::gso;
 use super::io::{wait_writable, SendQueue, Tun, UdpBatch, UdpSockets, RECV_BATCH};
 use super::peer::{PeerConfig, PeerStats, PublicKey};
 use super::uapi;
@@ -38,7 +39,7 @@ const EVENT_CHANNEL_DEPTH: usize = 1024;
 /// Where `wg` looks for userspace implementations.
 pub const UAPI_DIR: &str = "/var/run/wireguard";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DataplaneConfig {
     pub iface: String,
     pub listen_port: u16,
@@ -49,6 +50,20 @@ pub struct DataplaneConfig {
     pub uapi: bool,
 }
 
+/// Without the private key: configurations end up in logs.
+impl std::fmt::Debug for DataplaneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataplaneConfig")
+            .field("iface", &self.iface)
+            .field("listen_port", &self.listen_port)
+            .field("private_key", &"(hidden)")
+            .field("addresses", &self.addresses)
+            .field("mtu", &self.mtu)
+            .field("uapi", &self.uapi)
+            .finish()
+    }
+}
+
 struct Shared {
     device: Mutex<Device>,
     stop: AtomicBool,
@@ -57,8 +72,9 @@ struct Shared {
 
 impl Shared {
     fn device(&self) -> MutexGuard<'_, Device> {
-        // A panic elsewhere leaves the peer table consistent (every mutation
-        // is a single insert/remove), so keep serving rather than poison.
+        // A panic in one thread must not take the control API and `wg show`
+        // down with it; the device keeps no invariant across its calls that
+        // a half-finished call could leave broken beyond one peer.
         self.device.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -160,8 +176,8 @@ impl Dataplane {
         DataplaneHandle { shared: self.shared.clone() }
     }
 
-    /// Whether the threads are still running (they only stop on request or
-    /// on a fatal I/O error).
+    /// Whether the threads are still running (they stop on request, or if
+    /// one of them panicked).
     pub fn is_running(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
     }
@@ -187,9 +203,8 @@ impl Drop for Dataplane {
     }
 }
 
-/// Writes the device's output to the kernel: datagrams at once, TUN packets
-/// merged per batch (`flush`). A full socket buffer gets one short wait;
-/// after that the datagram is dropped, as a NIC would.
+/// Queues the device's output during a batch and hands it to the kernel on
+/// `flush`: datagrams in UDP GSO runs, TUN packets merged per TCP flow.
 struct KernelSink<'a> {
     tun: &'a Tun,
     sockets: &'a UdpSockets,
@@ -233,6 +248,7 @@ fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::
     let mut buf = vec![0u8; MAX_PACKET];
     let mut sink = KernelSink { tun, sockets, coalescer: Coalescer::default(), outgoing: SendQueue::default() };
     let mut batch = UdpBatch::default();
+    let mut segment = Vec::with_capacity(MAX_PACKET);
     let mut next_tick = Instant::now();
     let mut udp: Vec<&UdpSocket> = vec![&sockets.v4];
     udp.extend(sockets.v6.as_ref());
@@ -255,11 +271,34 @@ fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::
         if ready <= 0 {
             continue;
         }
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            // The interface is gone (deleted from outside): nothing to carry
+            // any more, and polling on would spin. `is_running` reports it.
+            tracing::error!(iface = tun.name(), "TUN device failed; data plane stopping");
+            return;
+        }
+        for (socket, pfd) in udp.iter().zip(&fds[1..]) {
+            if pfd.revents & libc::POLLERR != 0 {
+                // A pending socket error (ICMP) would keep poll returning.
+                if let Ok(Some(err)) = socket.take_error() {
+                    tracing::debug!(error = %err, "UDP socket error");
+                }
+            }
+        }
         if fds[0].revents & libc::POLLIN != 0 {
             let mut device = shared.device();
             for _ in 0..BATCH {
                 match tun.read(&mut buf) {
-                    Ok(range) => device.handle_tun_packet(&buf[range], &mut sink),
+                    Ok((hdr, range)) => {
+                        let split = gso::split(&hdr, &mut buf[range], &mut segment, |packet| {
+                            device.handle_tun_packet(packet, &mut sink)
+                        });
+                        if let Err(err) = split {
+                            tracing::debug!(error = %err, "dropped a packet from the TUN device");
+                        }
+                        // One super-packet's segments leave as one GSO send.
+                        sink.flush();
+                    }
                     Err(err) => {
                         log_read_error("TUN", &err);
                         if err.kind() != io::ErrorKind::InvalidData {
@@ -303,7 +342,9 @@ fn log_read_error(source: &str, err: &io::Error) {
 fn drain_events(device: &mut Device, events: &mpsc::Sender<DeviceEvent>) {
     while let Some(event) = device.poll_event() {
         let DeviceEvent::RejectedHandshake { endpoint, public_key } = &event;
-        tracing::info!(%endpoint, key = %super::peer::encode_key(public_key), "rejected handshake from unknown key");
+        // Debug only: whoever takes the events (the daemon's audit log, the
+        // CLI) reports them; a scan must not flood the log from here too.
+        tracing::debug!(%endpoint, key = %super::peer::encode_key(public_key), "rejected handshake from unknown key");
         // Nobody listening, or the listener is behind: the deny list is an
         // optimisation, dropping the event is safe.
         let _ = events.try_send(event);

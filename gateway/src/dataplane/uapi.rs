@@ -211,6 +211,8 @@ fn apply_peer_change(device: &mut Device, change: PeerChange) -> Result<(), Uapi
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use gateway_common::MAX_PEER_SLOTS;
 

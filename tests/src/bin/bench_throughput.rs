@@ -1,7 +1,8 @@
 //! `cargo xtask bench throughput`: iperf3 TCP from a `wireguard-go` client
 //! through (a) the gateway's data plane, (b) a `wireguard-go` server and
 //! (c) `boringtun-cli`, alternating a-b-c, each pair in its own namespaces;
-//! reports Mbit/s and the server process's CPU seconds per GB moved.
+//! reports Mbit/s and the server process's CPU seconds per GB moved. With
+//! `--reverse` the servers send instead.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use gateway_tests::netns::{require_root, Netns, VethPair};
 use gateway_tests::wg::{
-    iperf3_client, iperf3_server, wg, GatewayProcess, Keypair, ScratchDir, UapiDaemon, WgGoNode, TUNNEL_PREFIX, WG_PORT,
+    iperf3_client, iperf3_client_reverse, iperf3_server, wg, GatewayProcess, Keypair, ScratchDir, UapiDaemon, WgGoNode, TUNNEL_PREFIX, WG_PORT,
 };
 use serde::Serialize;
 
@@ -23,6 +24,9 @@ struct Args {
     /// Seconds per iperf3 run.
     #[arg(long, default_value_t = 10)]
     seconds: u32,
+    /// The servers send (`iperf3 -R`): the download direction.
+    #[arg(long)]
+    reverse: bool,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/throughput.json")]
     json: PathBuf,
@@ -140,11 +144,12 @@ struct Sample {
     retransmits: u64,
 }
 
-fn measure(pair: &Pair, round: u32, seconds: u32) -> Result<Sample> {
+fn measure(pair: &Pair, round: u32, seconds: u32, reverse: bool) -> Result<Sample> {
     let _iperf = iperf3_server(&pair.server_ns, IPERF_PORT)?;
     let pid = pair.process.pid();
     let cpu_before = cpu_seconds(pid)?;
-    let run = iperf3_client(&pair.client_ns, &format!("{TUNNEL_PREFIX}.1"), IPERF_PORT, seconds)?;
+    let client = if reverse { iperf3_client_reverse } else { iperf3_client };
+    let run = client(&pair.client_ns, &format!("{TUNNEL_PREFIX}.1"), IPERF_PORT, seconds)?;
     let cpu = cpu_seconds(pid)? - cpu_before;
     if run.received_bytes == 0 {
         bail!("{}: nothing moved", pair.server.label());
@@ -174,6 +179,8 @@ struct Summary {
 struct Report {
     rounds: u32,
     seconds_per_run: u32,
+    /// True when the servers sent (download direction).
+    reverse: bool,
     samples: Vec<Sample>,
     summary: Vec<Summary>,
     /// gateway / wireguard-go and gateway / boringtun-cli.
@@ -212,7 +219,7 @@ fn main() -> Result<()> {
     let mut out = std::io::stdout();
     for round in 0..args.rounds {
         for pair in &pairs {
-            let sample = measure(pair, round, args.seconds)?;
+            let sample = measure(pair, round, args.seconds, args.reverse)?;
             writeln!(
                 out,
                 "round {round} {:<14} {:>8.0} Mbit/s {:>6.2} CPU-s/GB {:>6} retransmits",
@@ -229,6 +236,7 @@ fn main() -> Result<()> {
     let report = Report {
         rounds: args.rounds,
         seconds_per_run: args.seconds,
+        reverse: args.reverse,
         throughput_ratio_vs_wireguard_go: ratio(summary[0].mbit_per_second, summary[1].mbit_per_second),
         throughput_ratio_vs_boringtun_cli: ratio(summary[0].mbit_per_second, summary[2].mbit_per_second),
         cpu_per_gb_ratio_vs_wireguard_go: ratio(summary[0].cpu_seconds_per_gb, summary[1].cpu_seconds_per_gb),
