@@ -100,6 +100,8 @@ fn cargo_test(args: &[&str], extra: &[String], binary_args: &[&str], totals: &mu
 /// traffic. Ends with one `N passed, N failed` line over everything.
 #[allow(clippy::print_stdout)] // the closing summary line CI reads
 pub fn test_all(extra: &[String]) -> anyhow::Result<()> {
+    // The contract's ABI and bytecode the Rust code embeds must match its source.
+    crate::contracts::contracts(true).context("contracts/out is stale: run `cargo xtask contracts`")?;
     build_all(false)?;
     let mut totals = Totals::default();
     let unit_ok = cargo_test(&["--workspace", "--exclude", "gateway-tests"], extra, &[], &mut totals)?;

@@ -26,6 +26,9 @@ use super::event::{ChainEvent, SnapshotCause, TokenId, TokenSnapshot};
 use super::range::{AdaptiveSpan, BlockRange, DEFAULT_MAX_BLOCK_SPAN};
 use super::rpc::{CallError, RpcError, RpcPool, DEFAULT_CALL_TIMEOUT};
 
+/// How often an unchanged `Synced` is repeated as a liveness heartbeat.
+const SYNCED_HEARTBEAT: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Debug)]
 pub struct FollowerConfig {
     /// Tried in order; the first that answers is used until it fails.
@@ -122,6 +125,7 @@ pub struct Follower {
     reconcile_queue: BTreeSet<TokenId>,
     span: AdaptiveSpan,
     outage_failures: u32,
+    last_heartbeat: std::time::Instant,
 }
 
 impl Follower {
@@ -158,6 +162,8 @@ impl Follower {
             reorg_rereads: BTreeSet::new(),
             reconcile_queue: BTreeSet::new(),
             outage_failures: 0,
+            // Due at once: the first step after a restart reports freshness.
+            last_heartbeat: std::time::Instant::now() - SYNCED_HEARTBEAT,
         })
     }
 
@@ -393,9 +399,13 @@ impl Follower {
             }
             _ => (scanned, scanned_hash),
         };
-        if self.last_synced == Some((number, hash)) {
+        // Unchanged: still repeated now and then as a heartbeat, which tells
+        // the consumer the chain answers and we are caught up (its staleness
+        // clock); a quiet chain mints no blocks to say so.
+        if self.last_synced == Some((number, hash)) && self.last_heartbeat.elapsed() < SYNCED_HEARTBEAT {
             return Ok(());
         }
+        self.last_heartbeat = std::time::Instant::now();
         self.last_synced = Some((number, hash));
         self.emit(ChainEvent::Synced { block_number: number, block_hash: contract::hash_string(hash), head }).await
     }

@@ -46,7 +46,12 @@ fn test_key(n: u64) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Mints `count` tokens: all sent with automine off, then mined into full blocks.
+/// Tokens sent per batch before mining: anvil's pool slows down sharply
+/// with thousands of pending transactions.
+const MINT_BATCH: u64 = 500;
+
+/// Mints `count` tokens in batches: each batch sent with automine off, then
+/// mined into full blocks.
 async fn mint_many(contract: Address, count: u64) -> Result<()> {
     let signer: alloy::signers::local::PrivateKeySigner = DEV_KEYS[0].parse()?;
     let admin = signer.address();
@@ -54,24 +59,32 @@ async fn mint_many(contract: Address, count: u64) -> Result<()> {
     let _: serde_json::Value = provider.raw_request("evm_setAutomine".into(), (false,)).await?;
     let access = DstackAccessNFT::new(contract, provider.clone());
     let owner: Address = DEV_ADDRESSES[1].parse()?;
-    let first_nonce = provider.get_transaction_count(admin).await?;
-    let mut last: Option<B256> = None;
-    for n in 0..count {
-        let pending = access
-            .mintNodeAccess(owner, format!("node-{n}"), test_key(n), String::new())
-            .nonce(first_nonce + n)
-            .gas(500_000)
-            .max_fee_per_gas(100_000_000_000)
-            .max_priority_fee_per_gas(1_000_000_000)
-            .send()
-            .await?;
-        last = Some(*pending.tx_hash());
-    }
-    let last = last.context("minted nothing")?;
-    for _ in 0..count + 1 {
-        let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await?;
-        if provider.get_transaction_receipt(last).await?.is_some() {
-            break;
+    let mut nonce = provider.get_transaction_count(admin).await?;
+    let mut n = 0;
+    while n < count {
+        let mut last: Option<B256> = None;
+        for _ in 0..MINT_BATCH.min(count - n) {
+            let pending = access
+                .mintNodeAccess(owner, format!("node-{n}"), test_key(n), String::new())
+                .nonce(nonce)
+                .gas(500_000)
+                .max_fee_per_gas(100_000_000_000)
+                .max_priority_fee_per_gas(1_000_000_000)
+                .send()
+                .await?;
+            last = Some(*pending.tx_hash());
+            nonce += 1;
+            n += 1;
+        }
+        let last = last.context("minted nothing")?;
+        loop {
+            // Full blocks raise the base fee 12.5% each (EIP-1559): after ~40 of
+            // them it passes any fee cap and the rest would never be mined.
+            let _: serde_json::Value = provider.raw_request("anvil_setNextBlockBaseFeePerGas".into(), ("0x3b9aca00",)).await?;
+            let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await?;
+            if provider.get_transaction_receipt(last).await?.is_some() {
+                break;
+            }
         }
     }
     let _: serde_json::Value = provider.raw_request("evm_setAutomine".into(), (true,)).await?;
