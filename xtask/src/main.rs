@@ -62,6 +62,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// Many tokens: backfill time, time to apply every peer, memory per idle peer.
+    Scale {
+        #[arg(long, default_value_t = 10_000)]
+        tokens: u64,
+    },
+    /// Access decision latency: cached, uncached, and a chain re-read for scale.
+    Access {
+        #[arg(long, default_value_t = 200)]
+        tokens: u64,
+    },
     /// Revoke-transaction receipt to the first in-kernel drop of that peer's
     /// packets, p50/p99 over many revocations, WebSocket and HTTP polling.
     Revocation {
@@ -84,21 +94,23 @@ fn bench_xdp(repeat: u32, rounds: u32) -> anyhow::Result<()> {
     )
 }
 
-/// Builds the release gateway and the benchmark driver, then runs it.
-fn bench_revocation(count: usize, poll_interval_ms: u64) -> anyhow::Result<()> {
+/// Builds the release gateway and the benchmark driver `bin` (tests/src/bin),
+/// then runs it with `args`, writing JSON to `<target>/bench/<json>`.
+fn bench_driver(bin: &str, args: &[&str], json: &str) -> anyhow::Result<()> {
     util::build_all(true)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     util::run(std::process::Command::new(cargo).current_dir(util::repo_root()).args([
-        "build", "--release", "-p", "gateway-tests", "--bin", "bench-revocation",
+        "build", "--release", "-p", "gateway-tests", "--bin", bin,
     ]))?;
     let release = util::target_dir().join("release");
     util::run(
-        std::process::Command::new(release.join("bench-revocation"))
+        std::process::Command::new(release.join(bin))
             .current_dir(util::repo_root())
             .env("GATEWAY_BIN", release.join("gateway"))
             .env("RUST_LOG", "warn")
-            .args(["--count", &count.to_string(), "--poll-interval-ms", &poll_interval_ms.to_string(), "--json"])
-            .arg(util::target_dir().join("bench").join("revocation.json")),
+            .args(args)
+            .arg("--json")
+            .arg(util::target_dir().join("bench").join(json)),
     )
 }
 
@@ -112,7 +124,13 @@ fn main() -> std::process::ExitCode {
         Command::Demo => demo::run_demo(),
         Command::Bench(BenchCommand::Throughput(args)) => bench_throughput::throughput(&args),
         Command::Bench(BenchCommand::Xdp { repeat, rounds }) => bench_xdp(repeat, rounds),
-        Command::Bench(BenchCommand::Revocation { count, poll_interval_ms }) => bench_revocation(count, poll_interval_ms),
+        Command::Bench(BenchCommand::Revocation { count, poll_interval_ms }) => bench_driver(
+            "bench-revocation",
+            &["--count", &count.to_string(), "--poll-interval-ms", &poll_interval_ms.to_string()],
+            "revocation.json",
+        ),
+        Command::Bench(BenchCommand::Scale { tokens }) => bench_driver("bench-scale", &["--tokens", &tokens.to_string()], "scale.json"),
+        Command::Bench(BenchCommand::Access { tokens }) => bench_driver("bench-access", &["--tokens", &tokens.to_string()], "access.json"),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
