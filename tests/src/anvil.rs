@@ -25,7 +25,13 @@ pub fn anvil_binary() -> PathBuf {
 
 /// Starts anvil on 127.0.0.1 with `extra_args` (e.g. `--no-mining`).
 pub fn spawn_anvil(extra_args: &[&str]) -> AnvilInstance {
-    Anvil::at(anvil_binary()).host("127.0.0.1").args(extra_args.iter().copied()).spawn()
+    // States stay in memory: anvil otherwise spills them under
+    // ~/.foundry/anvil/tmp, and a killed anvil leaves them there.
+    Anvil::at(anvil_binary())
+        .host("127.0.0.1")
+        .args(["--max-persisted-states", "0"])
+        .args(extra_args.iter().copied())
+        .spawn()
 }
 
 /// A running anvil with the contract deployed by account 0 (the contract owner).

@@ -66,7 +66,9 @@ impl Lab {
             bail!("{} missing: run .ci/setup (npm ci)", anvil_bin.display());
         }
         let mut cmd = gw.command(anvil_bin.to_str().context("utf-8")?);
-        cmd.args(["--port", &ANVIL_PORT.to_string(), "--host", "127.0.0.1"]).stdout(Stdio::null()).stderr(Stdio::null());
+        // States stay in memory: anvil otherwise spills them under
+        // ~/.foundry/anvil/tmp (tens of GB over a 10,000-token run).
+        cmd.args(["--port", &ANVIL_PORT.to_string(), "--host", "127.0.0.1", "--max-persisted-states", "0"]).stdout(Stdio::null()).stderr(Stdio::null());
         let anvil = ChildGuard::spawn(cmd, "anvil")?;
         let port = ANVIL_PORT;
         wait_for("anvil listening", Duration::from_secs(20), || {
@@ -276,7 +278,9 @@ impl Drop for Lab {
         if let Some(mut g) = self.gateway.take() {
             let _ = g.terminate(Duration::from_secs(5));
         }
-        self.anvil.take();
+        if let Some(mut anvil) = self.anvil.take() {
+            let _ = anvil.terminate(Duration::from_secs(5));
+        }
         let _ = Command::new(gateway_bin()).args(["xdp", "detach", "--instance", &self.instance]).output();
     }
 }
