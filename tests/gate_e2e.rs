@@ -67,6 +67,13 @@ fn revoke_rekey_and_transfer_are_enforced_end_to_end() -> Result<()> {
     wait_for("A's slot closed in XDP", Duration::from_secs(10), || Ok((!slot_open(&lab, SLOT_A)?).then_some(())))?;
     eprintln!("revoke receipt to closed slot: {:?}", revoked_at.elapsed());
 
+    // The same answer straight from the chain, without any gateway.
+    let from_chain = std::process::Command::new(gateway_tests::netns::gateway_bin())
+        .args(["--netns", lab.gw.name(), "access", "check", &keys_a.public, "--json", "--chain", "http://127.0.0.1:8545", "--contract", &lab.contract])
+        .output()?;
+    let answer = String::from_utf8_lossy(&from_chain.stdout);
+    ensure!(!from_chain.status.success() && answer.contains("\"revoked\""), "access check --chain: {answer}");
+
     // A's transport packets now die in the kernel: the XDP counter rises,
     // the data plane never sees them.
     let kernel_before = xdp(&lab, Reason::DropUnknownSlot)?;
@@ -143,6 +150,7 @@ fn revoke_rekey_and_transfer_are_enforced_end_to_end() -> Result<()> {
         "gw_chain_lag_blocks",
         "gw_chain_rpc_errors_total",
         "gw_revocation_latency_seconds_bucket",
+        "gw_access_cache_total",
     ] {
         ensure!(metrics.contains(family), "/metrics lacks {family}");
     }

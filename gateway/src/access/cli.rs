@@ -27,6 +27,19 @@ pub enum AccessCommand {
         /// Answer from this registry file instead of a running gateway.
         #[arg(long, conflicts_with = "url")]
         registry: Option<PathBuf>,
+        /// Answer straight from the chain: read the contract's logs from
+        /// `--from-block` through this RPC endpoint (no gateway needed).
+        #[arg(long, value_name = "RPC_URL", conflicts_with_all = ["url", "registry"], requires = "contract")]
+        chain: Option<String>,
+        /// The DstackAccessNFT address, with --chain.
+        #[arg(long, env = "GATEWAY_CONTRACT")]
+        contract: Option<String>,
+        /// First block to read logs from, with --chain (the deployment block).
+        #[arg(long, default_value_t = 0)]
+        from_block: u64,
+        /// Tunnel network, with --chain (for the node's address in the answer).
+        #[arg(long, default_value = "10.0.0.0/24")]
+        cidr: String,
     },
 }
 
@@ -38,10 +51,11 @@ pub struct Denied(pub crate::registry::Reason);
 
 pub fn run(cmd: AccessCommand) -> anyhow::Result<()> {
     match cmd {
-        AccessCommand::Check { public_key, json, url, registry } => {
-            let decision = match registry {
-                Some(path) => from_registry_file(&path, &public_key)?,
-                None => from_gateway(&url, &public_key)?,
+        AccessCommand::Check { public_key, json, url, registry, chain, contract, from_block, cidr } => {
+            let decision = match (registry, chain) {
+                (Some(path), _) => from_registry_file(&path, &public_key)?,
+                (None, Some(rpc)) => from_chain(&rpc, contract.as_deref().unwrap_or_default(), from_block, &cidr, &public_key)?,
+                (None, None) => from_gateway(&url, &public_key)?,
             };
             let text = if json { serde_json::to_string_pretty(&decision)? } else { decision.summary() };
             writeln!(std::io::stdout().lock(), "{text}")?;
@@ -64,6 +78,43 @@ pub fn from_registry_file(path: &std::path::Path, public_key: &str) -> anyhow::R
     let network = doc.network;
     let registry = Registry::from_document(doc, &contract, network).with_context(|| format!("loading {}", path.display()))?;
     Ok(decide_str(&registry, public_key))
+}
+
+/// Follows the contract from `from_block` to the chain head with the real
+/// follower, applies every event to a fresh registry, and decides from it.
+pub fn from_chain(rpc: &str, contract: &str, from_block: u64, cidr: &str, public_key: &str) -> anyhow::Result<Decision> {
+    use crate::chain::follower::{Follower, FollowerConfig};
+    use crate::chain::ChainEvent;
+    let address = contract.parse().with_context(|| format!("--contract {contract:?} is not an address"))?;
+    let network = crate::registry::Network { cidr: cidr.parse().with_context(|| format!("--cidr {cidr}"))?, dns_server: std::net::Ipv4Addr::UNSPECIFIED };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(10_000);
+        let mut config = FollowerConfig::new(vec![rpc.to_string()], address);
+        config.start_block = from_block;
+        let follower = Follower::new(config, Default::default(), tx)?;
+        let task = tokio::spawn(follower.run());
+        let mut registry = Registry::new(contract.to_lowercase(), network);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .context("the chain did not answer within 60 s")?
+                .context("the follower stopped")?;
+            match &event {
+                ChainEvent::Unavailable { error } => bail!("chain unavailable: {error}"),
+                ChainEvent::Synced { block_number, head, .. } if block_number >= head => {
+                    let _ = registry.apply(&event, now);
+                    break;
+                }
+                _ => {
+                    let _ = registry.apply(&event, now);
+                }
+            }
+        }
+        task.abort();
+        Ok(decide_str(&registry, public_key))
+    })
 }
 
 /// GET `/v1/access/{key}` from the admin surface (plain HTTP/1.1; the admin

@@ -40,6 +40,8 @@ impl Default for AccessConfig {
 pub struct Access {
     cache: moka::sync::Cache<WgKey, Decision>,
     staleness: Staleness,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 impl Access {
@@ -48,7 +50,7 @@ impl Access {
             .max_capacity(config.cache_capacity)
             .time_to_live(config.cache_ttl)
             .build();
-        Access { cache, staleness: config.staleness }
+        Access { cache, staleness: config.staleness, hits: Default::default(), misses: Default::default() }
     }
 
     pub fn staleness(&self) -> &Staleness {
@@ -65,8 +67,26 @@ impl Access {
     /// holds the registry's answer; the staleness policy is applied on every
     /// call because it depends on `now`, not on the registry.
     pub fn check(&self, registry: &Registry, key: &WgKey, now: u64) -> Decision {
-        let base = self.cache.get_with(*key, || decide(registry, key));
+        use std::sync::atomic::Ordering::Relaxed;
+        let base = match self.cache.get(key) {
+            Some(cached) => {
+                self.hits.fetch_add(1, Relaxed);
+                cached
+            }
+            None => {
+                self.misses.fetch_add(1, Relaxed);
+                let decided = decide(registry, key);
+                self.cache.insert(*key, decided.clone());
+                decided
+            }
+        };
         self.staleness.apply(base, registry.last_sync(), now)
+    }
+
+    /// Decisions answered from the cache, and computed from the registry.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
     }
 
     /// Like [`check`](Self::check) for a key given as text.

@@ -282,6 +282,12 @@ impl Control {
             )
             .with(Sample::new(if withholding { 1.0 } else { 0.0 })),
             rejected,
+            {
+                let (hits, misses) = self.access.cache_counts();
+                Family::new("gw_access_cache_total", "Access decisions answered from the cache (hit) or the registry (miss).", MetricKind::Counter)
+                    .with(Sample::new(hits as f64).label("result", "hit"))
+                    .with(Sample::new(misses as f64).label("result", "miss"))
+            },
         ]
     }
 
