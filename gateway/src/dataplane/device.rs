@@ -258,16 +258,8 @@ impl Device {
     }
 
     fn new_state(&self, config: &PeerConfig) -> PeerState {
-        // boringtun shifts `index` left by 8 and counts sessions in the low
-        // byte: every session index of this peer is `slot << 8 | counter`.
-        let tunn = Tunn::new(
-            self.private_key.clone(),
-            X25519Public::from(config.public_key),
-            None,
-            config.persistent_keepalive,
-            config.slot,
-            Some(self.rate_limiter.clone()),
-        );
+        // A peer we must keep alive needs its timers from the start.
+        let tunn = config.persistent_keepalive.map(|_| new_tunn(&self.private_key, &self.rate_limiter, config));
         PeerState {
             tunn,
             endpoint: config.endpoint,
@@ -288,7 +280,7 @@ impl Device {
 
     /// One UDP datagram from the network.
     pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], sink: &mut impl PacketSink) {
-        let slot = match Tunn::parse_incoming_packet(datagram) {
+        let (slot, is_init) = match Tunn::parse_incoming_packet(datagram) {
             Err(_) => {
                 self.counters.malformed += 1;
                 return;
@@ -317,7 +309,7 @@ impl Device {
                     }
                 };
                 match self.slot_by_key.get(&half.peer_static_public) {
-                    Some(slot) => *slot,
+                    Some(slot) => (*slot, true),
                     None => {
                         self.counters.rejected_handshakes += 1;
                         self.push_event(DeviceEvent::RejectedHandshake {
@@ -328,22 +320,39 @@ impl Device {
                     }
                 }
             }
-            Ok(Packet::HandshakeResponse(p)) => slot_of_index(p.receiver_idx),
-            Ok(Packet::PacketCookieReply(p)) => slot_of_index(p.receiver_idx),
-            Ok(Packet::PacketData(p)) => slot_of_index(p.receiver_idx),
+            Ok(Packet::HandshakeResponse(p)) => (slot_of_index(p.receiver_idx), false),
+            Ok(Packet::PacketCookieReply(p)) => (slot_of_index(p.receiver_idx), false),
+            Ok(Packet::PacketData(p)) => (slot_of_index(p.receiver_idx), false),
         };
         let mut buf = std::mem::take(&mut self.decrypted);
-        self.decapsulate(slot, from, datagram, &mut buf, sink);
+        self.decapsulate(slot, is_init, from, datagram, &mut buf, sink);
         self.decrypted = buf;
     }
 
-    fn decapsulate(&mut self, slot: u32, from: SocketAddr, datagram: &[u8], buf: &mut [u8], sink: &mut impl PacketSink) {
+    fn decapsulate(
+        &mut self,
+        slot: u32,
+        is_init: bool,
+        from: SocketAddr,
+        datagram: &[u8],
+        buf: &mut [u8],
+        sink: &mut impl PacketSink,
+    ) {
         let Some(peer) = self.peers.get_mut(&slot) else {
             self.counters.unknown_slot += 1;
             return;
         };
+        if peer.state.tunn.is_none() {
+            // Without a Tunn there is no session: only an initiation starts one.
+            if !is_init {
+                self.counters.decrypt_errors += 1;
+                return;
+            }
+            peer.state.tunn = Some(new_tunn(&self.private_key, &self.rate_limiter, &peer.config));
+        }
         let state = &mut peer.state;
-        let (inner, inner_src) = match state.tunn.decapsulate(Some(from.ip()), datagram, buf) {
+        let Some(tunn) = state.tunn.as_mut() else { return };
+        let (inner, inner_src) = match tunn.decapsulate(Some(from.ip()), datagram, buf) {
             TunnResult::Err(WireGuardError::UnderLoad | WireGuardError::InvalidMac) => {
                 self.counters.invalid_mac += 1;
                 return;
@@ -364,7 +373,7 @@ impl Device {
                 state.rx_bytes += datagram.len() as u64;
                 state.tx_bytes += reply.len() as u64;
                 sink.send_udp(from, reply);
-                while let TunnResult::WriteToNetwork(queued) = state.tunn.decapsulate(None, &[], buf) {
+                while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], buf) {
                     state.tx_bytes += queued.len() as u64;
                     sink.send_udp(from, queued);
                 }
@@ -406,8 +415,9 @@ impl Device {
             return;
         };
         let state = &mut peer.state;
+        let tunn = state.tunn.get_or_insert_with(|| new_tunn(&self.private_key, &self.rate_limiter, &peer.config));
         let mut out = std::mem::take(&mut self.encrypted);
-        if let TunnResult::WriteToNetwork(datagram) = state.tunn.encapsulate(packet, &mut out) {
+        if let TunnResult::WriteToNetwork(datagram) = tunn.encapsulate(packet, &mut out) {
             send_to_endpoint(state, datagram, sink, &mut self.counters);
         }
         self.encrypted = out;
@@ -420,12 +430,35 @@ impl Device {
         let mut out = std::mem::take(&mut self.encrypted);
         for peer in self.peers.values_mut() {
             let state = &mut peer.state;
-            if let TunnResult::WriteToNetwork(datagram) = state.tunn.update_timers(&mut out) {
+            let Some(tunn) = state.tunn.as_mut() else { continue };
+            let idle = tunn.time_since_last_handshake().is_some_and(|d| d > IDLE_TUNN_DROP);
+            if idle && peer.config.persistent_keepalive.is_none() {
+                state.tunn = None;
+                continue;
+            }
+            if let TunnResult::WriteToNetwork(datagram) = tunn.update_timers(&mut out) {
                 send_to_endpoint(state, datagram, sink, &mut self.counters);
             }
         }
         self.encrypted = out;
     }
+}
+
+/// A peer's Tunn is dropped after this long without a handshake: three
+/// times REJECT_AFTER_TIME (180 s), so every session of it is long dead.
+const IDLE_TUNN_DROP: std::time::Duration = std::time::Duration::from_secs(540);
+
+/// boringtun shifts `index` left by 8 and counts sessions in the low byte:
+/// every session index of this peer is `slot << 8 | counter`.
+fn new_tunn(private_key: &StaticSecret, rate_limiter: &Arc<RateLimiter>, config: &PeerConfig) -> Box<Tunn> {
+    Box::new(Tunn::new(
+        private_key.clone(),
+        X25519Public::from(config.public_key),
+        None,
+        config.persistent_keepalive,
+        config.slot,
+        Some(rate_limiter.clone()),
+    ))
 }
 
 fn send_to_endpoint(state: &mut PeerState, datagram: &[u8], sink: &mut impl PacketSink, counters: &mut DeviceCounters) {
@@ -445,7 +478,7 @@ fn stats_of(peer: &Peer) -> PeerStats {
         allowed_ips: peer.config.allowed_ips.clone(),
         endpoint: peer.state.endpoint,
         persistent_keepalive: peer.config.persistent_keepalive,
-        since_last_handshake: peer.state.tunn.time_since_last_handshake(),
+        since_last_handshake: peer.state.tunn.as_ref().and_then(|t| t.time_since_last_handshake()),
         rx_bytes: peer.state.rx_bytes,
         tx_bytes: peer.state.tx_bytes,
         dropped_spoofed: peer.state.dropped_spoofed,
@@ -565,6 +598,40 @@ mod tests {
         nodes[i].device.handle_tun_packet(packet, &mut rec);
         let from = nodes[i].addr;
         pump(nodes, rec.udp.into_iter().map(|(to, b)| (from, to, b)).collect())
+    }
+
+    #[test]
+    fn idle_peers_hold_no_tunn_until_they_handshake() {
+        let mut nodes = network(&[2, 3]);
+        let has_tunn = |d: &Device, seed: u8| d.peers.get(&u32::from(seed)).map(|p| p.state.tunn.is_some());
+        assert_eq!(has_tunn(&nodes[GW].device, 2), Some(false), "an added peer costs no Tunn");
+        assert_eq!(has_tunn(&nodes[GW].device, 3), Some(false));
+        // A data packet for a peer without a session allocates nothing.
+        let mut rec = Recorder::default();
+        let mut data = vec![4u8, 0, 0, 0];
+        data.extend_from_slice(&(2u32 << 8).to_le_bytes());
+        data.resize(64, 0);
+        let from = nodes[1].addr;
+        nodes[GW].device.handle_datagram(from, &data, &mut rec);
+        assert_eq!(has_tunn(&nodes[GW].device, 2), Some(false));
+        // Node 2 handshakes; node 3 stays idle.
+        let ping = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"hello");
+        send_from_tun(&mut nodes, 1, &ping);
+        assert_eq!(nodes[GW].tun, vec![ping]);
+        assert_eq!(has_tunn(&nodes[GW].device, 2), Some(true));
+        assert_eq!(has_tunn(&nodes[GW].device, 3), Some(false));
+        // A peer we must keep alive gets its Tunn (and timers) at once.
+        nodes[GW]
+            .device
+            .add_peer(PeerConfig {
+                public_key: public(9),
+                slot: 9,
+                allowed_ips: vec![net("10.9.0.9/32")],
+                endpoint: Some(addr("192.0.2.9:40000")),
+                persistent_keepalive: Some(25),
+            })
+            .unwrap();
+        assert_eq!(has_tunn(&nodes[GW].device, 9), Some(true));
     }
 
     #[test]

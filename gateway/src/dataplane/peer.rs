@@ -26,7 +26,11 @@ pub struct PeerConfig {
 
 /// Live state; dropping it discards the sessions and queued packets.
 pub(crate) struct PeerState {
-    pub tunn: Tunn,
+    /// Created on the peer's first handshake initiation or outbound packet
+    /// (at once only with a persistent keepalive) and dropped once it has
+    /// been idle well past session expiry: a boringtun `Tunn` is 11,040 bytes,
+    /// and most peers of a large network are idle.
+    pub tunn: Option<Box<Tunn>>,
     /// The configured endpoint, then wherever authenticated packets last came from.
     pub endpoint: Option<SocketAddr>,
     pub rx_bytes: u64,
