@@ -67,6 +67,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         tokens: u64,
     },
+    /// Legitimate throughput kept under three floods, gateway vs wireguard-go
+    /// vs boringtun-cli, with each server's CPU and the XDP drops.
+    Flood {
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+    },
     /// Access decision latency: cached, uncached, and a chain re-read for scale.
     Access {
         #[arg(long, default_value_t = 200)]
@@ -130,6 +136,7 @@ fn main() -> std::process::ExitCode {
             "revocation.json",
         ),
         Command::Bench(BenchCommand::Scale { tokens }) => bench_driver("bench-scale", &["--tokens", &tokens.to_string()], "scale.json"),
+        Command::Bench(BenchCommand::Flood { seconds }) => bench_driver("bench-flood", &["--seconds", &seconds.to_string()], "flood.json"),
         Command::Bench(BenchCommand::Access { tokens }) => bench_driver("bench-access", &["--tokens", &tokens.to_string()], "access.json"),
     };
     match result {

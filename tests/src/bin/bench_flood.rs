@@ -1,0 +1,270 @@
+//! `cargo xtask bench flood`: how much legitimate throughput a server keeps
+//! while an attacker floods its WireGuard port, and what the flood costs it.
+//!
+//! One LAN (a bridge in a namespace), an attacker namespace on it, and three
+//! servers, each with its own wireguard-go client running iperf3 through it:
+//! (a) the gateway (`gateway run`, the node minted on anvil, XDP enforcing),
+//! (b) a wireguard-go server, (c) a boringtun-cli server. For each server an
+//! unflooded run, then one run under each flood:
+//! - `unknown-index`: transport packets to a receiver index no session has;
+//! - `denied-init`: handshake initiations from one endpoint (on the gateway,
+//!   an endpoint its XDP deny list holds, as after a rejection);
+//! - `spoofed-init`: handshake initiations from random spoofed sources (raw socket).
+//! The generator sends batches with sendmmsg from two threads as fast as it can.
+
+use anyhow::{Context, Result};
+use gateway::xdp::PinnedMaps;
+use gateway_common::Reason;
+use gateway_tests::lab::{attach_to_lan, Lab, DEV_ADDRESSES};
+use gateway_tests::netns::{wait_for, Netns};
+use gateway_tests::packets;
+use gateway_tests::wg::{iperf3_client, iperf3_server, wg, Keypair, UapiDaemon, WgGoNode, TUNNEL_PREFIX, WG_PORT};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ATTACKER_PORT: u16 = 40404;
+const IPERF_PORT: u16 = 5201;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Flood {
+    None,
+    UnknownIndex,
+    DeniedInit,
+    SpoofedInit,
+}
+
+const FLOODS: [Flood; 4] = [Flood::None, Flood::UnknownIndex, Flood::DeniedInit, Flood::SpoofedInit];
+
+/// Runs the flood from `ns` at `target` until `stop`; counts datagrams sent.
+fn start_flood(ns: &str, target: Ipv4Addr, flood: Flood, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Vec<std::thread::JoinHandle<()>> {
+    if flood == Flood::None {
+        return Vec::new();
+    }
+    (0..2)
+        .map(|t| {
+            let (ns, stop, sent) = (ns.to_string(), stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                if gateway::netns::enter(&ns).is_err() {
+                    return;
+                }
+                let _ = match flood {
+                    Flood::SpoofedInit => spoofed(target, t, &stop, &sent),
+                    _ => plain(target, flood, t, &stop, &sent),
+                };
+            })
+        })
+        .collect()
+}
+
+/// Plain UDP from the attacker's own address, sendmmsg batches of 64.
+fn plain(target: Ipv4Addr, flood: Flood, thread: u32, stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // Each thread its own port (both denied on the gateway for `denied-init`).
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", ATTACKER_PORT + thread as u16))?;
+    sock.connect(SocketAddrV4::new(target, WG_PORT))?;
+    let msg = match flood {
+        Flood::UnknownIndex => packets::transport(0x00ab_cd00, 96),
+        _ => packets::handshake_init(7),
+    };
+    let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut libc::c_void, iov_len: msg.len() };
+    // SAFETY: zeroed mmsghdr is valid; each points at the one iovec above.
+    let mut batch: Vec<libc::mmsghdr> = (0..64).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for m in batch.iter_mut() {
+        m.msg_hdr.msg_iov = &mut iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: `batch` holds 64 initialised headers for a connected socket.
+        let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), batch.as_mut_ptr(), 64, 0) };
+        if n > 0 {
+            sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Handshake initiations from random source addresses in 10.202.0.0/16 (the
+/// server's replies go nowhere), through a raw socket with our own headers.
+fn spoofed(target: Ipv4Addr, thread: u32, stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    anyhow::ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let payload = packets::handshake_init(9);
+    let mut seed = 0x9e37_79b9_u32 ^ thread;
+    let dst = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: WG_PORT.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(target.octets()) },
+        sin_zero: [0; 8],
+    };
+    let mut frame = vec![0u8; 20 + 8 + payload.len()];
+    while !stop.load(Ordering::Relaxed) {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let src = [10, 202, (seed >> 8) as u8, seed as u8];
+        let total = frame.len() as u16;
+        frame[..20].copy_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0, src[0], src[1], src[2], src[3], 0, 0, 0, 0]);
+        frame[16..20].copy_from_slice(&target.octets());
+        let sport = (seed >> 16) as u16 | 1024;
+        frame[20..22].copy_from_slice(&sport.to_be_bytes());
+        frame[22..24].copy_from_slice(&WG_PORT.to_be_bytes());
+        frame[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        frame[26..28].copy_from_slice(&[0, 0]);
+        frame[28..].copy_from_slice(&payload);
+        // SAFETY: frame and dst are valid for the call; the kernel fills the IP checksum.
+        let r = unsafe {
+            libc::sendto(fd.as_raw_fd(), frame.as_ptr() as *const libc::c_void, frame.len(), 0, &dst as *const libc::sockaddr_in as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32)
+        };
+        if r > 0 {
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("stat format")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    Ok(ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+}
+
+#[derive(serde::Serialize)]
+struct Run {
+    server: &'static str,
+    flood: Flood,
+    mbit_per_second: f64,
+    kept_percent: f64,
+    server_cpu_percent_of_a_core: f64,
+    flood_packets_per_second: f64,
+    xdp_dropped: Option<u64>,
+}
+
+struct Target<'a> {
+    name: &'static str,
+    server_ns: &'a Netns,
+    server_ip: Ipv4Addr,
+    client_ns: &'a Netns,
+    pid: u32,
+}
+
+fn measure(t: &Target, flood: Flood, attacker: &str, seconds: u32, xdp_instance: Option<&str>, baseline: f64) -> Result<Run> {
+    let _server = iperf3_server(t.server_ns, IPERF_PORT)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let drops = |i: &str| -> Result<u64> {
+        let s = PinnedMaps::open_instance(i)?.stats.read()?;
+        Ok(Reason::ALL.iter().filter(|r| r.is_drop()).map(|r| s.get(*r)).sum())
+    };
+    let xdp_before = xdp_instance.map(drops).transpose()?;
+    let threads = start_flood(attacker, t.server_ip, flood, stop.clone(), sent.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu0 = cpu_seconds(t.pid)?;
+    let sent0 = sent.load(Ordering::Relaxed);
+    let run = iperf3_client(t.client_ns, &format!("{TUNNEL_PREFIX}.1"), IPERF_PORT, seconds);
+    let cpu = cpu_seconds(t.pid)? - cpu0;
+    let pps = (sent.load(Ordering::Relaxed) - sent0) as f64 / seconds as f64;
+    stop.store(true, Ordering::Relaxed);
+    for th in threads {
+        let _ = th.join();
+    }
+    let xdp_dropped = match (xdp_instance, xdp_before) {
+        (Some(i), Some(b)) => Some(drops(i)? - b),
+        _ => None,
+    };
+    let mbit = run.map(|r| r.received_bits_per_second / 1e6).unwrap_or(0.0);
+    Ok(Run {
+        server: t.name,
+        flood,
+        mbit_per_second: mbit,
+        kept_percent: if baseline > 0.0 { 100.0 * mbit / baseline } else { 100.0 },
+        server_cpu_percent_of_a_core: 100.0 * cpu / seconds as f64,
+        flood_packets_per_second: pps,
+        xdp_dropped,
+    })
+}
+
+/// A wireguard-go or boringtun-cli server on the LAN at `ip`, with a client.
+fn uapi_server(lab: &Lab, program: &str, args: &[&str], ip: &str, client_ns: &Netns) -> Result<(Netns, UapiDaemon, WgGoNode)> {
+    let ns = Netns::new("fls")?;
+    attach_to_lan(&lab.lan, &ns, &format!("{ip}/24"))?;
+    let server_keys = Keypair::generate(lab.dir.path(), &format!("srv-{program}"))?;
+    let client_keys = Keypair::generate(lab.dir.path(), &format!("cl-{program}"))?;
+    let d = UapiDaemon::start(&ns, program, args, server_keys)?;
+    wg(&["set", &d.iface, "listen-port", &WG_PORT.to_string(), "peer", &client_keys.public, "allowed-ips", &format!("{TUNNEL_PREFIX}.2/32")])?;
+    d.address(&ns, &format!("{TUNNEL_PREFIX}.1/24"))?;
+    let client = WgGoNode::start(client_ns, client_keys, &format!("{TUNNEL_PREFIX}.2"), &d.keys.public, &format!("{ip}:{WG_PORT}"))?;
+    wait_for("tunnel up", Duration::from_secs(20), || Ok(client_ns.exec("ping", &["-c", "1", "-W", "1", &format!("{TUNNEL_PREFIX}.1")]).is_ok().then_some(())))?;
+    Ok((ns, d, client))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: u32 = args.iter().position(|a| a == "--seconds").and_then(|i| args.get(i + 1)).map(|v| v.parse()).transpose()?.unwrap_or(5);
+    let json = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
+
+    // nodes: 0 gateway client, 1 attacker, 2 wireguard-go client, 3 boringtun client
+    let mut lab = Lab::new(4)?;
+    let keys = Keypair::generate(lab.dir.path(), "client")?;
+    lab.node_cli(0, &["mint", DEV_ADDRESSES[1], "bench-client", "--pubkey", &keys.public, "--json"])?;
+    lab.start_gateway("")?;
+    let _client = lab.start_node(0, keys, &format!("{TUNNEL_PREFIX}.2"))?;
+    anyhow::ensure!(lab.ping(0, &format!("{TUNNEL_PREFIX}.1"), Duration::from_secs(20)), "gateway tunnel up");
+    let attacker = lab.nodes[1].name().to_string();
+    // The gateway rejected this endpoint before: its XDP deny list holds it.
+    let gw_ip: Ipv4Addr = gateway_tests::lab::GATEWAY_LAN_IP.parse()?;
+    let mut maps = PinnedMaps::open_instance(&lab.instance)?;
+    for port in [ATTACKER_PORT, ATTACKER_PORT + 1] {
+        let until = gateway::xdp::monotonic_now_ns() + 3_600_000_000_000;
+        maps.deny.deny(std::net::SocketAddr::from(([10, 201, 0, 11], port)), until, 0)?;
+    }
+
+    let (wg_ns, wg_d, _wg_client) = uapi_server(&lab, "wireguard-go", &["-f"], "10.201.0.2", &lab.nodes[2])?;
+    let (bt_ns, bt_d, _bt_client) =
+        uapi_server(&lab, "boringtun-cli", &["--foreground", "--disable-drop-privileges"], "10.201.0.3", &lab.nodes[3])?;
+    let targets = [
+        Target { name: "gateway", server_ns: &lab.gw, server_ip: gw_ip, client_ns: &lab.nodes[0], pid: lab.gateway_pid().context("pid")? },
+        Target { name: "wireguard-go", server_ns: &wg_ns, server_ip: "10.201.0.2".parse()?, client_ns: &lab.nodes[2], pid: wg_d.process.id() },
+        Target { name: "boringtun-cli", server_ns: &bt_ns, server_ip: "10.201.0.3".parse()?, client_ns: &lab.nodes[3], pid: bt_d.process.id() },
+    ];
+    let mut runs = Vec::new();
+    for t in &targets {
+        let mut baseline = 0.0;
+        for flood in FLOODS {
+            let xdp = (t.name == "gateway").then_some(lab.instance.as_str());
+            let r = measure(t, flood, &attacker, seconds, xdp, baseline)?;
+            if flood == Flood::None {
+                baseline = r.mbit_per_second;
+            }
+            eprintln!(
+                "{:<14} {:<14} {:>7.0} Mbit/s  kept {:>5.1}%  server CPU {:>5.1}% of a core  flood {:>9.0} pkt/s  XDP dropped {}",
+                r.server,
+                format!("{:?}", r.flood),
+                r.mbit_per_second,
+                r.kept_percent,
+                r.server_cpu_percent_of_a_core,
+                r.flood_packets_per_second,
+                r.xdp_dropped.map(|d| d.to_string()).unwrap_or_else(|| "-".into())
+            );
+            runs.push(r);
+        }
+    }
+    if let Some(path) = json {
+        let path = std::path::PathBuf::from(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&serde_json::json!({ "seconds": seconds, "runs": runs }))?)?;
+    }
+    lab.stop_gateway()?;
+    Ok(())
+}
