@@ -5,25 +5,15 @@
 use anyhow::{ensure, Context, Result};
 use gateway::xdp::PinnedMaps;
 use gateway_tests::cutproxy::CutProxy;
-use gateway_tests::lab::{attach_to_lan, Lab, DEV_ADDRESSES, HTTP_PORT};
+use gateway_tests::lab::{attach_to_lan, http_get_in, Lab, DEV_ADDRESSES, HTTP_PORT};
 use gateway_tests::netns::{gateway_bin, require_root, unique_name, wait_for, ChildGuard, Netns};
 use gateway_tests::wg::{Keypair, TUNNEL_PREFIX};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn get(ns: &Netns, path: &str) -> Result<(u16, String)> {
-    let path = path.to_string();
-    ns.within(move || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", HTTP_PORT))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        let status = text.get(9..12).context("status")?.parse()?;
-        Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
-    })
+    http_get_in(ns, HTTP_PORT, path)
 }
 
 /// node_id -> (ip_address, status) as a gateway's /v1/peers reports it.

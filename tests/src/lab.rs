@@ -235,17 +235,7 @@ listen = "127.0.0.1:{HTTP_PORT}"
 
     /// GET on the gateway's admin HTTP server (inside its namespace).
     pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
-        let path = path.to_string();
-        self.gw.within(move || {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", HTTP_PORT))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(s, "GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            let status = text.get(9..12).context("status line")?.parse()?;
-            let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-            Ok((status, body))
-        })
+        http_get_in(&self.gw, HTTP_PORT, path)
     }
 
     /// One sample of the gateway's /metrics, e.g.
@@ -283,6 +273,22 @@ impl Drop for Lab {
         }
         let _ = Command::new(gateway_bin()).args(["xdp", "detach", "--instance", &self.instance]).output();
     }
+}
+
+/// GET `path` from 127.0.0.1:`port` inside `ns` (a gateway's admin surface):
+/// the status code and the body.
+pub fn http_get_in(ns: &Netns, port: u16, path: &str) -> Result<(u16, String)> {
+    let path = path.to_string();
+    ns.within(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let status = text.get(9..12).context("status line")?.parse()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Ok((status, body))
+    })
 }
 
 /// A veth from `ns` into the LAN bridge; returns the interface name in `ns`.

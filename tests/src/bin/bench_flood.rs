@@ -129,14 +129,6 @@ fn spoofed(target: Ipv4Addr, thread: u32, stop: &AtomicBool, sent: &AtomicU64) -
     Ok(())
 }
 
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').context("stat format")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    Ok(ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
-}
 
 #[derive(serde::Serialize)]
 struct Run {
@@ -168,10 +160,10 @@ fn measure(t: &Target, flood: Flood, attacker: &str, seconds: u32, xdp_instance:
     let xdp_before = xdp_instance.map(drops).transpose()?;
     let threads = start_flood(attacker, t.server_ip, flood, stop.clone(), sent.clone());
     std::thread::sleep(Duration::from_millis(300));
-    let cpu0 = cpu_seconds(t.pid)?;
+    let cpu0 = gateway_tests::netns::cpu_seconds(t.pid)?;
     let sent0 = sent.load(Ordering::Relaxed);
     let run = iperf3_client(t.client_ns, &format!("{TUNNEL_PREFIX}.1"), IPERF_PORT, seconds);
-    let cpu = cpu_seconds(t.pid)? - cpu0;
+    let cpu = gateway_tests::netns::cpu_seconds(t.pid)? - cpu0;
     let pps = (sent.load(Ordering::Relaxed) - sent0) as f64 / seconds as f64;
     stop.store(true, Ordering::Relaxed);
     for th in threads {

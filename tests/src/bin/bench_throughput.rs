@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use gateway_tests::netns::{require_root, Netns, VethPair};
 use gateway_tests::wg::{
@@ -119,18 +119,6 @@ fn set_up(server: Server, dir: &ScratchDir) -> Result<Pair> {
     Ok(pair)
 }
 
-/// User plus system CPU seconds of a process (all its threads).
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th of the whole line.
-    let rest = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
-}
 
 #[derive(Debug, Clone, Serialize)]
 struct Sample {
@@ -147,10 +135,10 @@ struct Sample {
 fn measure(pair: &Pair, round: u32, seconds: u32, reverse: bool) -> Result<Sample> {
     let _iperf = iperf3_server(&pair.server_ns, IPERF_PORT)?;
     let pid = pair.process.pid();
-    let cpu_before = cpu_seconds(pid)?;
+    let cpu_before = gateway_tests::netns::cpu_seconds(pid)?;
     let client = if reverse { iperf3_client_reverse } else { iperf3_client };
     let run = client(&pair.client_ns, &format!("{TUNNEL_PREFIX}.1"), IPERF_PORT, seconds)?;
-    let cpu = cpu_seconds(pid)? - cpu_before;
+    let cpu = gateway_tests::netns::cpu_seconds(pid)? - cpu_before;
     if run.received_bytes == 0 {
         bail!("{}: nothing moved", pair.server.label());
     }
