@@ -2,8 +2,6 @@
 //! benchmark driver (`gateway-tests`' `bench-throughput`), then runs it as
 //! root: iperf3 through the gateway, wireguard-go and boringtun-cli.
 
-use crate::util::{cargo, repo_root, run, target_dir};
-
 #[derive(clap::Args, Debug)]
 pub struct ThroughputArgs {
     /// Rounds of gateway, wireguard-go, boringtun-cli.
@@ -18,21 +16,11 @@ pub struct ThroughputArgs {
 }
 
 pub fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
-    let mut build = cargo();
-    build.current_dir(repo_root()).args(["build", "--release", "-p", "gateway", "-p", "gateway-tests", "--bin", "gateway", "--bin", "bench-throughput"]);
-    run(&mut build)?;
-    let release = target_dir().join("release");
-    let name = if args.reverse { "throughput-reverse.json" } else { "throughput.json" };
-    let json = target_dir().join("bench").join(name);
-    let mut bench = std::process::Command::new(release.join("bench-throughput"));
-    bench
-        .current_dir(repo_root())
-        .env("GATEWAY_BIN", release.join("gateway"))
-        .args(["--rounds", &args.rounds.to_string(), "--seconds", &args.seconds.to_string()])
-        .arg("--json")
-        .arg(json);
+    let (rounds, seconds) = (args.rounds.to_string(), args.seconds.to_string());
+    let mut driver_args = vec!["--rounds", &rounds, "--seconds", &seconds];
     if args.reverse {
-        bench.arg("--reverse");
+        driver_args.push("--reverse");
     }
-    run(&mut bench)
+    let json = if args.reverse { "throughput-reverse.json" } else { "throughput.json" };
+    crate::util::bench_driver("bench-throughput", &driver_args, json)
 }

@@ -100,26 +100,6 @@ fn bench_xdp(repeat: u32, rounds: u32) -> anyhow::Result<()> {
     )
 }
 
-/// Builds the release gateway and the benchmark driver `bin` (tests/src/bin),
-/// then runs it with `args`, writing JSON to `<target>/bench/<json>`.
-fn bench_driver(bin: &str, args: &[&str], json: &str) -> anyhow::Result<()> {
-    util::build_all(true)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    util::run(std::process::Command::new(cargo).current_dir(util::repo_root()).args([
-        "build", "--release", "-p", "gateway-tests", "--bin", bin,
-    ]))?;
-    let release = util::target_dir().join("release");
-    util::run(
-        std::process::Command::new(release.join(bin))
-            .current_dir(util::repo_root())
-            .env("GATEWAY_BIN", release.join("gateway"))
-            .env("RUST_LOG", "warn")
-            .args(args)
-            .arg("--json")
-            .arg(util::target_dir().join("bench").join(json)),
-    )
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -130,14 +110,14 @@ fn main() -> std::process::ExitCode {
         Command::Demo => demo::run_demo(),
         Command::Bench(BenchCommand::Throughput(args)) => bench_throughput::throughput(&args),
         Command::Bench(BenchCommand::Xdp { repeat, rounds }) => bench_xdp(repeat, rounds),
-        Command::Bench(BenchCommand::Revocation { count, poll_interval_ms }) => bench_driver(
+        Command::Bench(BenchCommand::Revocation { count, poll_interval_ms }) => util::bench_driver(
             "bench-revocation",
             &["--count", &count.to_string(), "--poll-interval-ms", &poll_interval_ms.to_string()],
             "revocation.json",
         ),
-        Command::Bench(BenchCommand::Scale { tokens }) => bench_driver("bench-scale", &["--tokens", &tokens.to_string()], "scale.json"),
-        Command::Bench(BenchCommand::Flood { seconds }) => bench_driver("bench-flood", &["--seconds", &seconds.to_string()], "flood.json"),
-        Command::Bench(BenchCommand::Access { tokens }) => bench_driver("bench-access", &["--tokens", &tokens.to_string()], "access.json"),
+        Command::Bench(BenchCommand::Scale { tokens }) => util::bench_driver("bench-scale", &["--tokens", &tokens.to_string()], "scale.json"),
+        Command::Bench(BenchCommand::Flood { seconds }) => util::bench_driver("bench-flood", &["--seconds", &seconds.to_string()], "flood.json"),
+        Command::Bench(BenchCommand::Access { tokens }) => util::bench_driver("bench-access", &["--tokens", &tokens.to_string()], "access.json"),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

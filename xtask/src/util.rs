@@ -46,6 +46,23 @@ pub fn build_all(release: bool) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
+/// Builds the release gateway and the benchmark driver `bin` (tests/src/bin),
+/// then runs it with `args`, writing JSON to `<target>/bench/<json>`.
+pub fn bench_driver(bin: &str, args: &[&str], json: &str) -> anyhow::Result<()> {
+    build_all(true)?;
+    run(cargo().current_dir(repo_root()).args(["build", "--release", "-p", "gateway-tests", "--bin", bin]))?;
+    let release = target_dir().join("release");
+    run(
+        Command::new(release.join(bin))
+            .current_dir(repo_root())
+            .env("GATEWAY_BIN", release.join("gateway"))
+            .env("RUST_LOG", "warn")
+            .args(args)
+            .arg("--json")
+            .arg(target_dir().join("bench").join(json)),
+    )
+}
+
 /// Totals of `test result:` lines.
 #[derive(Default, Debug, PartialEq, Eq)]
 pub struct Totals {
