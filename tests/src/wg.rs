@@ -310,11 +310,13 @@ pub fn iperf3_client_reverse(ns: &Netns, server: &str, port: u16, seconds: u32) 
 
 fn iperf3(ns: &Netns, server: &str, port: u16, seconds: u32, reverse: bool) -> Result<IperfRun> {
     let (port, seconds) = (port.to_string(), seconds.to_string());
-    let mut args = vec!["-c", server, "-p", &port, "-t", &seconds, "-i", "1", "-J"];
+    // A stalled control connection would hang iperf3 forever: bound it.
+    let limit = (seconds.parse::<u32>()? + 30).to_string();
+    let mut args = vec!["-s", "KILL", &limit, "iperf3", "-c", server, "-p", &port, "-t", &seconds, "-i", "1", "-J"];
     if reverse {
         args.push("-R");
     }
-    let out = ns.exec("iperf3", &args)?;
+    let out = ns.exec("timeout", &args)?;
     parse_iperf3(&String::from_utf8(out.stdout)?)
 }
 

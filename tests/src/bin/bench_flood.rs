@@ -3,18 +3,33 @@
 //!
 //! One LAN (a bridge in a namespace), an attacker namespace on it, and three
 //! servers, each with its own wireguard-go client running iperf3 through it:
-//! (a) the gateway (`gateway run`, the node minted on anvil, XDP enforcing),
-//! (b) a wireguard-go server, (c) a boringtun-cli server. For each server an
+//! the gateway (`gateway run`, the node minted on anvil, XDP enforcing), a
+//! wireguard-go server and a boringtun-cli server. For each server an
 //! unflooded run, then one run under each flood:
 //! - `unknown-index`: transport packets to a receiver index no session has;
 //! - `denied-init`: handshake initiations from one endpoint (on the gateway,
 //!   an endpoint its XDP deny list holds, as after a rejection);
 //! - `spoofed-init`: handshake initiations from random spoofed sources (raw socket).
+//!
 //! The generator sends batches with sendmmsg from two threads as fast as it can.
+//!
+//! The attacker shares the machine's two cores with the servers, so even a
+//! server the flood costs nothing loses throughput to it: the sending, the
+//! bridge and the receive path all run in softirq on the same cores. The
+//! anchor row (`drop-all-sink`) measures that ceiling: the gateway's own flow
+//! while the same flood goes to a sink elsewhere on the LAN whose interface
+//! drops every packet at the first XDP instruction (`anchor_drop_count`, the
+//! bare-drop anchor of `bench xdp`).
+//!
+//! Besides throughput kept, each run reports the server's CPU (during iperf3,
+//! and for a few seconds of the flood alone, which is what the flood itself
+//! costs it), the machine's softirq time, the flood's rate, the packets the
+//! gateway's XDP dropped, packets lost before reaching the server and the
+//! legitimate flow's TCP retransmissions. `--server NAME` runs one row only.
 
 use anyhow::{Context, Result};
 use gateway::xdp::PinnedMaps;
-use gateway_common::Reason;
+use gateway_common::{Reason, ANCHOR_DROP_COUNT};
 use gateway_tests::lab::{attach_to_lan, Lab, DEV_ADDRESSES};
 use gateway_tests::netns::{wait_for, Netns};
 use gateway_tests::packets;
@@ -22,10 +37,12 @@ use gateway_tests::wg::{iperf3_client, iperf3_server, wg, Keypair, UapiDaemon, W
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const ATTACKER_PORT: u16 = 40404;
 const IPERF_PORT: u16 = 5201;
+const FLOOD_ONLY_SECONDS: u64 = 3;
+const SINK_IP: &str = "10.201.0.4";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -137,19 +154,28 @@ struct Run {
     mbit_per_second: f64,
     kept_percent: f64,
     server_cpu_percent_of_a_core: f64,
+    /// The whole machine's softirq time (packet receive, XDP included).
+    softirq_percent_of_a_core: f64,
+    /// The server's CPU while the flood runs alone, after iperf3.
+    flood_only_cpu_percent_of_a_core: f64,
     flood_packets_per_second: f64,
     xdp_dropped: Option<u64>,
+    /// Dropped by the kernel before reaching the server (see [`lan_port_drops`]).
+    lost_on_the_way_in: u64,
+    /// TCP retransmissions of the legitimate iperf3 flow.
+    retransmits: u64,
 }
 
 struct Target<'a> {
     name: &'static str,
     server_ns: &'a Netns,
-    server_ip: Ipv4Addr,
+    /// Where the flood goes: the server, or the sink for the anchor.
+    flood_ip: Ipv4Addr,
     client_ns: &'a Netns,
     pid: u32,
 }
 
-fn measure(t: &Target, flood: Flood, attacker: &str, seconds: u32, xdp_instance: Option<&str>, baseline: f64) -> Result<Run> {
+fn measure(t: &Target, lan: &Netns, flood: Flood, attacker: &str, seconds: u32, xdp_instance: Option<&str>, baseline: f64) -> Result<Run> {
     let _server = iperf3_server(t.server_ns, IPERF_PORT)?;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -157,14 +183,17 @@ fn measure(t: &Target, flood: Flood, attacker: &str, seconds: u32, xdp_instance:
         let s = PinnedMaps::open_instance(i)?.stats.read()?;
         Ok(Reason::ALL.iter().filter(|r| r.is_drop()).map(|r| s.get(*r)).sum())
     };
+    let cpu = || gateway_tests::netns::cpu_seconds(t.pid);
     let xdp_before = xdp_instance.map(drops).transpose()?;
-    let threads = start_flood(attacker, t.server_ip, flood, stop.clone(), sent.clone());
+    let port_drops_before = lan_port_drops(lan, t.server_ns)?;
+    let threads = start_flood(attacker, t.flood_ip, flood, stop.clone(), sent.clone());
     std::thread::sleep(Duration::from_millis(300));
-    let cpu0 = gateway_tests::netns::cpu_seconds(t.pid)?;
-    let sent0 = sent.load(Ordering::Relaxed);
+    let (cpu0, sent0, t0, softirq0) = (cpu()?, sent.load(Ordering::Relaxed), Instant::now(), softirq_seconds()?);
     let run = iperf3_client(t.client_ns, &format!("{TUNNEL_PREFIX}.1"), IPERF_PORT, seconds);
-    let cpu = gateway_tests::netns::cpu_seconds(t.pid)? - cpu0;
-    let pps = (sent.load(Ordering::Relaxed) - sent0) as f64 / seconds as f64;
+    let (cpu1, sent1, t1, softirq1) = (cpu()?, sent.load(Ordering::Relaxed), Instant::now(), softirq_seconds()?);
+    // The flood alone: what it costs the server with nothing else to do.
+    std::thread::sleep(Duration::from_secs(FLOOD_ONLY_SECONDS));
+    let (cpu2, t2) = (cpu()?, Instant::now());
     stop.store(true, Ordering::Relaxed);
     for th in threads {
         let _ = th.join();
@@ -173,16 +202,72 @@ fn measure(t: &Target, flood: Flood, attacker: &str, seconds: u32, xdp_instance:
         (Some(i), Some(b)) => Some(drops(i)? - b),
         _ => None,
     };
-    let mbit = run.map(|r| r.received_bits_per_second / 1e6).unwrap_or(0.0);
+    let lost_on_the_way_in = lan_port_drops(lan, t.server_ns)? - port_drops_before;
+    let (mbit, retransmits) = run.map(|r| (r.received_bits_per_second / 1e6, r.retransmits)).unwrap_or((0.0, 0));
+    let busy = (t1 - t0).as_secs_f64();
     Ok(Run {
         server: t.name,
         flood,
         mbit_per_second: mbit,
         kept_percent: if baseline > 0.0 { 100.0 * mbit / baseline } else { 100.0 },
-        server_cpu_percent_of_a_core: 100.0 * cpu / seconds as f64,
-        flood_packets_per_second: pps,
+        server_cpu_percent_of_a_core: 100.0 * (cpu1 - cpu0) / busy,
+        softirq_percent_of_a_core: 100.0 * (softirq1 - softirq0) / busy,
+        flood_only_cpu_percent_of_a_core: 100.0 * (cpu2 - cpu1) / (t2 - t1).as_secs_f64(),
+        flood_packets_per_second: (sent1 - sent0) as f64 / busy,
         xdp_dropped,
+        lost_on_the_way_in,
+        retransmits,
     })
+}
+
+/// Softirq time of all CPUs so far (`/proc/stat`, in USER_HZ = 100 ticks).
+fn softirq_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("/proc/stat")?;
+    let ticks: f64 = cpu.split_whitespace().nth(7).context("softirq field")?.parse()?;
+    Ok(ticks / 100.0)
+}
+
+/// Packets the LAN port facing `server` could not hand over (the receiving
+/// veth's ring or the CPU's backlog was full): flood and legitimate alike.
+fn lan_port_drops(lan: &Netns, server: &Netns) -> Result<u64> {
+    let out = lan.ip(&["-s", "-o", "link"])?;
+    let text = String::from_utf8(out.stdout)?;
+    let line = text
+        .lines()
+        .find(|l| {
+            let words: Vec<&str> = l.split(|c: char| c.is_whitespace() || c == '\\').collect();
+            words.windows(2).any(|w| w == ["link-netns", server.name()])
+        })
+        .with_context(|| format!("no LAN port facing {}", server.name()))?;
+    // `-s -o`: "... TX:  bytes packets errors dropped carrier collsns\    <numbers>"
+    let tx = line.split("TX:").nth(1).context("TX counters")?;
+    let numbers: Vec<u64> = tx.split('\\').nth(1).context("TX numbers")?.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    numbers.get(3).copied().context("TX dropped")
+}
+
+/// The anchor's drop-all sink: a namespace on the LAN at `ip` whose interface
+/// runs `anchor_drop_count`. The returned object keeps the program attached.
+/// The program drops ARP too, so the attacker gets the sink's MAC address as
+/// a permanent neighbour entry (else the flood would wait for ARP and never
+/// leave the attacker's namespace).
+fn start_sink(lab: &Lab, ip: &str, attacker: &Netns) -> Result<(Netns, aya::Ebpf)> {
+    let ns = Netns::new("snk")?;
+    let iface = attach_to_lan(&lab.lan, &ns, &format!("{ip}/24"))?;
+    let link: serde_json::Value = serde_json::from_slice(&ns.ip(&["-j", "link", "show", &iface])?.stdout)?;
+    let mac = link[0]["address"].as_str().context("sink MAC address")?.to_string();
+    let route: serde_json::Value = serde_json::from_slice(&attacker.ip(&["-j", "route", "get", ip])?.stdout)?;
+    let dev = route[0]["dev"].as_str().context("attacker's route to the sink")?;
+    attacker.ip(&["neigh", "replace", ip, "lladdr", &mac, "nud", "permanent", "dev", dev])?;
+    let ebpf = ns.within(move || {
+        let btf = aya::Btf::from_sys_fs().ok();
+        let mut ebpf = aya::EbpfLoader::new().btf(btf.as_ref()).load(gateway::xdp::OBJECT)?;
+        let program: &mut aya::programs::Xdp = ebpf.program_mut(ANCHOR_DROP_COUNT).context("anchor program")?.try_into()?;
+        program.load()?;
+        program.attach(&iface, aya::programs::XdpMode::Default)?;
+        Ok(ebpf)
+    })?;
+    Ok((ns, ebpf))
 }
 
 /// A wireguard-go or boringtun-cli server on the LAN at `ip`, with a client.
@@ -223,29 +308,37 @@ fn main() -> Result<()> {
     let (wg_ns, wg_d, _wg_client) = uapi_server(&lab, "wireguard-go", &["-f"], "10.201.0.2", &lab.nodes[2])?;
     let (bt_ns, bt_d, _bt_client) =
         uapi_server(&lab, "boringtun-cli", &["--foreground", "--disable-drop-privileges"], "10.201.0.3", &lab.nodes[3])?;
+    let (_sink_ns, _sink) = start_sink(&lab, SINK_IP, &lab.nodes[1])?;
+    let gateway_pid = lab.gateway_pid().context("pid")?;
     let targets = [
-        Target { name: "gateway", server_ns: &lab.gw, server_ip: gw_ip, client_ns: &lab.nodes[0], pid: lab.gateway_pid().context("pid")? },
-        Target { name: "wireguard-go", server_ns: &wg_ns, server_ip: "10.201.0.2".parse()?, client_ns: &lab.nodes[2], pid: wg_d.process.id() },
-        Target { name: "boringtun-cli", server_ns: &bt_ns, server_ip: "10.201.0.3".parse()?, client_ns: &lab.nodes[3], pid: bt_d.process.id() },
+        Target { name: "gateway", server_ns: &lab.gw, flood_ip: gw_ip, client_ns: &lab.nodes[0], pid: gateway_pid },
+        Target { name: "drop-all-sink", server_ns: &lab.gw, flood_ip: SINK_IP.parse()?, client_ns: &lab.nodes[0], pid: gateway_pid },
+        Target { name: "wireguard-go", server_ns: &wg_ns, flood_ip: "10.201.0.2".parse()?, client_ns: &lab.nodes[2], pid: wg_d.process.id() },
+        Target { name: "boringtun-cli", server_ns: &bt_ns, flood_ip: "10.201.0.3".parse()?, client_ns: &lab.nodes[3], pid: bt_d.process.id() },
     ];
     let mut runs = Vec::new();
-    for t in &targets {
+    let only = args.iter().position(|a| a == "--server").and_then(|i| args.get(i + 1)).cloned();
+    for t in targets.iter().filter(|t| only.as_deref().is_none_or(|o| o == t.name)) {
         let mut baseline = 0.0;
         for flood in FLOODS {
             let xdp = (t.name == "gateway").then_some(lab.instance.as_str());
-            let r = measure(t, flood, &attacker, seconds, xdp, baseline)?;
+            let r = measure(t, &lab.lan, flood, &attacker, seconds, xdp, baseline)?;
             if flood == Flood::None {
                 baseline = r.mbit_per_second;
             }
             eprintln!(
-                "{:<14} {:<14} {:>7.0} Mbit/s  kept {:>5.1}%  server CPU {:>5.1}% of a core  flood {:>9.0} pkt/s  XDP dropped {}",
+                "{:<14} {:<13} {:>4.0} Mbit/s kept {:>5.1}%  server CPU {:>5.1}%, flood only {:>5.1}%  softirq {:>5.1}%  flood {:>7.0} pkt/s  XDP dropped {:>8}  lost on the way in {:>6}  retransmits {:>6}",
                 r.server,
                 format!("{:?}", r.flood),
                 r.mbit_per_second,
                 r.kept_percent,
                 r.server_cpu_percent_of_a_core,
+                r.flood_only_cpu_percent_of_a_core,
+                r.softirq_percent_of_a_core,
                 r.flood_packets_per_second,
-                r.xdp_dropped.map(|d| d.to_string()).unwrap_or_else(|| "-".into())
+                r.xdp_dropped.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                r.lost_on_the_way_in,
+                r.retransmits,
             );
             runs.push(r);
         }
