@@ -104,7 +104,11 @@ fn main() -> Result<()> {
         "chain_read_per_token": percentiles(chain_reads),
         "targets": { "cached_p99_us": 10, "uncached_p99_ms": 50 },
     });
-    eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    println!("access decision latency over {tokens} tokens (target: cached p99 < 10 us, uncached p99 < 50 ms)");
+    for (name, row) in [("cached", "cached"), ("uncached (registry)", "uncached_registry"), ("chain re-read per token", "chain_read_per_token")] {
+        let r = &report[row];
+        println!("  {name:<24} n={:<6} p50 {:>9.2} us  p99 {:>9.2} us  max {:>9.2} us", r["n"], r["p50_us"].as_f64().unwrap_or(0.0), r["p99_us"].as_f64().unwrap_or(0.0), r["max_us"].as_f64().unwrap_or(0.0));
+    }
     if let Some(path) = json {
         let path = std::path::PathBuf::from(path);
         if let Some(dir) = path.parent() {

@@ -326,7 +326,7 @@ fn main() -> Result<()> {
             if flood == Flood::None {
                 baseline = r.mbit_per_second;
             }
-            eprintln!(
+            println!(
                 "{:<14} {:<13} {:>4.0} Mbit/s kept {:>5.1}%  server CPU {:>5.1}%, flood only {:>5.1}%  softirq {:>5.1}%  flood {:>7.0} pkt/s  XDP dropped {:>8}  lost on the way in {:>6}  retransmits {:>6}",
                 r.server,
                 format!("{:?}", r.flood),

@@ -155,7 +155,7 @@ fn main() -> Result<()> {
     let mut out = Vec::new();
     for transport in ["ws", "http"] {
         let s = run_transport(transport, &args)?;
-        eprintln!(
+        println!(
             "{:<5} n={:<4} p50 {:>7.1} ms  p90 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
             s.transport, s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
         );
@@ -172,7 +172,7 @@ fn main() -> Result<()> {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        eprintln!("JSON report: {}", path.display());
+        println!("JSON report: {}", path.display());
     }
     Ok(())
 }

@@ -142,7 +142,7 @@ fn main() -> Result<()> {
         "rss_bytes_per_idle_peer": per_peer,
         "targets": { "backfill_seconds": 10, "rss_bytes_per_idle_peer": 4096 },
     });
-    eprintln!(
+    println!(
         "{count} tokens: ready after {ready_s:.1} s, all peers applied after {applied_s:.1} s; RSS {rss_kib} KiB (peak {peak_kib}, no tokens {baseline_rss}) = {per_peer:.0} B per idle peer"
     );
     if let Some(path) = json_path() {
