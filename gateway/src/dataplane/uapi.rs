@@ -285,4 +285,81 @@ mod tests {
         assert!(lines.contains(&"rx_bytes=0"));
         assert!(lines.contains(&"allowed_ip=10.0.0.2/32"));
     }
+
+    /// Lines a `set=1` body is made of: known keys with valid, invalid and
+    /// odd values, a small pool of public keys so sections meet the same
+    /// peer, and plain garbage.
+    fn set_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let pubkey = (2u8..6).prop_map(|s| hex::encode(key(s)));
+        let value = prop_oneof![
+            Just("true".to_string()),
+            Just("false".to_string()),
+            Just("0".to_string()),
+            Just("25".to_string()),
+            Just("70000".to_string()),
+            Just("10.0.0.2/32".to_string()),
+            Just("10.0.0.0/24".to_string()),
+            Just("fd00::2/128".to_string()),
+            Just("10.0.0.2/33".to_string()),
+            Just("127.0.0.1:9".to_string()),
+            Just("[::1]:51821".to_string()),
+            Just("51820".to_string()),
+            Just(hex::encode(key(1))),
+            (2u8..6).prop_map(|s| hex::encode(key(s))),
+            "\\PC{0,24}",
+        ];
+        let known = prop_oneof![
+            Just("remove"),
+            Just("update_only"),
+            Just("endpoint"),
+            Just("persistent_keepalive_interval"),
+            Just("replace_allowed_ips"),
+            Just("allowed_ip"),
+            Just("protocol_version"),
+            Just("preshared_key"),
+            Just("private_key"),
+            Just("listen_port"),
+            Just("fwmark"),
+            Just("replace_peers"),
+        ];
+        prop_oneof![
+            pubkey.prop_map(|k| format!("public_key={k}")),
+            (known, value).prop_map(|(k, v)| format!("{k}={v}")),
+            "\\PC{0,40}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// Whatever a client sends, `apply_set` answers Ok or an error with a
+        /// real errno, never panics, and leaves a consistent device: each peer
+        /// in its own slot, no allowed IP on two peers, and a `get=1` reply
+        /// made of `key=value` lines.
+        #[test]
+        fn any_set_body_leaves_a_consistent_device(
+            requests in proptest::collection::vec(proptest::collection::vec(set_line(), 0..12), 1..4)
+        ) {
+            let mut dev = Device::new(key(1));
+            for lines in requests {
+                if let Err(err) = apply_set(&mut dev, 51820, &lines.join("\n")) {
+                    proptest::prop_assert!([EINVAL, ENOENT, ENOSPC, EEXIST, EOPNOTSUPP].contains(&err.errno()), "{err}");
+                }
+                let peers = dev.peer_stats();
+                proptest::prop_assert_eq!(peers.len(), dev.peer_count());
+                let mut slots = std::collections::HashSet::new();
+                let mut nets = std::collections::HashSet::new();
+                for peer in &peers {
+                    let config = dev.peer_config(&peer.public_key).unwrap();
+                    proptest::prop_assert!(slots.insert(config.slot), "slot {} twice", config.slot);
+                    for net in &config.allowed_ips {
+                        proptest::prop_assert!(nets.insert(*net), "{} on two peers", net);
+                    }
+                }
+                let text = render_get(&dev, 51820, UNIX_EPOCH + Duration::from_secs(1000));
+                proptest::prop_assert!(text.lines().all(|l| l.split_once('=').is_some_and(|(k, _)| !k.is_empty())), "{}", text);
+            }
+        }
+    }
 }
