@@ -86,6 +86,41 @@ async fn a_second_rpc_endpoint_takes_over_when_the_first_dies() {
 }
 
 #[tokio::test]
+async fn the_follower_goes_back_to_the_first_endpoint_once_it_answers_again() {
+    let chain = TestChain::start(&[]).await;
+    let target = format!("127.0.0.1:{}", chain.anvil.port()).parse().unwrap();
+    let first = TcpProxy::start(target).await.unwrap();
+    let second = TcpProxy::start(target).await.unwrap();
+    let config = chain.follower_config(vec![first.http_url(), second.http_url()]);
+    let recheck = config.backoff.max * 3;
+    let (mut events, _task) = spawn_follower(config, StartState::default());
+    let owner = chain.address(1);
+    let a = chain.admin.mint(chain.contract, owner, "node-back-a", &test_key(1), "").await.unwrap();
+    wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == a.token_id)).await;
+
+    first.kill();
+    let b = chain.admin.mint(chain.contract, owner, "node-back-b", &test_key(2), "").await.unwrap();
+    wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == b.token_id)).await;
+
+    // The first endpoint comes back on its old port while the second stays
+    // healthy: the follower must find it by itself, within one recheck.
+    let first = TcpProxy::start_at(first.addr, target).await.unwrap();
+    let deadline = tokio::time::Instant::now() + recheck * 2 + Duration::from_secs(2);
+    while first.accepted() == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(first.accepted() > 0, "the follower never looked back at the first endpoint");
+    // Back on the first: losing the second now goes unnoticed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.kill();
+    let c = chain.admin.mint(chain.contract, owner, "node-back-c", &test_key(3), "").await.unwrap();
+    let (_, seen) =
+        wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == c.token_id))
+            .await;
+    assert!(!seen.iter().any(|e| matches!(e, ChainEvent::Unavailable { .. })), "{seen:?}");
+}
+
+#[tokio::test]
 async fn reconcile_rereads_every_known_token_and_corrects_drift() {
     let chain = TestChain::start(&[]).await;
     let owner = chain.address(1);

@@ -15,6 +15,11 @@ use super::backoff::{try_order, Backoff, EndpointHealth};
 /// 2,000-block `eth_getLogs` well within this.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one attempt on a preferred endpoint may take when the pool, on a
+/// fallback, looks back at it: a hung primary must not stall the follower for
+/// a whole call timeout at every recheck.
+const RECHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How one attempt on one endpoint failed.
 #[derive(Debug, Clone)]
 pub enum CallError {
@@ -67,9 +72,15 @@ impl Endpoint {
     }
 }
 
+/// Endpoints in order of preference (the configuration's). Calls go to the
+/// current one and fail over to the others; while on a fallback, the pool
+/// tries the preferred ones first again every 3 x the longest backoff (30 s
+/// by default), and moves back to the first that answers.
 pub struct RpcPool {
     endpoints: Vec<Endpoint>,
     current: usize,
+    /// When the pool, on a fallback, next tries the preferred endpoints first.
+    recheck_at: Option<Instant>,
     backoff: Backoff,
     call_timeout: Duration,
 }
@@ -86,7 +97,7 @@ impl RpcPool {
                 health: EndpointHealth::default(),
             })
             .collect();
-        Ok(Self { endpoints, current: 0, backoff, call_timeout })
+        Ok(Self { endpoints, current: 0, recheck_at: None, backoff, call_timeout })
     }
 
     /// The current endpoint, redacted for logs.
@@ -105,8 +116,15 @@ impl RpcPool {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let mut last = String::from("no endpoint tried");
-        for index in try_order(&self.health(), self.current, Instant::now()) {
-            let provider = match self.connect(index).await {
+        let now = Instant::now();
+        let current = self.current;
+        let recheck = self.recheck_at.is_some_and(|at| now >= at);
+        if recheck {
+            self.recheck_at = Some(now + self.recheck_interval());
+        }
+        for index in try_order(&self.health(), if recheck { 0 } else { current }, now) {
+            let timeout = if recheck && index < current { self.call_timeout.min(RECHECK_TIMEOUT) } else { self.call_timeout };
+            let provider = match self.connect(index, timeout).await {
                 Ok(provider) => provider,
                 Err(err) => {
                     last = err;
@@ -114,9 +132,9 @@ impl RpcPool {
                     continue;
                 }
             };
-            let outcome = match tokio::time::timeout(self.call_timeout, op(provider)).await {
+            let outcome = match tokio::time::timeout(timeout, op(provider)).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(CallError::Transport(format!("timed out after {:?}", self.call_timeout))),
+                Err(_) => Err(CallError::Transport(format!("timed out after {timeout:?}"))),
             };
             match outcome {
                 Ok(value) => {
@@ -143,7 +161,7 @@ impl RpcPool {
         if !self.endpoints[index].is_pubsub() {
             return None;
         }
-        let provider = self.connect(index).await.ok()?;
+        let provider = self.connect(index, self.call_timeout).await.ok()?;
         match provider.subscribe_blocks().await {
             Ok(subscription) => Some(subscription.into_stream().boxed()),
             Err(err) => {
@@ -157,7 +175,11 @@ impl RpcPool {
         self.endpoints.iter().map(|e| e.health.clone()).collect()
     }
 
-    async fn connect(&mut self, index: usize) -> Result<DynProvider, String> {
+    fn recheck_interval(&self) -> Duration {
+        self.backoff.max.saturating_mul(3)
+    }
+
+    async fn connect(&mut self, index: usize, timeout: Duration) -> Result<DynProvider, String> {
         let endpoint = &mut self.endpoints[index];
         if let Some(provider) = &endpoint.provider {
             return Ok(provider.clone());
@@ -167,18 +189,18 @@ impl RpcPool {
             // time out, while the pool would have failed over at once and
             // reconnects by itself after backoff.
             let connect = alloy::providers::WsConnect::new(endpoint.url.clone()).with_max_retries(0);
-            tokio::time::timeout(self.call_timeout, ProviderBuilder::new().connect_ws(connect))
+            tokio::time::timeout(timeout, ProviderBuilder::new().connect_ws(connect))
                 .await
                 .map(|connected| connected.map(|p| p.erased()))
         } else {
-            tokio::time::timeout(self.call_timeout, ProviderBuilder::new().connect(&endpoint.url))
+            tokio::time::timeout(timeout, ProviderBuilder::new().connect(&endpoint.url))
                 .await
                 .map(|connected| connected.map(|p| p.erased()))
         };
         let provider = match provider {
             Ok(Ok(provider)) => provider,
             Ok(Err(err)) => return Err(redact_error(&format!("connecting: {err}"), &endpoint.url, &endpoint.label)),
-            Err(_) => return Err(format!("connecting timed out after {:?}", self.call_timeout)),
+            Err(_) => return Err(format!("connecting timed out after {timeout:?}")),
         };
         endpoint.provider = Some(provider.clone());
         Ok(provider)
@@ -186,9 +208,15 @@ impl RpcPool {
 
     fn succeed(&mut self, index: usize) {
         if index != self.current {
-            tracing::warn!(from = %self.endpoints[self.current].label, to = %self.endpoints[index].label, "RPC failover");
+            let (from, to) = (&self.endpoints[self.current].label, &self.endpoints[index].label);
+            if index < self.current {
+                tracing::info!(%from, %to, "RPC endpoint: back to a preferred one");
+            } else {
+                tracing::warn!(%from, %to, "RPC failover");
+            }
+            self.current = index;
+            self.recheck_at = (index != 0).then(|| Instant::now() + self.recheck_interval());
         }
-        self.current = index;
         self.endpoints[index].health.record_success();
     }
 

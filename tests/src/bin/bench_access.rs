@@ -5,6 +5,7 @@
 //! gateway that asked the chain on every miss would pay: re-reading the
 //! token (`getNodeAccess` + `ownerOf`) from the local anvil.
 
+use std::io::Write as _;
 use anyhow::{Context, Result};
 use gateway::access::{Access, AccessConfig};
 use gateway::chain::follower::read_token;
@@ -104,10 +105,10 @@ fn main() -> Result<()> {
         "chain_read_per_token": percentiles(chain_reads),
         "targets": { "cached_p99_us": 10, "uncached_p99_ms": 50 },
     });
-    println!("access decision latency over {tokens} tokens (target: cached p99 < 10 us, uncached p99 < 50 ms)");
+    writeln!(std::io::stdout(), "access decision latency over {tokens} tokens (target: cached p99 < 10 us, uncached p99 < 50 ms)")?;
     for (name, row) in [("cached", "cached"), ("uncached (registry)", "uncached_registry"), ("chain re-read per token", "chain_read_per_token")] {
         let r = &report[row];
-        println!("  {name:<24} n={:<6} p50 {:>9.2} us  p99 {:>9.2} us  max {:>9.2} us", r["n"], r["p50_us"].as_f64().unwrap_or(0.0), r["p99_us"].as_f64().unwrap_or(0.0), r["max_us"].as_f64().unwrap_or(0.0));
+        writeln!(std::io::stdout(), "  {name:<24} n={:<6} p50 {:>9.2} us  p99 {:>9.2} us  max {:>9.2} us", r["n"], r["p50_us"].as_f64().unwrap_or(0.0), r["p99_us"].as_f64().unwrap_or(0.0), r["max_us"].as_f64().unwrap_or(0.0))?;
     }
     if let Some(path) = json {
         let path = std::path::PathBuf::from(path);

@@ -27,6 +27,7 @@
 //! gateway's XDP dropped, packets lost before reaching the server and the
 //! legitimate flow's TCP retransmissions. `--server NAME` runs one row only.
 
+use std::io::Write as _;
 use anyhow::{Context, Result};
 use gateway::xdp::PinnedMaps;
 use gateway_common::{Reason, ANCHOR_DROP_COUNT};
@@ -326,7 +327,8 @@ fn main() -> Result<()> {
             if flood == Flood::None {
                 baseline = r.mbit_per_second;
             }
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "{:<14} {:<13} {:>4.0} Mbit/s kept {:>5.1}%  server CPU {:>5.1}%, flood only {:>5.1}%  softirq {:>5.1}%  flood {:>7.0} pkt/s  XDP dropped {:>8}  lost on the way in {:>6}  retransmits {:>6}",
                 r.server,
                 format!("{:?}", r.flood),
@@ -339,7 +341,7 @@ fn main() -> Result<()> {
                 r.xdp_dropped.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
                 r.lost_on_the_way_in,
                 r.retransmits,
-            );
+            )?;
             runs.push(r);
         }
     }

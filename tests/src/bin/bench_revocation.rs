@@ -7,6 +7,7 @@
 //! from a node namespace, revokes the token, and times the receipt to the
 //! first rise of the kernel's `drop_unknown_slot` counter.
 
+use std::io::Write as _;
 use anyhow::{Context, Result};
 use gateway::node::admin::{load_signer, Session};
 use gateway::xdp::PinnedMaps;
@@ -155,10 +156,11 @@ fn main() -> Result<()> {
     let mut out = Vec::new();
     for transport in ["ws", "http"] {
         let s = run_transport(transport, &args)?;
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{:<5} n={:<4} p50 {:>7.1} ms  p90 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
             s.transport, s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
-        );
+        )?;
         out.push(s);
     }
     let report = serde_json::json!({
@@ -172,7 +174,7 @@ fn main() -> Result<()> {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        println!("JSON report: {}", path.display());
+        writeln!(std::io::stdout(), "JSON report: {}", path.display())?;
     }
     Ok(())
 }

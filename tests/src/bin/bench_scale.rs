@@ -5,6 +5,7 @@
 //! and the memory per idle peer against a gateway with no tokens, measured in
 //! the same run.
 
+use std::io::Write as _;
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256};
 use alloy::providers::{Provider, ProviderBuilder};
@@ -142,9 +143,10 @@ fn main() -> Result<()> {
         "rss_bytes_per_idle_peer": per_peer,
         "targets": { "backfill_seconds": 10, "rss_bytes_per_idle_peer": 4096 },
     });
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{count} tokens: ready after {ready_s:.1} s, all peers applied after {applied_s:.1} s; RSS {rss_kib} KiB (peak {peak_kib}, no tokens {baseline_rss}) = {per_peer:.0} B per idle peer"
-    );
+    )?;
     if let Some(path) = json_path() {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
