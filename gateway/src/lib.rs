@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod control;
 pub mod dataplane;
+pub mod dns;
 pub mod http;
 pub mod logging;
 pub mod netns;

@@ -194,6 +194,8 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         None
     };
 
+    let dns_task = dns_server(&config, &network, admin.clone(), shutdown_rx.clone());
+
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
 
@@ -235,11 +237,42 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     if config.xdp.enabled && config.xdp.detach_on_exit {
         xdp::detach(&config.gateway.instance)?;
     }
-    if let Some(task) = http_task {
+    for task in [http_task, dns_task].into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves `<node_id>.<domain>` on `dns_server`:53 when that is the gateway's
+/// own tunnel address (the default); a server elsewhere is the operator's.
+/// A socket that cannot be bound is logged and the gateway runs on without.
+fn dns_server(
+    config: &Config,
+    network: &Network,
+    names: Arc<dyn crate::dns::Names>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if network.dns_server != network.gateway_ip() {
+        tracing::info!(dns_server = %network.dns_server, "not serving DNS: network.dns_server is not the gateway's tunnel address");
+        return None;
+    }
+    let listen = std::net::SocketAddr::from((network.dns_server, 53));
+    let socket = match std::net::UdpSocket::bind(listen).and_then(|s| {
+        s.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(s)
+    }) {
+        Ok(socket) => socket,
+        Err(err) => {
+            tracing::error!(%listen, error = %err, "DNS: cannot bind; node names will not resolve");
+            return None;
+        }
+    };
+    tracing::info!(%listen, domain = %config.network.domain, "DNS serving node names");
+    let domain = config.network.domain.clone();
+    Some(tokio::spawn(crate::dns::serve(socket, domain, names, async move {
+        let _ = shutdown.changed().await;
+    })))
 }
 
 /// The loop's state. The control core sits behind a mutex only so the admin

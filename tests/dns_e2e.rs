@@ -1,0 +1,60 @@
+//! Node names end to end: anvil, `gateway run`, two wireguard-go nodes. A
+//! node asks the gateway's tunnel address (UDP 53, through the tunnel) for
+//! `<node_id>.vpn.dstack` and gets the other node's tunnel address; unknown
+//! names are NXDOMAIN, names outside the zone REFUSED, and a revoked node's
+//! name stops resolving. Root only (network namespaces, TUN).
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use gateway::dns::wire::{parse_response, query, Rcode};
+use gateway_tests::lab::{Lab, DEV_ADDRESSES};
+use gateway_tests::netns::{require_root, wait_for, Netns};
+use gateway_tests::wg::{Keypair, TUNNEL_PREFIX};
+
+const TYPE_A: u16 = 1;
+
+/// Asks the gateway from inside `node`, through the tunnel.
+fn ask(node: &Netns, name: &str) -> Result<(Rcode, Vec<Ipv4Addr>)> {
+    let name = name.to_string();
+    node.within(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.send_to(&query(0x4242, &name, TYPE_A), (format!("{TUNNEL_PREFIX}.1").as_str(), 53))?;
+        let mut buf = [0u8; 512];
+        let (len, _) = socket.recv_from(&mut buf).context("no DNS answer from the gateway")?;
+        ensure!(buf[..2] == [0x42, 0x42], "answer to another query");
+        parse_response(&buf[..len]).context("unparsable DNS answer")
+    })
+}
+
+#[test]
+fn nodes_resolve_each_other_while_granted() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut lab = Lab::new(2)?;
+    let keys_a = Keypair::generate(lab.dir.path(), "a")?;
+    let keys_b = Keypair::generate(lab.dir.path(), "b")?;
+    lab.node_cli(0, &["mint", DEV_ADDRESSES[1], "alpha", "--pubkey", &keys_a.public, "--json"])?;
+    lab.node_cli(0, &["mint", DEV_ADDRESSES[1], "bravo", "--pubkey", &keys_b.public, "--json"])?;
+    lab.start_gateway("")?;
+    let _a = lab.start_node(0, keys_a, &format!("{TUNNEL_PREFIX}.2"))?;
+    let _b = lab.start_node(1, keys_b, &format!("{TUNNEL_PREFIX}.3"))?;
+    ensure!(lab.ping(0, &format!("{TUNNEL_PREFIX}.1"), Duration::from_secs(20)), "node A reaches the gateway");
+
+    let bravo: Ipv4Addr = format!("{TUNNEL_PREFIX}.3").parse()?;
+    ensure!(ask(&lab.nodes[0], "bravo.vpn.dstack")? == (Rcode::NoError, vec![bravo]), "bravo resolves");
+    ensure!(ask(&lab.nodes[0], "Alpha.VPN.dstack")?.1 == vec![format!("{TUNNEL_PREFIX}.2").parse::<Ipv4Addr>()?], "case-insensitive");
+    ensure!(ask(&lab.nodes[0], "charlie.vpn.dstack")?.0 == Rcode::NxDomain, "no such token");
+    ensure!(ask(&lab.nodes[0], "example.com")?.0 == Rcode::Refused, "no recursion");
+
+    // Revoke bravo (token 2): its name goes with its access.
+    lab.node_cli(0, &["revoke", "2", "--json"])?;
+    wait_for("bravo's name gone", Duration::from_secs(10), || {
+        Ok((ask(&lab.nodes[0], "bravo.vpn.dstack")?.0 == Rcode::NxDomain).then_some(()))
+    })?;
+    lab.stop_gateway()?;
+    Ok(())
+}
