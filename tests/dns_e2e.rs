@@ -2,14 +2,16 @@
 //! node asks the gateway's tunnel address (UDP 53, through the tunnel) for
 //! `<node_id>.vpn.dstack` and gets the other node's tunnel address; unknown
 //! names are NXDOMAIN, names outside the zone REFUSED, and a revoked node's
-//! name stops resolving. Root only (network namespaces, TUN).
+//! name stops resolving. A host on the underlay that routes the tunnel
+//! address through the gateway gets no answer. Root only (network
+//! namespaces, TUN).
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use gateway::dns::wire::{parse_response, query, Rcode};
-use gateway_tests::lab::{Lab, DEV_ADDRESSES};
+use gateway_tests::lab::{Lab, DEV_ADDRESSES, GATEWAY_LAN_IP};
 use gateway_tests::netns::{require_root, wait_for, Netns};
 use gateway_tests::wg::{Keypair, TUNNEL_PREFIX};
 
@@ -34,7 +36,8 @@ fn nodes_resolve_each_other_while_granted() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let mut lab = Lab::new(2)?;
+    // nodes: 0 alpha, 1 bravo, 2 a plain host on the LAN, outside the tunnel
+    let mut lab = Lab::new(3)?;
     let keys_a = Keypair::generate(lab.dir.path(), "a")?;
     let keys_b = Keypair::generate(lab.dir.path(), "b")?;
     lab.node_cli(0, &["mint", DEV_ADDRESSES[1], "alpha", "--pubkey", &keys_a.public, "--json"])?;
@@ -49,6 +52,11 @@ fn nodes_resolve_each_other_while_granted() -> Result<()> {
     ensure!(ask(&lab.nodes[0], "Alpha.VPN.dstack")?.1 == vec![format!("{TUNNEL_PREFIX}.2").parse::<Ipv4Addr>()?], "case-insensitive");
     ensure!(ask(&lab.nodes[0], "charlie.vpn.dstack")?.0 == Rcode::NxDomain, "no such token");
     ensure!(ask(&lab.nodes[0], "example.com")?.0 == Rcode::Refused, "no recursion");
+
+    // Only through the tunnel: the same query over the underlay, routed to
+    // the gateway's LAN address, goes unanswered.
+    lab.nodes[2].ip(&["route", "add", &format!("{TUNNEL_PREFIX}.1/32"), "via", GATEWAY_LAN_IP])?;
+    ensure!(ask(&lab.nodes[2], "bravo.vpn.dstack").is_err(), "a query from outside the tunnel was answered");
 
     // Revoke bravo (token 2): its name goes with its access.
     lab.node_cli(0, &["revoke", "2", "--json"])?;

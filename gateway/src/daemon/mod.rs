@@ -246,7 +246,10 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
 /// Serves `<node_id>.<domain>` on `dns_server`:53 when that is the gateway's
 /// own tunnel address (the default); a server elsewhere is the operator's.
-/// A socket that cannot be bound is logged and the gateway runs on without.
+/// The socket is bound to the WireGuard interface too, so only queries that
+/// came through the tunnel are answered: Linux would otherwise take a query
+/// for that address on the underlay as well. A socket that cannot be bound
+/// is logged and the gateway runs on without.
 fn dns_server(
     config: &Config,
     network: &Network,
@@ -258,10 +261,14 @@ fn dns_server(
         return None;
     }
     let listen = std::net::SocketAddr::from((network.dns_server, 53));
-    let socket = match std::net::UdpSocket::bind(listen).and_then(|s| {
-        s.set_nonblocking(true)?;
-        tokio::net::UdpSocket::from_std(s)
-    }) {
+    let bind = || -> std::io::Result<tokio::net::UdpSocket> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        socket.bind_device(Some(config.wireguard.interface.as_bytes()))?;
+        socket.bind(&listen.into())?;
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket.into())
+    };
+    let socket = match bind() {
         Ok(socket) => socket,
         Err(err) => {
             tracing::error!(%listen, error = %err, "DNS: cannot bind; node names will not resolve");
