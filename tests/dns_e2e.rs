@@ -63,6 +63,8 @@ fn nodes_resolve_each_other_while_granted() -> Result<()> {
     wait_for("bravo's name gone", Duration::from_secs(10), || {
         Ok((ask(&lab.nodes[0], "bravo.vpn.dstack")?.0 == Rcode::NxDomain).then_some(()))
     })?;
+    ensure!(lab.metric(r#"gw_dns_responses_total{rcode="refused"}"#)? >= 1.0, "refusals counted");
+    ensure!(lab.metric(r#"gw_dns_responses_total{rcode="nxdomain"}"#)? >= 2.0, "NXDOMAIN counted");
     lab.stop_gateway()?;
     Ok(())
 }

@@ -84,6 +84,7 @@ pub struct Admin {
     status: Arc<Mutex<Status>>,
     dataplane: DataplaneHandle,
     config: Config,
+    dns: Arc<crate::dns::Counters>,
 }
 
 fn unix_now() -> u64 {
@@ -92,7 +93,12 @@ fn unix_now() -> u64 {
 
 impl Admin {
     pub fn new(control: Arc<Mutex<Control>>, status: Arc<Mutex<Status>>, dataplane: DataplaneHandle, config: Config) -> Self {
-        Admin { control, status, dataplane, config }
+        Admin { control, status, dataplane, config, dns: Arc::default() }
+    }
+
+    /// What the DNS server counts into.
+    pub fn dns_counters(&self) -> Arc<crate::dns::Counters> {
+        self.dns.clone()
     }
 
     fn control(&self) -> std::sync::MutexGuard<'_, Control> {
@@ -219,6 +225,11 @@ impl AdminView for Admin {
         out.extend(self.status_families());
         out.extend(self.xdp_families());
         out.extend(self.dataplane_families());
+        let mut dns = Family::new("gw_dns_responses_total", "DNS datagrams from nodes, by the answer's rcode (ignored: not answered).", MetricKind::Counter);
+        for (rcode, count) in self.dns.snapshot() {
+            dns = dns.with(Sample::new(count as f64).label("rcode", rcode));
+        }
+        out.push(dns);
         out
     }
 

@@ -194,7 +194,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         None
     };
 
-    let dns_task = dns_server(&config, &network, admin.clone(), shutdown_rx.clone());
+    let dns_task = dns_server(&config, &network, admin.clone(), admin.dns_counters(), shutdown_rx.clone());
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -254,6 +254,7 @@ fn dns_server(
     config: &Config,
     network: &Network,
     names: Arc<dyn crate::dns::Names>,
+    counters: Arc<crate::dns::Counters>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if network.dns_server != network.gateway_ip() {
@@ -277,7 +278,7 @@ fn dns_server(
     };
     tracing::info!(%listen, domain = %config.network.domain, "DNS serving node names");
     let domain = config.network.domain.clone();
-    Some(tokio::spawn(crate::dns::serve(socket, domain, names, async move {
+    Some(tokio::spawn(crate::dns::serve(socket, domain, names, counters, async move {
         let _ = shutdown.changed().await;
     })))
 }

@@ -7,4 +7,4 @@
 pub mod server;
 pub mod wire;
 
-pub use server::{serve, Names};
+pub use server::{serve, Counters, Names};

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
@@ -13,9 +14,40 @@ pub trait Names: Send + Sync {
     fn resolve(&self, node_id: &str) -> Option<Ipv4Addr>;
 }
 
+/// Datagrams answered, by the answer's response code, and datagrams left
+/// unanswered (shorter than a header, or responses).
+#[derive(Debug, Default)]
+pub struct Counters {
+    answered: [AtomicU64; 6],
+    ignored: AtomicU64,
+}
+
+/// The `rcode` label of each counter slot (the RFC 1035 code is the index
+/// for 0-5; 2, SERVFAIL, is never sent).
+const RCODE_LABELS: [&str; 6] = ["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused"];
+
+impl Counters {
+    fn record(&self, response: Option<&[u8]>) {
+        match response.and_then(|r| r.get(3)) {
+            Some(flags) => self.answered[usize::from(flags & 0x0f).min(5)].fetch_add(1, Ordering::Relaxed),
+            None => self.ignored.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// `(rcode label, count)` for every code the zone sends, then `("ignored", n)`.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = [0usize, 1, 3, 4, 5]
+            .into_iter()
+            .map(|i| (RCODE_LABELS[i], self.answered[i].load(Ordering::Relaxed)))
+            .collect();
+        out.push(("ignored", self.ignored.load(Ordering::Relaxed)));
+        out
+    }
+}
+
 /// Answers queries on `socket` until `stop` completes. A failed send is
 /// logged and the loop goes on: one client cannot stop the others' names.
-pub async fn serve(socket: UdpSocket, domain: String, names: Arc<dyn Names>, stop: impl Future<Output = ()>) {
+pub async fn serve(socket: UdpSocket, domain: String, names: Arc<dyn Names>, counters: Arc<Counters>, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
     // Large enough for an EDNS query; a longer datagram is cut and then
     // answered as malformed.
@@ -31,7 +63,9 @@ pub async fn serve(socket: UdpSocket, domain: String, names: Arc<dyn Names>, sto
             },
             _ = &mut stop => return,
         };
-        let Some(response) = super::wire::respond(&buf[..len], &domain, |node_id| names.resolve(node_id)) else {
+        let response = super::wire::respond(&buf[..len], &domain, |node_id| names.resolve(node_id));
+        counters.record(response.as_deref());
+        let Some(response) = response else {
             continue;
         };
         if let Err(err) = socket.send_to(&response, from).await {
