@@ -6,29 +6,17 @@
 //! address through the gateway gets no answer. Root only (network
 //! namespaces, TUN).
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
-use gateway::dns::wire::{parse_response, query, Rcode};
-use gateway_tests::lab::{Lab, DEV_ADDRESSES, GATEWAY_LAN_IP};
+use anyhow::{ensure, Result};
+use gateway::dns::wire::Rcode;
+use gateway_tests::lab::{dns_query, Lab, DEV_ADDRESSES, GATEWAY_LAN_IP};
 use gateway_tests::netns::{require_root, wait_for, Netns};
 use gateway_tests::wg::{Keypair, TUNNEL_PREFIX};
 
-const TYPE_A: u16 = 1;
-
-/// Asks the gateway from inside `node`, through the tunnel.
 fn ask(node: &Netns, name: &str) -> Result<(Rcode, Vec<Ipv4Addr>)> {
-    let name = name.to_string();
-    node.within(move || {
-        let socket = UdpSocket::bind("0.0.0.0:0")?;
-        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-        socket.send_to(&query(0x4242, &name, TYPE_A), (format!("{TUNNEL_PREFIX}.1").as_str(), 53))?;
-        let mut buf = [0u8; 512];
-        let (len, _) = socket.recv_from(&mut buf).context("no DNS answer from the gateway")?;
-        ensure!(buf[..2] == [0x42, 0x42], "answer to another query");
-        parse_response(&buf[..len]).context("unparsable DNS answer")
-    })
+    dns_query(node, &format!("{TUNNEL_PREFIX}.1"), name)
 }
 
 #[test]

@@ -291,6 +291,21 @@ pub fn http_get_in(ns: &Netns, port: u16, path: &str) -> Result<(u16, String)> {
     })
 }
 
+/// Asks `server` (UDP 53) for the A record of `name` from inside `ns`; an
+/// error when nothing answers within 2 s.
+pub fn dns_query(ns: &Netns, server: &str, name: &str) -> Result<(gateway::dns::wire::Rcode, Vec<std::net::Ipv4Addr>)> {
+    let (server, name) = (server.to_string(), name.to_string());
+    ns.within(move || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.send_to(&gateway::dns::wire::query(0x4242, &name, 1), (server.as_str(), 53))?;
+        let mut buf = [0u8; 512];
+        let (len, _) = socket.recv_from(&mut buf).context("no DNS answer")?;
+        anyhow::ensure!(buf[..2] == [0x42, 0x42], "answer to another query");
+        gateway::dns::wire::parse_response(&buf[..len]).context("unparsable DNS answer")
+    })
+}
+
 /// A veth from `ns` into the LAN bridge; returns the interface name in `ns`.
 pub fn attach_to_lan(lan: &Netns, ns: &Netns, cidr: &str) -> Result<String> {
     let inner = unique_name("ve");

@@ -7,7 +7,7 @@
 use anyhow::{ensure, Context, Result};
 use gateway::xdp::PinnedMaps;
 use gateway_common::Reason;
-use gateway_tests::lab::{Lab, DEV_ADDRESSES};
+use gateway_tests::lab::{dns_query, Lab, DEV_ADDRESSES};
 use gateway_tests::netns::wait_for;
 use gateway_tests::wg::{iperf3_client, iperf3_server, wg, Keypair, TUNNEL_PREFIX};
 use std::io::Write;
@@ -80,6 +80,9 @@ fn main() -> Result<()> {
     detail("node-2 -> gateway 10.99.0.1: ping ok");
     ensure!(lab.ping(0, &format!("{TUNNEL_PREFIX}.3"), Duration::from_secs(10)), "node-1 reaches node-2");
     detail("node-1 -> node-2 10.99.0.3 (forwarded inside the gateway): ping ok");
+    let (_, addresses) = dns_query(&lab.nodes[0], &gw_ip, "node-2.vpn.dstack")?;
+    ensure!(addresses == [format!("{TUNNEL_PREFIX}.3").parse::<std::net::Ipv4Addr>()?], "node-2.vpn.dstack resolves: {addresses:?}");
+    detail(&format!("node-1 asks the gateway (DNS on {gw_ip}) for node-2.vpn.dstack: {}", addresses[0]));
 
     s.step("a short iperf3 from node-2 through the tunnel");
     let server = iperf3_server(&lab.gw, 5201)?;
