@@ -185,12 +185,6 @@ impl Admin {
     }
 }
 
-impl crate::dns::Names for Admin {
-    fn resolve(&self, node_id: &str) -> Option<std::net::Ipv4Addr> {
-        self.control.lock().unwrap_or_else(|p| p.into_inner()).registry().resolve(node_id)
-    }
-}
-
 impl AdminView for Admin {
     fn readiness(&self) -> Readiness {
         if self.config.xdp.enabled {

@@ -194,12 +194,16 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         None
     };
 
-    let dns_task = dns_server(&config, &network, admin.clone(), admin.dns_counters(), shutdown_rx.clone());
+    let zone = {
+        let control = control.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::new(std::sync::RwLock::new(crate::dns::Zone::from_registry(control.registry())))
+    };
+    let dns_task = dns_server(&config, &network, zone.clone(), admin.dns_counters(), shutdown_rx.clone());
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
 
-    let mut lp = Loop { control, executor: &mut executor, audit: &mut audit, store: &store, status: &status };
+    let mut lp = Loop { control, executor: &mut executor, audit: &mut audit, store: &store, status: &status, zone };
     let start_step = lp.lock().on_start(open_in_kernel.into_iter().map(crate::registry::PeerSlot), unix_now(), xdp::monotonic_now_ns());
     lp.handle(start_step, None);
 
@@ -292,6 +296,8 @@ struct Loop<'a> {
     audit: &'a mut AuditLog,
     store: &'a RegistryStore,
     status: &'a Arc<Mutex<Status>>,
+    /// The names DNS answers, rebuilt whenever the registry changes.
+    zone: Arc<std::sync::RwLock<crate::dns::Zone>>,
 }
 
 impl Loop<'_> {
@@ -360,6 +366,10 @@ impl Loop<'_> {
             if let Err(err) = self.store.save(control.registry()) {
                 tracing::error!(error = %err, "saving the registry; the chain cursor will be re-read");
             }
+        }
+        if step.persist || !step.ops.is_empty() {
+            let zone = crate::dns::Zone::from_registry(control.registry());
+            *self.zone.write().unwrap_or_else(|p| p.into_inner()) = zone;
         }
     }
 

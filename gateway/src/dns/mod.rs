@@ -6,5 +6,7 @@
 
 pub mod server;
 pub mod wire;
+pub mod zone;
 
 pub use server::{serve, Counters, Names};
+pub use zone::Zone;

@@ -279,13 +279,6 @@ impl Registry {
         self.views().filter_map(|v| v.admission()).map(|a| (a.slot, a)).collect()
     }
 
-    /// The tunnel address of the granted token whose node id is `node_id`
-    /// (ASCII case-insensitive, as DNS names are; the lowest token id when
-    /// several share it).
-    pub fn resolve(&self, node_id: &str) -> Option<Ipv4Addr> {
-        self.views().filter(|v| v.node_id.eq_ignore_ascii_case(node_id)).find_map(|v| v.admission()).map(|a| a.tunnel_ip)
-    }
-
     /// Every token that has `key` bound, or why it has none.
     pub fn lookup(&self, key: &WgKey) -> KeyLookup {
         if let Some(ids) = self.by_key.get(key) {

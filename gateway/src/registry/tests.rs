@@ -496,15 +496,3 @@ proptest! {
         prop_assert_eq!(got, model_admitted(&events));
     }
 }
-
-#[test]
-fn a_node_id_resolves_while_its_token_is_granted() {
-    let mut reg = registry();
-    apply_all(&mut reg, &[granted_raw(1, "Alpha", &key_b64(11), 10, 0), granted_raw(5, "alpha", &key_b64(55), 10, 1)], 100);
-    assert_eq!(reg.resolve("ALPHA").map(|ip| ip.to_string()), Some("10.88.0.2".to_string()), "case-insensitive, lowest token first");
-    assert_eq!(reg.resolve("beta"), None);
-    reg.apply(&revoked(1, 11, 0), 101);
-    assert_eq!(reg.resolve("alpha").map(|ip| ip.to_string()), Some("10.88.0.6".to_string()), "the other token still holds the name");
-    reg.apply(&revoked(5, 11, 1), 101);
-    assert_eq!(reg.resolve("alpha"), None, "a revoked node's name stops resolving");
-}
