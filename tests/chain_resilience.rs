@@ -85,39 +85,58 @@ async fn a_second_rpc_endpoint_takes_over_when_the_first_dies() {
     assert!(error.contains("no RPC endpoint answered"), "{error}");
 }
 
-#[tokio::test]
-async fn the_follower_goes_back_to_the_first_endpoint_once_it_answers_again() {
-    let chain = TestChain::start(&[]).await;
+/// Whether the follower still sends requests through `proxy`, over 600 ms
+/// (it polls every 50 ms here).
+async fn still_used(proxy: &TcpProxy) -> bool {
+    let before = proxy.requested();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    proxy.requested() > before
+}
+
+/// First endpoint lost, then back on its old port in front of `comeback`:
+/// returns both proxies after two rechecks.
+async fn fail_over_then_bring_back(chain: &TestChain, comeback: std::net::SocketAddr) -> (TcpProxy, TcpProxy, tokio::sync::mpsc::Receiver<ChainEvent>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let target = format!("127.0.0.1:{}", chain.anvil.port()).parse().unwrap();
     let first = TcpProxy::start(target).await.unwrap();
     let second = TcpProxy::start(target).await.unwrap();
     let config = chain.follower_config(vec![first.http_url(), second.http_url()]);
     let recheck = config.backoff.max * 3;
-    let (mut events, _task) = spawn_follower(config, StartState::default());
+    let (mut events, task) = spawn_follower(config, StartState::default());
     let owner = chain.address(1);
     let a = chain.admin.mint(chain.contract, owner, "node-back-a", &test_key(1), "").await.unwrap();
     wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == a.token_id)).await;
-
     first.kill();
     let b = chain.admin.mint(chain.contract, owner, "node-back-b", &test_key(2), "").await.unwrap();
     wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == b.token_id)).await;
-
-    // The first endpoint comes back on its old port while the second stays
-    // healthy: the follower must find it by itself, within one recheck.
-    let first = TcpProxy::start_at(first.addr, target).await.unwrap();
-    let deadline = tokio::time::Instant::now() + recheck * 2 + Duration::from_secs(2);
-    while first.accepted() == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(still_used(&second).await, "on the second endpoint after the failover");
+    let first = TcpProxy::start_at(first.addr, comeback).await.unwrap();
+    tokio::time::sleep(recheck * 2 + Duration::from_millis(500)).await;
     assert!(first.accepted() > 0, "the follower never looked back at the first endpoint");
-    // Back on the first: losing the second now goes unnoticed.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    second.kill();
-    let c = chain.admin.mint(chain.contract, owner, "node-back-c", &test_key(3), "").await.unwrap();
-    let (_, seen) =
-        wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == c.token_id))
-            .await;
-    assert!(!seen.iter().any(|e| matches!(e, ChainEvent::Unavailable { .. })), "{seen:?}");
+    (first, second, events, task)
+}
+
+#[tokio::test]
+async fn the_follower_goes_back_to_the_first_endpoint_once_it_answers_again() {
+    let chain = TestChain::start(&[]).await;
+    let target = format!("127.0.0.1:{}", chain.anvil.port()).parse().unwrap();
+    let (first, second, mut events, _task) = fail_over_then_bring_back(&chain, target).await;
+    assert!(!still_used(&second).await, "back on the first endpoint, the second is left alone");
+    assert!(still_used(&first).await);
+    let c = chain.admin.mint(chain.contract, chain.address(1), "node-back-c", &test_key(3), "").await.unwrap();
+    wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == c.token_id)).await;
+}
+
+#[tokio::test]
+async fn a_preferred_endpoint_that_is_behind_is_not_taken_back() {
+    let chain = TestChain::start(&[]).await;
+    // The first URL comes back in front of another node still at block 0,
+    // like a restarted node that has not synced yet.
+    let lagging = gateway_tests::anvil::spawn_anvil(&[]);
+    let lagging_addr = format!("127.0.0.1:{}", lagging.port()).parse().unwrap();
+    let (_first, second, mut events, _task) = fail_over_then_bring_back(&chain, lagging_addr).await;
+    assert!(still_used(&second).await, "the follower left the up-to-date endpoint for one that is behind");
+    let c = chain.admin.mint(chain.contract, chain.address(1), "node-back-c", &test_key(3), "").await.unwrap();
+    wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Granted { token_id, .. } if *token_id == c.token_id)).await;
 }
 
 #[tokio::test]

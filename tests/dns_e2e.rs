@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use gateway::dns::wire::Rcode;
 use gateway_tests::lab::{dns_query, Lab, DEV_ADDRESSES, GATEWAY_LAN_IP};
 use gateway_tests::netns::{require_root, wait_for, Netns};
@@ -44,6 +44,7 @@ fn nodes_resolve_each_other_while_granted() -> Result<()> {
     // Only through the tunnel: the same query over the underlay, routed to
     // the gateway's LAN address, goes unanswered.
     lab.nodes[2].ip(&["route", "add", &format!("{TUNNEL_PREFIX}.1/32"), "via", GATEWAY_LAN_IP])?;
+    lab.nodes[2].exec("ping", &["-c", "1", "-W", "2", &format!("{TUNNEL_PREFIX}.1")]).context("the LAN host reaches the tunnel address by the underlay")?;
     ensure!(ask(&lab.nodes[2], "bravo.vpn.dstack").is_err(), "a query from outside the tunnel was answered");
 
     // Revoke bravo (token 2): its name goes with its access.

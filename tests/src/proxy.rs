@@ -13,6 +13,8 @@ pub struct TcpProxy {
     listener: JoinHandle<()>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accepted: Arc<AtomicUsize>,
+    /// Bytes the clients sent (requests), over all connections.
+    requested: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TcpProxy {
@@ -27,13 +29,29 @@ impl TcpProxy {
         let addr = listener.local_addr()?;
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let (tracked, counted) = (connections.clone(), accepted.clone());
+        let requested = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (tracked, counted, bytes) = (connections.clone(), accepted.clone(), requested.clone());
         let listener = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::Relaxed);
+                let bytes = bytes.clone();
                 let forward = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(target).await {
+                        let (mut client_read, mut client_write) = inbound.into_split();
+                        let (mut server_read, mut server_write) = outbound.into_split();
+                        let upstream = async {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut buf = vec![0u8; 16 * 1024];
+                            while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                                if server_write.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            let _ = server_write.shutdown().await;
+                        };
+                        let downstream = tokio::io::copy(&mut server_read, &mut client_write);
+                        let _ = tokio::join!(upstream, downstream);
                     }
                 });
                 if let Ok(mut tasks) = tracked.lock() {
@@ -41,7 +59,12 @@ impl TcpProxy {
                 }
             }
         });
-        Ok(Self { addr, listener, connections, accepted })
+        Ok(Self { addr, listener, connections, accepted, requested })
+    }
+
+    /// Request bytes forwarded so far.
+    pub fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Relaxed)
     }
 
     /// Connections accepted so far.

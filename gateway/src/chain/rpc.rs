@@ -15,9 +15,9 @@ use super::backoff::{try_order, Backoff, EndpointHealth};
 /// 2,000-block `eth_getLogs` well within this.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long one attempt on a preferred endpoint may take when the pool, on a
-/// fallback, looks back at it: a hung primary must not stall the follower for
-/// a whole call timeout at every recheck.
+/// How long the pool, on a fallback, may spend asking one preferred endpoint
+/// for its head (connecting included): a hung primary must not stall the
+/// follower for a whole call timeout at every recheck.
 const RECHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How one attempt on one endpoint failed.
@@ -73,9 +73,11 @@ impl Endpoint {
 }
 
 /// Endpoints in order of preference (the configuration's). Calls go to the
-/// current one and fail over to the others; while on a fallback, the pool
-/// tries the preferred ones first again every 3 x the longest backoff (30 s
-/// by default), and moves back to the first that answers.
+/// current one and fail over to the others. While on a fallback, every 3 x
+/// the longest backoff (30 s by default) the pool asks the preferred ones for
+/// their head and moves back to the first that answers with a head no lower
+/// than the current endpoint's: a node that restarted and is still syncing
+/// would otherwise hand the follower an old state (and undo revocations).
 pub struct RpcPool {
     endpoints: Vec<Endpoint>,
     current: usize,
@@ -115,15 +117,12 @@ impl RpcPool {
         F: Fn(DynProvider) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        let mut last = String::from("no endpoint tried");
-        let now = Instant::now();
-        let current = self.current;
-        let recheck = self.recheck_at.is_some_and(|at| now >= at);
-        if recheck {
-            self.recheck_at = Some(now + self.recheck_interval());
+        if self.recheck_at.is_some_and(|at| Instant::now() >= at) {
+            self.recheck_preferred().await;
         }
-        for index in try_order(&self.health(), if recheck { 0 } else { current }, now) {
-            let timeout = if recheck && index < current { self.call_timeout.min(RECHECK_TIMEOUT) } else { self.call_timeout };
+        let mut last = String::from("no endpoint tried");
+        let timeout = self.call_timeout;
+        for index in try_order(&self.health(), self.current, Instant::now()) {
             let provider = match self.connect(index, timeout).await {
                 Ok(provider) => provider,
                 Err(err) => {
@@ -177,6 +176,52 @@ impl RpcPool {
 
     fn recheck_interval(&self) -> Duration {
         self.backoff.max.saturating_mul(3)
+    }
+
+    /// On a fallback: moves back to the most preferred endpoint that is
+    /// available and not behind the current one.
+    async fn recheck_preferred(&mut self) {
+        self.recheck_at = Some(Instant::now() + self.recheck_interval());
+        let current = self.current;
+        // The current endpoint failing is the ordinary failover's business.
+        let Some(current_head) = self.head(current, self.call_timeout).await else { return };
+        for index in 0..current {
+            if !self.endpoints[index].health.is_available(Instant::now()) {
+                continue;
+            }
+            match self.head(index, self.call_timeout.min(RECHECK_TIMEOUT)).await {
+                Some(head) if head >= current_head => {
+                    self.succeed(index);
+                    return;
+                }
+                Some(head) => tracing::info!(endpoint = %self.endpoints[index].label, head, current_head, "preferred RPC endpoint answers but is behind; staying"),
+                None => {}
+            }
+        }
+    }
+
+    /// `eth_blockNumber` on one endpoint within `timeout` (connecting
+    /// included); a failure is recorded like any other.
+    async fn head(&mut self, index: usize, timeout: Duration) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let provider = match self.connect(index, timeout).await {
+            Ok(provider) => provider,
+            Err(err) => {
+                self.fail(index, "eth_blockNumber", &err);
+                return None;
+            }
+        };
+        match tokio::time::timeout_at(deadline, provider.get_block_number()).await {
+            Ok(Ok(head)) => Some(head),
+            Ok(Err(err)) => {
+                self.fail(index, "eth_blockNumber", &err.to_string());
+                None
+            }
+            Err(_) => {
+                self.fail(index, "eth_blockNumber", &format!("timed out after {timeout:?}"));
+                None
+            }
+        }
     }
 
     async fn connect(&mut self, index: usize, timeout: Duration) -> Result<DynProvider, String> {

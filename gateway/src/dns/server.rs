@@ -49,15 +49,17 @@ impl Counters {
 /// logged and the loop goes on: one client cannot stop the others' names.
 pub async fn serve(socket: UdpSocket, domain: String, names: Arc<dyn Names>, counters: Arc<Counters>, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
-    // Large enough for an EDNS query; a longer datagram is cut and then
-    // answered as malformed.
+    // Large enough for an EDNS query; of a longer datagram only the front
+    // is read, which holds the question.
     let mut buf = vec![0u8; 1500];
     loop {
         let (len, from) = tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok(r) => r,
                 Err(err) => {
+                    // An error that persists must not spin the task.
                     tracing::warn!(error = %err, "DNS: receiving");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },

@@ -11,6 +11,7 @@ const HEADER_LEN: usize = 12;
 const QR: u16 = 0x8000;
 const AA: u16 = 0x0400;
 const RD: u16 = 0x0100;
+const CD: u16 = 0x0010;
 const OPCODE_MASK: u16 = 0x7800;
 const TYPE_A: u16 = 1;
 const TYPE_ANY: u16 = 255;
@@ -41,7 +42,8 @@ pub fn respond(query: &[u8], domain: &str, resolve: impl Fn(&str) -> Option<Ipv4
     if flags & QR != 0 {
         return None;
     }
-    let rd = flags & RD;
+    // Copied into the response (RFC 1035 4.1.1; CD per RFC 4035 3.1.6).
+    let rd = flags & (RD | CD | OPCODE_MASK);
     if flags & OPCODE_MASK != 0 {
         return Some(header_only(id, rd, Rcode::NotImp));
     }
@@ -97,9 +99,10 @@ fn read_question(query: &[u8]) -> Option<(String, usize)> {
             name.push('.');
         }
         for &b in label {
-            // Bytes outside printable ASCII never match a node id; keep them
-            // visibly wrong rather than failing the whole query.
-            name.push(if b.is_ascii_graphic() { b.to_ascii_lowercase() as char } else { '?' });
+            // Bytes outside printable ASCII, and a dot inside a label, never
+            // match a node id; keep them visibly wrong rather than failing
+            // the whole query (a one-label `a.vpn.dstack` is not our name).
+            name.push(if b.is_ascii_graphic() && b != b'.' { b.to_ascii_lowercase() as char } else { '?' });
         }
         if name.len() > MAX_NAME_LEN {
             return None;
@@ -246,7 +249,16 @@ mod tests {
         assert_eq!(parse_response(&respond(&two, "vpn.dstack", zone).unwrap()).unwrap().0, Rcode::FormErr);
         let mut notify = query(1, "alpha.vpn.dstack", TYPE_A);
         notify[2] |= 4 << 3;
-        assert_eq!(parse_response(&respond(&notify, "vpn.dstack", zone).unwrap()).unwrap().0, Rcode::NotImp);
+        let answer = respond(&notify, "vpn.dstack", zone).unwrap();
+        assert_eq!(parse_response(&answer).unwrap().0, Rcode::NotImp);
+        assert_eq!(answer[2] & 0x78, 4 << 3, "the opcode is copied");
+        // One label holding dots is not the name `alpha.vpn.dstack`.
+        let mut dotted = std::vec![0u8; 12];
+        dotted[5] = 1;
+        dotted.push(16);
+        dotted.extend_from_slice(b"alpha.vpn.dstack");
+        dotted.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert_eq!(parse_response(&respond(&dotted, "vpn.dstack", zone).unwrap()).unwrap().0, Rcode::Refused);
     }
 
     proptest::proptest! {

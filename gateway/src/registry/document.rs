@@ -129,7 +129,8 @@ pub enum DocumentError {
 /// a node id that is not a DNS label, so chain garbage never reaches a
 /// resolver's configuration.
 pub fn hostname(node_id: &str, domain: &str) -> String {
-    if validate_node_id(node_id).is_err() {
+    // The contract allows 64 bytes; a DNS label stops at 63.
+    if validate_node_id(node_id).is_err() || node_id.len() > 63 {
         return String::new();
     }
     format!("{node_id}.{domain}")

@@ -496,3 +496,10 @@ proptest! {
         prop_assert_eq!(got, model_admitted(&events));
     }
 }
+
+#[test]
+fn a_64_byte_node_id_is_granted_but_gets_no_hostname() {
+    // The contract allows 64 bytes; a DNS label stops at 63.
+    assert_eq!(super::document::hostname(&"a".repeat(63), "vpn.dstack").len(), 63 + 11);
+    assert_eq!(super::document::hostname(&"a".repeat(64), "vpn.dstack"), "");
+}

@@ -221,6 +221,26 @@ fn measure(t: &Target, lan: &Netns, flood: Flood, attacker: &str, seconds: u32, 
     })
 }
 
+/// The `ip -s -o link` line, in the LAN namespace, of the port facing `server`.
+fn lan_port_line(lan: &Netns, server: &Netns) -> Result<String> {
+    let out = lan.ip(&["-s", "-o", "link"])?;
+    let text = String::from_utf8(out.stdout)?;
+    text.lines()
+        .find(|l| {
+            let words: Vec<&str> = l.split(|c: char| c.is_whitespace() || c == '\\').collect();
+            words.windows(2).any(|w| w == ["link-netns", server.name()])
+        })
+        .map(str::to_string)
+        .with_context(|| format!("no LAN port facing {}", server.name()))
+}
+
+/// The name of the LAN port facing `server` ("3: vlNN@if2: ...").
+fn lan_port(lan: &Netns, server: &Netns) -> Result<String> {
+    let line = lan_port_line(lan, server)?;
+    let name = line.split(": ").nth(1).context("port name")?;
+    Ok(name.split('@').next().unwrap_or(name).to_string())
+}
+
 /// Softirq time of all CPUs so far (`/proc/stat`, in USER_HZ = 100 ticks).
 fn softirq_seconds() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
@@ -232,15 +252,7 @@ fn softirq_seconds() -> Result<f64> {
 /// Packets the LAN port facing `server` could not hand over (the receiving
 /// veth's ring or the CPU's backlog was full): flood and legitimate alike.
 fn lan_port_drops(lan: &Netns, server: &Netns) -> Result<u64> {
-    let out = lan.ip(&["-s", "-o", "link"])?;
-    let text = String::from_utf8(out.stdout)?;
-    let line = text
-        .lines()
-        .find(|l| {
-            let words: Vec<&str> = l.split(|c: char| c.is_whitespace() || c == '\\').collect();
-            words.windows(2).any(|w| w == ["link-netns", server.name()])
-        })
-        .with_context(|| format!("no LAN port facing {}", server.name()))?;
+    let line = lan_port_line(lan, server)?;
     // `-s -o`: "... TX:  bytes packets errors dropped carrier collsns\    <numbers>"
     let tx = line.split("TX:").nth(1).context("TX counters")?;
     let numbers: Vec<u64> = tx.split('\\').nth(1).context("TX numbers")?.split_whitespace().filter_map(|n| n.parse().ok()).collect();
@@ -260,6 +272,10 @@ fn start_sink(lab: &Lab, ip: &str, attacker: &Netns) -> Result<(Netns, aya::Ebpf
     let route: serde_json::Value = serde_json::from_slice(&attacker.ip(&["-j", "route", "get", ip])?.stdout)?;
     let dev = route[0]["dev"].as_str().context("attacker's route to the sink")?;
     attacker.ip(&["neigh", "replace", ip, "lladdr", &mac, "nud", "permanent", "dev", dev])?;
+    // Nor does the bridge ever learn the MAC from the sink's traffic for
+    // long: a static entry keeps the flood off the other ports.
+    let port = lan_port(&lab.lan, &ns)?;
+    gateway_tests::netns::run("bridge", &["-n", lab.lan.name(), "fdb", "replace", &mac, "dev", &port, "master", "static"])?;
     let ebpf = ns.within(move || {
         let btf = aya::Btf::from_sys_fs().ok();
         let mut ebpf = aya::EbpfLoader::new().btf(btf.as_ref()).load(gateway::xdp::OBJECT)?;
