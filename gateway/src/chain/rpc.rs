@@ -121,21 +121,8 @@ impl RpcPool {
             self.recheck_preferred().await;
         }
         let mut last = String::from("no endpoint tried");
-        let timeout = self.call_timeout;
         for index in try_order(&self.health(), self.current, Instant::now()) {
-            let provider = match self.connect(index, timeout).await {
-                Ok(provider) => provider,
-                Err(err) => {
-                    last = err;
-                    self.fail(index, what, &last);
-                    continue;
-                }
-            };
-            let outcome = match tokio::time::timeout(timeout, op(provider)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(CallError::Transport(format!("timed out after {timeout:?}"))),
-            };
-            match outcome {
+            match self.attempt(index, what, self.call_timeout, &op).await {
                 Ok(value) => {
                     self.succeed(index);
                     return Ok(value);
@@ -145,10 +132,7 @@ impl RpcPool {
                     self.succeed(index);
                     return Err(RpcError::Rejected { endpoint: self.endpoints[index].label.clone(), what, message });
                 }
-                Err(CallError::Transport(message)) => {
-                    last = message;
-                    self.fail(index, what, &last);
-                }
+                Err(CallError::Transport(message)) => last = message,
             }
         }
         Err(RpcError::AllDown { what, last })
@@ -203,18 +187,13 @@ impl RpcPool {
     /// `eth_blockNumber` on one endpoint within `timeout` (connecting
     /// included); a failure is recorded like any other.
     async fn head(&mut self, index: usize, timeout: Duration) -> Option<u64> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let provider = match self.connect(index, timeout).await {
-            Ok(provider) => provider,
-            Err(err) => {
-                self.fail(index, "eth_blockNumber", &err);
-                return None;
-            }
-        };
-        match tokio::time::timeout_at(deadline, provider.get_block_number()).await {
+        let block_number = |provider: DynProvider| async move { provider.get_block_number().await.map_err(CallError::from) };
+        match tokio::time::timeout(timeout, self.attempt(index, "eth_blockNumber", timeout, &block_number)).await {
             Ok(Ok(head)) => Some(head),
-            Ok(Err(err)) => {
-                self.fail(index, "eth_blockNumber", &err.to_string());
+            // Recorded by `attempt`.
+            Ok(Err(CallError::Transport(_))) => None,
+            Ok(Err(CallError::Rejected(message))) => {
+                self.fail(index, "eth_blockNumber", &message);
                 None
             }
             Err(_) => {
@@ -222,6 +201,27 @@ impl RpcPool {
                 None
             }
         }
+    }
+
+    /// `op` on endpoint `index`: connecting, then the call, each within
+    /// `timeout`. A transport failure is recorded against the endpoint; what
+    /// a success or a rejection means is the caller's to say.
+    async fn attempt<T, F, Fut>(&mut self, index: usize, what: &'static str, timeout: Duration, op: &F) -> Result<T, CallError>
+    where
+        F: Fn(DynProvider) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let outcome = match self.connect(index, timeout).await {
+            Ok(provider) => match tokio::time::timeout(timeout, op(provider)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(CallError::Transport(format!("timed out after {timeout:?}"))),
+            },
+            Err(err) => Err(CallError::Transport(err)),
+        };
+        if let Err(CallError::Transport(message)) = &outcome {
+            self.fail(index, what, message);
+        }
+        outcome
     }
 
     async fn connect(&mut self, index: usize, timeout: Duration) -> Result<DynProvider, String> {
