@@ -298,7 +298,7 @@ pub fn dns_query(ns: &Netns, server: &str, name: &str) -> Result<(gateway::dns::
     ns.within(move || {
         let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
         socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-        socket.send_to(&gateway::dns::wire::query(0x4242, &name, 1), (server.as_str(), 53))?;
+        socket.send_to(&gateway::dns::wire::query(0x4242, &name, gateway::dns::wire::TYPE_A), (server.as_str(), 53))?;
         let mut buf = [0u8; 512];
         let (len, _) = socket.recv_from(&mut buf).context("no DNS answer")?;
         anyhow::ensure!(buf[..2] == [0x42, 0x42], "answer to another query");

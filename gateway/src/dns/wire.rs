@@ -13,7 +13,8 @@ const AA: u16 = 0x0400;
 const RD: u16 = 0x0100;
 const CD: u16 = 0x0010;
 const OPCODE_MASK: u16 = 0x7800;
-const TYPE_A: u16 = 1;
+/// The A record type, for callers building queries.
+pub const TYPE_A: u16 = 1;
 const TYPE_ANY: u16 = 255;
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
