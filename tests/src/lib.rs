@@ -7,4 +7,5 @@ pub mod lab;
 pub mod netns;
 pub mod packets;
 pub mod proxy;
+pub mod skip;
 pub mod wg;

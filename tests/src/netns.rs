@@ -82,16 +82,7 @@ pub fn wait_for<T>(
     }
 }
 
-/// Skips (returns true) when not root: the privileged tests need namespaces.
-/// CI runs as root, where this never skips.
-pub fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root (network namespaces, XDP)");
-        return false;
-    }
-    true
-}
+pub use crate::skip::require_root;
 
 /// Path of the workspace root (the parent of `tests/`).
 pub fn repo_root() -> std::path::PathBuf {

@@ -72,6 +72,13 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Tests that ran and returned early through `gateway_tests::skip`:
+    /// libtest counted them as passed.
+    pub fn record_skips(&mut self, n: u64) {
+        self.passed = self.passed.saturating_sub(n);
+        self.ignored += n;
+    }
+
     /// Adds a libtest summary line such as
     /// `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; ...`.
     pub fn add_line(&mut self, line: &str) {
@@ -114,21 +121,48 @@ fn cargo_test(args: &[&str], extra: &[String], binary_args: &[&str], totals: &mu
 /// Every test: the eBPF object and the gateway binary first (the end-to-end
 /// tests run the real binary), then the whole workspace. The end-to-end
 /// package runs one test at a time: they share two cores and time-sensitive
-/// traffic. Ends with one `N passed, N failed` line over everything.
+/// traffic. Ends with one `N passed, N failed, N skipped` line over
+/// everything: a test that recorded a skip (`gateway_tests::skip`) counts as
+/// skipped, not passed, and with `GATEWAY_FAIL_ON_SKIP=1` (CI) any skip
+/// fails the run.
 #[allow(clippy::print_stdout)] // the closing summary line CI reads
 pub fn test_all(extra: &[String]) -> anyhow::Result<()> {
     // The contract's ABI and bytecode the Rust code embeds must match its source.
     crate::contracts::contracts(true).context("contracts/out is stale: run `cargo xtask contracts`")?;
     build_all(false)?;
+    let skip_log = target_dir().join("test-skips.log");
+    match std::fs::remove_file(&skip_log) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(err).with_context(|| format!("clearing {}", skip_log.display()));
+        }
+        _ => {}
+    }
+    std::env::set_var(SKIP_LOG_ENV, &skip_log);
     let mut totals = Totals::default();
     let unit_ok = cargo_test(&["--workspace", "--exclude", "gateway-tests"], extra, &[], &mut totals)?;
     let e2e_ok = cargo_test(&["-p", "gateway-tests"], extra, &["--test-threads=1"], &mut totals)?;
+    let skips = match std::fs::read_to_string(&skip_log) {
+        Ok(text) => text.lines().map(str::to_string).collect::<Vec<_>>(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", skip_log.display())),
+    };
+    totals.record_skips(skips.len() as u64);
+    for line in &skips {
+        println!("xtask: skipped {}", line.replace('\t', ": "));
+    }
     println!("xtask: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     if !(unit_ok && e2e_ok) {
         bail!("tests failed");
     }
+    if totals.ignored > 0 && std::env::var("GATEWAY_FAIL_ON_SKIP").is_ok_and(|v| v == "1") {
+        bail!("{} tests skipped, and GATEWAY_FAIL_ON_SKIP=1 (CI runs every test)", totals.ignored);
+    }
     Ok(())
 }
+
+/// Where `gateway_tests::skip` records skips (the name is shared by value:
+/// xtask does not depend on the tests crate).
+const SKIP_LOG_ENV: &str = "GATEWAY_SKIP_LOG";
 
 #[cfg(test)]
 mod tests {
@@ -141,5 +175,7 @@ mod tests {
         t.add_line("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
         t.add_line("running 3 tests");
         assert_eq!(t, Totals { passed: 14, failed: 1, ignored: 1 });
+        t.record_skips(2);
+        assert_eq!(t, Totals { passed: 12, failed: 1, ignored: 3 }, "a recorded skip is not a pass");
     }
 }
