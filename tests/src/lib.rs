@@ -2,6 +2,8 @@
 //! packets, a local chain.
 
 pub mod anvil;
+pub mod container;
+pub mod container_story;
 pub mod cutproxy;
 pub mod lab;
 pub mod netns;
