@@ -6,6 +6,7 @@ pub mod cutproxy;
 pub mod lab;
 pub mod netns;
 pub mod packets;
+pub mod pinger;
 pub mod proxy;
 pub mod skip;
 pub mod wg;
