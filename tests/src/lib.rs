@@ -4,7 +4,9 @@
 pub mod anvil;
 pub mod cutproxy;
 pub mod lab;
+pub mod minimal_nft;
 pub mod netns;
+pub mod node_cli;
 pub mod packets;
 pub mod proxy;
 pub mod skip;
