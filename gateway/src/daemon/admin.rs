@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::dataplane::DataplaneHandle;
 use crate::http::{AdminView, Family, MetricKind, Readiness, Sample};
-use gateway_common::Reason as XdpReason;
+use gateway_common::XdpVerdict;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,7 +121,7 @@ impl Admin {
             }
         };
         let mut packets = Family::new("gw_xdp_packets_total", "Packets seen by the XDP front, by verdict reason.", MetricKind::Counter);
-        for r in XdpReason::ALL {
+        for r in XdpVerdict::ALL {
             packets.samples.push(
                 Sample::new(stats.get(r) as f64)
                     .label("reason", r.name())
