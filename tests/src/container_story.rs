@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::container::{build_images, parse_bpftool_stats, Engine, Output, Project};
 use crate::netns::wait_for;
-use gateway_common::Reason;
+use gateway_common::XdpVerdict;
 
 /// The gateway's tunnel address in the compose demo: host 1 of
 /// config/gateway.toml's `[network] cidr` (tests/docker_files.rs checks it).
@@ -180,7 +180,7 @@ fn the_story(p: &Project, n: &mut dyn Narrator, report: &mut StoryReport) -> Res
     };
     let host_drops = || -> Result<u64> {
         let stats = gateway::xdp::PinnedMaps::open_instance(&p.instance)?.stats.read()?;
-        Ok(stats.get(Reason::DropUnknownSlot) + stats.get(Reason::DropDeniedEndpoint))
+        Ok(stats.get(XdpVerdict::DropUnknownSlot) + stats.get(XdpVerdict::DropDeniedEndpoint))
     };
     let id_before = prog_id()?;
     let gateway = p.container("gateway")?;
