@@ -9,7 +9,7 @@ use alloy::rpc::types::Header;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use super::backoff::{try_order, Backoff, EndpointHealth};
+use gateway_core::chain::backoff::{try_order, Backoff, EndpointHealth};
 
 /// A hung endpoint must not stall the follower; a healthy node answers a
 /// 2,000-block `eth_getLogs` well within this.
