@@ -6,10 +6,10 @@ use crate::clock::unix_now;
 use crate::config::Config;
 use crate::dataplane::DataplaneHandle;
 use crate::http::{AdminView, Readiness};
+use gateway_common::XdpVerdict;
 use gateway_core::chain::ChainEvent;
 use gateway_core::control::Control;
 use gateway_core::metrics::{Family, MetricKind, Sample};
-use gateway_common::Reason as XdpReason;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -119,7 +119,7 @@ impl Admin {
             }
         };
         let mut packets = Family::new("gw_xdp_packets_total", "Packets seen by the XDP front, by verdict reason.", MetricKind::Counter);
-        for r in XdpReason::ALL {
+        for r in XdpVerdict::ALL {
             packets.samples.push(
                 Sample::new(stats.get(r) as f64)
                     .label("reason", r.name())
