@@ -35,11 +35,16 @@ const FREE_PORT: u16 = 40000;
 const DENIED_PORT: u16 = 40001;
 
 /// What the data plane counts when a datagram from the network reaches it:
-/// its drop reasons on the receive path and every refused or
-/// cookie-answered handshake. Garbage for the open slot lands in
-/// `decrypt_error`, garbage initiations in `invalid_mac`. (`no_route`
-/// counts packets from the TUN side, which the kernel writes on its own.)
-const RECEIVE_SERIES: [&str; 7] = [
+/// its drop reasons on the receive path, every refused or cookie-answered
+/// handshake, and the takeovers a packet for a granted slot without a
+/// session sets off. Garbage for the open slot starts a takeover (or lands
+/// in `decrypt_error`), garbage initiations land in `invalid_mac`.
+/// (`no_route` counts packets from the TUN side, which the kernel writes on
+/// its own; abandoned takeovers are counted by a timer.)
+const RECEIVE_SERIES: [&str; 10] = [
+    r#"gw_wireguard_takeovers_total{result="initiated"}"#,
+    r#"gw_wireguard_takeovers_total{result="rate_limited"}"#,
+    r#"gw_wireguard_takeovers_total{result="disabled"}"#,
     r#"gw_wireguard_dropped_total{reason="malformed"}"#,
     r#"gw_wireguard_dropped_total{reason="unknown_slot"}"#,
     r#"gw_wireguard_dropped_total{reason="decrypt_error"}"#,
