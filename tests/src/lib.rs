@@ -10,6 +10,7 @@ pub mod minimal_nft;
 pub mod netns;
 pub mod node_cli;
 pub mod packets;
+pub mod pinger;
 pub mod provider_limits;
 pub mod provider_proxy;
 pub mod proxy;

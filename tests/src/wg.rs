@@ -166,10 +166,18 @@ impl GatewayProcess {
     pub fn start(ns: &Netns, dir: &Path, peers: &[(String, String)]) -> Result<Self> {
         let iface = unique_name("wgg");
         let keys = Keypair::generate(dir, &iface)?;
+        Self::start_as(ns, &iface, keys, peers, &[])
+    }
+
+    /// The same with a given interface name and key (a restart, or a second
+    /// gateway with the first one's key) and `extra` arguments.
+    pub fn start_as(ns: &Netns, iface: &str, keys: Keypair, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
+        let iface = iface.to_string();
         let mut cmd = Command::new(gateway_bin());
         cmd.args(["--netns", ns.name(), "dataplane", "run", "--iface", &iface])
             .args(["--listen-port", &WG_PORT.to_string(), "--private-key-file", keys.private_path()])
             .args(["--address", &format!("{TUNNEL_PREFIX}.1/24"), "--address", &format!("{TUNNEL_PREFIX6}:1/64")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (public, allowed) in peers {

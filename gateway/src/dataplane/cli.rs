@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// Do not serve /var/run/wireguard/<iface>.sock.
     #[arg(long)]
     pub no_uapi: bool,
+    /// Leave nodes whose session lives elsewhere (another gateway with this
+    /// key, or this one before a restart) to their own timers instead of
+    /// initiating a handshake to them at once.
+    #[arg(long)]
+    pub no_takeover: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +91,7 @@ fn run_device(args: RunArgs) -> anyhow::Result<()> {
         addresses: args.addresses,
         mtu: args.mtu,
         uapi: !args.no_uapi,
+        takeover: !args.no_takeover,
     };
     let (dataplane, mut events) = Dataplane::start(config)?;
     let handle = dataplane.handle();

@@ -10,6 +10,7 @@ pub mod gso;
 pub mod io;
 pub mod peer;
 pub mod runtime;
+pub mod takeover;
 pub mod uapi;
 pub mod vnet;
 

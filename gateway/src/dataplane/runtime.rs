@@ -22,6 +22,7 @@ use super::gro::Coalescer;
 use super::gso;
 use super::io::{wait_writable, SendQueue, Tun, UdpBatch, UdpSockets, RECV_BATCH};
 use super::peer::{PeerConfig, PeerStats, PublicKey};
+use super::takeover::TakeoverCounters;
 use super::uapi;
 
 /// boringtun rounds its timers to the second; ticking several times a second
@@ -48,6 +49,9 @@ pub struct DataplaneConfig {
     pub mtu: u16,
     /// Serve `/var/run/wireguard/<iface>.sock` for `wg show` / `wg set`.
     pub uapi: bool,
+    /// Stateless takeover of nodes whose session lives elsewhere (see
+    /// [`super::takeover`]); off leaves them to their own timers.
+    pub takeover: bool,
 }
 
 /// Without the private key: configurations end up in logs.
@@ -60,6 +64,7 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("addresses", &self.addresses)
             .field("mtu", &self.mtu)
             .field("uapi", &self.uapi)
+            .field("takeover", &self.takeover)
             .finish()
     }
 }
@@ -117,6 +122,10 @@ impl DataplaneHandle {
         self.shared.device().counters().clone()
     }
 
+    pub fn takeover_counters(&self) -> TakeoverCounters {
+        self.shared.device().takeover_counters().clone()
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.shared.device().public_key()
     }
@@ -142,8 +151,10 @@ impl Dataplane {
         tun.configure(config.mtu, &config.addresses)?;
         let sockets = UdpSockets::bind(config.listen_port)?;
         let listen_port = sockets.port()?;
+        let mut device = Device::new(config.private_key);
+        device.set_takeover(config.takeover);
         let shared = Arc::new(Shared {
-            device: Mutex::new(Device::new(config.private_key)),
+            device: Mutex::new(device),
             stop: AtomicBool::new(false),
             listen_port,
         });
