@@ -3,7 +3,9 @@
 
 pub mod anvil;
 pub mod cutproxy;
+pub mod ha;
 pub mod history;
+pub mod keepalived;
 pub mod lab;
 pub mod minimal_nft;
 pub mod netns;
@@ -14,4 +16,5 @@ pub mod provider_limits;
 pub mod provider_proxy;
 pub mod proxy;
 pub mod skip;
+pub mod stats;
 pub mod wg;
