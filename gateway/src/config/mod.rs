@@ -262,7 +262,8 @@ fn err(field: &str, problem: impl Into<String>, fix: impl Into<String>) -> Confi
 /// Every problem found, so an operator fixes the file in one pass.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("reading {path}: {source}")]
+    // The OS error is the source: `{:#}` prints it once, after this.
+    #[error("reading {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not valid TOML for this gateway: {message}")]
     Parse { path: PathBuf, message: String },
