@@ -141,7 +141,7 @@ pub fn scatter(first: u64, last: u64, count: u64) -> Vec<u64> {
         // Squaring a uniform draw crowds the picks towards the start of each
         // of 8 stretches: bursts, then quiet.
         let stretch = next() % 8;
-        let within = (next() % 1_000) as f64 / 1_000.0;
+        let within = (next() % 1_000_000) as f64 / 1_000_000.0;
         let offset = ((stretch as f64 + within * within) / 8.0 * span as f64) as u64;
         picked.insert(first + offset.min(span - 1));
     }
