@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use super::event::{ChainEvent, TokenId};
+use super::event::ChainEvent;
+use super::ids::{Address, TokenId};
 
 /// What to do with a grant whose confirmations are complete.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +55,7 @@ impl HeldGrants {
     }
 
     /// A `PublicKeyUpdated` of `owner` was seen; it may concern any of their held grants.
-    pub fn touch_owned_by(&mut self, owner: &str) {
+    pub fn touch_owned_by(&mut self, owner: &Address) {
         for grant in self.held.values_mut() {
             if matches!(&grant.event, ChainEvent::Granted { owner: granted_to, .. } if granted_to == owner) {
                 grant.touched = true;
@@ -109,15 +110,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::testing::{block_hash, owner, tx_hash};
     use crate::chain::event::LogMeta;
 
     fn grant(token_id: TokenId, block: u64) -> ChainEvent {
         ChainEvent::Granted {
             token_id,
             node_id: format!("node-{token_id}"),
-            owner: "0x01".into(),
+            owner: owner(1),
             public_key: "k".into(),
-            meta: LogMeta { block_number: block, block_hash: "0xb".into(), tx_hash: "0xt".into(), log_index: 0 },
+            meta: LogMeta { block_number: block, block_hash: block_hash(block), tx_hash: tx_hash(block, 0), log_index: 0 },
         }
     }
 
@@ -159,11 +161,11 @@ mod tests {
         held.hold(2, 5, 1, ChainEvent::Granted {
             token_id: 2,
             node_id: "other".into(),
-            owner: "0x02".into(),
+            owner: owner(2),
             public_key: "k".into(),
-            meta: LogMeta { block_number: 5, block_hash: "0xb".into(), tx_hash: "0xt".into(), log_index: 1 },
+            meta: LogMeta { block_number: 5, block_hash: block_hash(5), tx_hash: tx_hash(5, 1), log_index: 1 },
         });
-        held.touch_owned_by("0x01");
+        held.touch_owned_by(&owner(1));
         let released = held.release(5, 0);
         assert_eq!(released[0], Release::Reread(1));
         assert!(matches!(released[1], Release::Grant(ChainEvent::Granted { token_id: 2, .. })));

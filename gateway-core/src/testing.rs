@@ -1,14 +1,17 @@
-//! Builders for scripted chain events, shared by the registry, access and
-//! plan tests.
+//! Builders for scripted chain events (pure), shared by the tests of this
+//! crate and, through the `test-support` feature, of the crates built on it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
 
-use super::{Network, Registry, WgKey};
-use crate::chain::{ChainEvent, LogMeta, SnapshotCause, TokenId, TokenSnapshot};
+use crate::chain::{Address, BlockHash, ChainEvent, LogMeta, SnapshotCause, TokenId, TokenSnapshot, TxHash};
+use crate::registry::{Network, Registry, WgKey};
 
-pub const CONTRACT: &str = "0x37d2106badb01dd5be1926e45d172cb4203c4186";
+/// The seed's deployment on Base, as a test contract address.
+pub const CONTRACT: Address = Address([
+    0x37, 0xd2, 0x10, 0x6b, 0xad, 0xb0, 0x1d, 0xd5, 0xbe, 0x19, 0x26, 0xe4, 0x5d, 0x17, 0x2c, 0xb4, 0x20, 0x3c, 0x41, 0x86,
+]);
 
 /// A distinct valid key per number.
 pub fn key(n: u8) -> WgKey {
@@ -19,8 +22,18 @@ pub fn key_b64(n: u8) -> String {
     key(n).to_base64()
 }
 
-pub fn owner(n: u8) -> String {
-    format!("0x{:040x}", n)
+/// A distinct owner per number (`0x00..0n`).
+pub fn owner(n: u8) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[19] = n;
+    Address(bytes)
+}
+
+/// A distinct block hash per block number.
+pub fn block_hash(block: u64) -> BlockHash {
+    let mut bytes = [0xb0u8; 32];
+    bytes[24..].copy_from_slice(&block.to_be_bytes());
+    BlockHash(bytes)
 }
 
 pub fn network() -> Network {
@@ -28,16 +41,24 @@ pub fn network() -> Network {
 }
 
 pub fn registry() -> Registry {
-    Registry::new(CONTRACT.to_string(), network())
+    Registry::new(CONTRACT, network())
 }
 
 pub fn meta(block: u64, log_index: u64) -> LogMeta {
     LogMeta {
         block_number: block,
-        block_hash: format!("0xb{block:063x}"),
-        tx_hash: format!("0x{block:032x}{log_index:032x}"),
+        block_hash: block_hash(block),
+        tx_hash: tx_hash(block, log_index),
         log_index,
     }
+}
+
+/// A distinct transaction hash per log position.
+pub fn tx_hash(block: u64, log_index: u64) -> TxHash {
+    let mut bytes = [0u8; 32];
+    bytes[8..16].copy_from_slice(&block.to_be_bytes());
+    bytes[24..].copy_from_slice(&log_index.to_be_bytes());
+    TxHash(bytes)
 }
 
 pub fn granted(t: TokenId, key_n: u8, block: u64, idx: u64) -> ChainEvent {
@@ -83,5 +104,5 @@ pub fn snapshot(t: TokenId, owner_n: u8, key_n: u8, active: bool, block: u64, ca
 }
 
 pub fn synced(block: u64) -> ChainEvent {
-    ChainEvent::Synced { block_number: block, block_hash: format!("0xb{block:063x}"), head: block }
+    ChainEvent::Synced { block_number: block, block_hash: block_hash(block), head: block }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::audit::AuditRecord;
+use gateway_core::access::AuditRecord;
 
 pub struct AuditLog {
     path: PathBuf,
@@ -45,8 +45,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::access::audit::policy_change;
-    use crate::access::staleness::Staleness;
+    use gateway_core::access::audit::policy_change;
+    use gateway_core::access::Staleness;
 
     #[test]
     fn appends_one_json_line_per_record_across_reopens() {

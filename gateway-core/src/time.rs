@@ -1,5 +1,40 @@
-//! Unix seconds <-> RFC 3339 UTC (`2025-01-06T16:00:00Z`), the timestamp form
-//! of the seed's registry and of the audit log (pure, no clock read here).
+//! Time as values (pure, no clock read here): [`MonoTime`], a reading of a
+//! monotonic clock that the caller passes in as `now`, and unix seconds <->
+//! RFC 3339 UTC (`2025-01-06T16:00:00Z`), the timestamp form of the seed's
+//! registry and of the audit log.
+
+use std::time::Duration;
+
+/// A reading of a monotonic clock: time since an origin the caller picks.
+/// The daemon passes CLOCK_MONOTONIC (the clock `bpf_ktime_get_ns` reads, so
+/// deny expiries compare in the kernel); tests start a simulated clock at 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MonoTime(Duration);
+
+impl MonoTime {
+    pub const ZERO: MonoTime = MonoTime(Duration::ZERO);
+
+    pub fn from_nanos(nanos: u64) -> Self {
+        MonoTime(Duration::from_nanos(nanos))
+    }
+
+    /// Nanoseconds since the origin (saturating past 584 years).
+    pub fn as_nanos(self) -> u64 {
+        u64::try_from(self.0.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// How long after `earlier` this is; zero when it is not later.
+    pub fn saturating_since(self, earlier: MonoTime) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl std::ops::Add<Duration> for MonoTime {
+    type Output = MonoTime;
+    fn add(self, d: Duration) -> MonoTime {
+        MonoTime(self.0.saturating_add(d))
+    }
+}
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
 /// `days_from_civil`).
@@ -76,6 +111,15 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn monotonic_readings_add_and_subtract_without_panicking() {
+        let t = MonoTime::from_nanos(1_500);
+        assert_eq!((t + Duration::from_nanos(500)).as_nanos(), 2_000);
+        assert_eq!(t.saturating_since(MonoTime::ZERO), Duration::from_nanos(1_500));
+        assert_eq!(MonoTime::ZERO.saturating_since(t), Duration::ZERO);
+        assert_eq!((MonoTime::from_nanos(u64::MAX) + Duration::from_secs(1_000_000_000)).as_nanos(), u64::MAX);
+    }
 
     #[test]
     fn known_dates() {

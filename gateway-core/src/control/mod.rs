@@ -33,8 +33,8 @@ use crate::access::audit::{self, AuditRecord};
 use crate::access::{Access, AccessConfig, Decision, Staleness, StalenessWatch};
 use crate::chain::ChainEvent;
 use crate::plan::{self, Applied, Op, PlanConfig};
-use crate::http::{Family, MetricKind, Sample};
-use crate::registry::{Admission, Effect, PeerSlot, Reason, Registry, WgKey};
+use crate::metrics::{Family, MetricKind, Sample};
+use crate::registry::{Admission, Effect, PeerSlot, AccessReason, Registry, WgKey};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ControlConfig {
@@ -76,7 +76,7 @@ pub struct Control {
     applied: Applied,
     watch: StalenessWatch,
     plan_config: PlanConfig,
-    rejected_handshakes: BTreeMap<Reason, u64>,
+    rejected_handshakes: BTreeMap<AccessReason, u64>,
     rejection_audit: AuditBudget,
 }
 
@@ -147,12 +147,12 @@ impl Control {
     }
 
     /// The decision for a key, cached, with the staleness policy applied.
-    pub fn check(&self, key: &WgKey, now: u64) -> Decision {
+    pub fn check(&mut self, key: &WgKey, now: u64) -> Decision {
         self.access.check(&self.registry, key, now)
     }
 
     /// Like [`check`](Self::check) for a key given as text (CLI, HTTP).
-    pub fn check_str(&self, key: &str, now: u64) -> Decision {
+    pub fn check_str(&mut self, key: &str, now: u64) -> Decision {
         self.access.check_str(&self.registry, key, now)
     }
 
@@ -244,7 +244,7 @@ impl Control {
 
     /// The control plane's metrics for `/metrics`.
     pub fn metrics(&self, now: u64) -> Vec<Family> {
-        let mut by_status: BTreeMap<Reason, u64> = BTreeMap::new();
+        let mut by_status: BTreeMap<AccessReason, u64> = BTreeMap::new();
         for view in self.registry.views() {
             *by_status.entry(view.reason).or_default() += 1;
         }
@@ -309,7 +309,7 @@ mod tests {
 
     use super::*;
     use crate::access::{AuditAction, StalePolicy};
-    use crate::registry::testing::*;
+    use crate::testing::*;
 
     fn control() -> Control {
         let staleness = Staleness { max_age_secs: 60, policy: StalePolicy::FailClosed };
@@ -369,7 +369,7 @@ mod tests {
         let _ = c.on_handshake(&key(22), ep, 100, 0);
         let _ = c.on_handshake(&key(99), ep, 100, 0);
         let _ = c.on_handshake(&key(99), ep, 100, 0);
-        let text = crate::http::prometheus::render(&c.metrics(130));
+        let text = crate::metrics::render(&c.metrics(130));
         for line in [
             "gw_registry_tokens{status=\"granted\"} 1",
             "gw_registry_tokens{status=\"revoked\"} 1",
@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(later.len() as u64, REJECTION_AUDIT_PER_SEC);
         assert_eq!(later[0].detail.as_deref(), Some("800 rejected handshakes before this one were not logged (rate limit)"));
         assert_eq!(later[1].detail, None);
-        let text = crate::http::prometheus::render(&c.metrics(101));
+        let text = crate::metrics::render(&c.metrics(101));
         assert!(text.contains("gw_handshakes_rejected_total{reason=\"unknown_key\"} 2000"), "{text}");
     }
 

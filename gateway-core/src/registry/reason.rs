@@ -1,5 +1,7 @@
-//! The one vocabulary of access reasons, shared by the registry (a token's
-//! standing), access decisions, the audit log and the XDP deny entries (pure).
+//! The one vocabulary of access reasons (pure), shared by the registry (a
+//! token's standing), access decisions, the audit log and the XDP deny
+//! entries. Not to be confused with `gateway_common`'s XDP verdicts, which
+//! say what the kernel did with a packet.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// judged: the first failing check names the reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {
+pub enum AccessReason {
     /// Active token, owner present, valid key bound, address available.
     Granted,
     /// No token has this key bound, and none ever did while we watched.
@@ -40,28 +42,28 @@ pub enum Reason {
     ChainUnavailable,
 }
 
-impl Reason {
+impl AccessReason {
     pub fn is_granted(self) -> bool {
-        self == Reason::Granted
+        self == AccessReason::Granted
     }
 
     /// The snake_case name used in JSON and logs.
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Granted => "granted",
-            Reason::UnknownKey => "unknown_key",
-            Reason::UnknownToken => "unknown_token",
-            Reason::Revoked => "revoked",
-            Reason::NoOwner => "no_owner",
-            Reason::Unbound => "unbound",
-            Reason::UnboundAfterTransfer => "unbound_after_transfer",
-            Reason::KeyRotated => "key_rotated",
-            Reason::InvalidKey => "invalid_key",
-            Reason::InvalidNodeId => "invalid_node_id",
-            Reason::DuplicateKey => "duplicate_key",
-            Reason::NetworkFull => "network_full",
-            Reason::ReservedAddress => "reserved_address",
-            Reason::ChainUnavailable => "chain_unavailable",
+            AccessReason::Granted => "granted",
+            AccessReason::UnknownKey => "unknown_key",
+            AccessReason::UnknownToken => "unknown_token",
+            AccessReason::Revoked => "revoked",
+            AccessReason::NoOwner => "no_owner",
+            AccessReason::Unbound => "unbound",
+            AccessReason::UnboundAfterTransfer => "unbound_after_transfer",
+            AccessReason::KeyRotated => "key_rotated",
+            AccessReason::InvalidKey => "invalid_key",
+            AccessReason::InvalidNodeId => "invalid_node_id",
+            AccessReason::DuplicateKey => "duplicate_key",
+            AccessReason::NetworkFull => "network_full",
+            AccessReason::ReservedAddress => "reserved_address",
+            AccessReason::ChainUnavailable => "chain_unavailable",
         }
     }
 
@@ -71,7 +73,7 @@ impl Reason {
     }
 }
 
-impl std::fmt::Display for Reason {
+impl std::fmt::Display for AccessReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -85,7 +87,7 @@ mod tests {
 
     #[test]
     fn json_name_matches_as_str() {
-        for r in [Reason::Granted, Reason::UnboundAfterTransfer, Reason::ChainUnavailable, Reason::NetworkFull] {
+        for r in [AccessReason::Granted, AccessReason::UnboundAfterTransfer, AccessReason::ChainUnavailable, AccessReason::NetworkFull] {
             assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
         }
     }

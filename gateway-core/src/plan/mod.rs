@@ -18,23 +18,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::access::{decide, Staleness};
-use crate::chain::TokenId;
-use crate::registry::{Admission, PeerSlot, Reason, Registry, WgKey};
-
-/// A peer the chain admits, as the data plane needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DesiredPeer {
-    pub token_id: TokenId,
-    pub key: WgKey,
-    pub slot: PeerSlot,
-    /// The only source address the peer may use inside the tunnel (/32).
-    pub allowed_ip: Ipv4Addr,
-}
+use crate::registry::{AccessReason, Admission, PeerSlot, Registry, WgKey};
 
 /// The peer set to converge to, and where to ask why any other key is out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired<'r> {
-    pub peers: BTreeMap<PeerSlot, DesiredPeer>,
+    /// Each admitted peer; its tunnel IP is the only source address it may
+    /// use inside the tunnel (/32).
+    pub peers: BTreeMap<PeerSlot, Admission>,
     /// Asked only for the keys a plan removes (a deny entry records why).
     registry: Option<&'r Registry>,
     /// The staleness policy withholds every grant. Peers removed for that
@@ -44,11 +35,11 @@ pub struct Desired<'r> {
 }
 
 impl Desired<'_> {
-    fn removal_reason(&self, key: &WgKey) -> Reason {
+    fn removal_reason(&self, key: &WgKey) -> AccessReason {
         if self.withheld {
-            return Reason::ChainUnavailable;
+            return AccessReason::ChainUnavailable;
         }
-        self.registry.map_or(Reason::UnknownKey, |r| decide(r, key).reason)
+        self.registry.map_or(AccessReason::UnknownKey, |r| decide(r, key).reason)
     }
 }
 
@@ -70,10 +61,7 @@ pub fn desired_from<'a, 'r>(
     if staleness.withholds(registry.last_sync(), now) {
         return Desired { peers: BTreeMap::new(), registry: Some(registry), withheld: true };
     }
-    let peers = admitted
-        .into_iter()
-        .map(|a| (a.slot, DesiredPeer { token_id: a.token_id, key: a.key, slot: a.slot, allowed_ip: a.tunnel_ip }))
-        .collect();
+    let peers = admitted.into_iter().map(|a| (a.slot, *a)).collect();
     Desired { peers, registry: Some(registry), withheld: false }
 }
 
@@ -87,7 +75,7 @@ pub enum Op {
     /// XDP: drop handshake initiations from `endpoint` until `until_ns`
     /// (CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`); `key` is the key
     /// that was refused there.
-    DenyEndpoint { endpoint: SocketAddr, key: WgKey, until_ns: u64, reason: Reason },
+    DenyEndpoint { endpoint: SocketAddr, key: WgKey, until_ns: u64, reason: AccessReason },
     /// Data plane: drop the peer and its sessions.
     RemoveWgPeer { key: WgKey, slot: PeerSlot },
     /// Data plane: add the peer; its sessions use index `slot << 8 | n`.
@@ -98,13 +86,6 @@ pub enum Op {
     /// very key) was refused, now that it is granted (the new owner often
     /// sits at the same endpoint).
     LiftDeny { endpoint: SocketAddr },
-}
-
-impl Op {
-    /// Whether the op is for the XDP maps (else for the data plane).
-    pub fn is_xdp(&self) -> bool {
-        !matches!(self, Op::RemoveWgPeer { .. } | Op::AddWgPeer { .. })
-    }
 }
 
 /// A peer as applied, plus the endpoint the data plane last saw it at.
@@ -230,11 +211,6 @@ impl Default for PlanConfig {
 }
 
 impl PlanConfig {
-    /// From `[xdp] deny_seconds`.
-    pub fn from_config(xdp: &crate::config::XdpSection) -> Self {
-        PlanConfig { deny_for: Duration::from_secs(xdp.deny_seconds) }
-    }
-
     fn deny_until(&self, now_ns: u64) -> u64 {
         now_ns.saturating_add(u64::try_from(self.deny_for.as_nanos()).unwrap_or(u64::MAX))
     }
@@ -260,7 +236,7 @@ pub fn reject_handshake(
     config: &PlanConfig,
     now_ns: u64,
 ) -> Option<Op> {
-    if decision.allowed || decision.reason == Reason::ChainUnavailable {
+    if decision.allowed || decision.reason == AccessReason::ChainUnavailable {
         return None;
     }
     Some(Op::DenyEndpoint { endpoint, key, until_ns: config.deny_until(now_ns), reason: decision.reason })
@@ -293,7 +269,7 @@ pub fn execute<E: std::fmt::Debug + std::fmt::Display>(
 /// The ops that take `applied` to `desired`; empty when they agree.
 /// `now_ns` is CLOCK_MONOTONIC, the clock the deny expiry is compared with.
 pub fn plan(desired: &Desired, applied: &Applied, config: &PlanConfig, now_ns: u64) -> Vec<Op> {
-    let same = |a: &AppliedPeer, d: &DesiredPeer| a.key == d.key && a.allowed_ip == d.allowed_ip;
+    let same = |a: &AppliedPeer, d: &Admission| a.key == d.key && a.allowed_ip == d.tunnel_ip;
     let desired_keys: std::collections::BTreeSet<WgKey> = desired.peers.values().map(|p| p.key).collect();
     let mut removals = Vec::new();
     for (slot, a) in &applied.peers {
@@ -327,7 +303,7 @@ pub fn plan(desired: &Desired, applied: &Applied, config: &PlanConfig, now_ns: u
             _ => {}
         }
         generation = generation.wrapping_add(1);
-        additions.push(Op::AddWgPeer { key: d.key, slot: *slot, allowed_ip: d.allowed_ip });
+        additions.push(Op::AddWgPeer { key: d.key, slot: *slot, allowed_ip: d.tunnel_ip });
         additions.push(Op::OpenSlot { slot: *slot, generation });
         for (endpoint, deny) in &applied.denied {
             if (deny.slot == Some(*slot) || deny.key == d.key) && deny.until_ns > now_ns {

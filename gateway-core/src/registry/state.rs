@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 
 use super::key::{validate_node_id, WgKey};
 use super::network::{Network, PeerSlot, Placement, PlacementError};
-use super::reason::Reason;
-use crate::chain::{Address, ChainEvent, LogMeta, SnapshotCause, TokenId, TokenSnapshot};
+use super::reason::AccessReason;
+use crate::chain::{Address, ChainEvent, Cursor, LogMeta, SnapshotCause, TokenId, TokenSnapshot, TxHash};
 
 /// The seed's hostname suffix.
 pub const DEFAULT_DOMAIN: &str = "vpn.dstack";
@@ -82,16 +82,9 @@ pub struct TokenRecord {
     pub created_at: Option<u64>,
     pub unbound_by: Option<Unbind>,
     pub position: ChainPosition,
-    pub last_tx_hash: Option<String>,
+    pub last_tx_hash: Option<TxHash>,
     /// Unix seconds when a chain fact about this token was last applied.
     pub last_verified: u64,
-}
-
-/// The chain cursor persisted beside the registry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub block_number: u64,
-    pub block_hash: String,
 }
 
 /// A key that left a token, remembered so a later lookup can say why. The
@@ -100,7 +93,7 @@ pub struct Cursor {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retired {
     pub token_id: TokenId,
-    pub reason: Reason,
+    pub reason: AccessReason,
     pub node_id: String,
     pub owner: Option<Address>,
 }
@@ -113,7 +106,7 @@ pub struct TokenView {
     pub owner: Option<Address>,
     /// The bound key, when it parses.
     pub key: Option<WgKey>,
-    pub reason: Reason,
+    pub reason: AccessReason,
     /// Slot and tunnel IP, when the token's id has a place in the network.
     pub placement: Option<Placement>,
 }
@@ -126,7 +119,7 @@ impl TokenView {
     /// The key, slot and address of a granted token.
     pub fn admission(&self) -> Option<Admission> {
         match (self.reason, self.key, self.placement) {
-            (Reason::Granted, Some(key), Some(p)) => {
+            (AccessReason::Granted, Some(key), Some(p)) => {
                 Some(Admission { key, slot: p.slot, tunnel_ip: p.tunnel_ip, token_id: self.token_id })
             }
             _ => None,
@@ -244,16 +237,16 @@ impl Registry {
         &self.domain
     }
 
-    pub fn contract_address(&self) -> &str {
-        &self.contract_address
+    pub fn contract_address(&self) -> Address {
+        self.contract_address
     }
 
     pub fn network(&self) -> &Network {
         &self.network
     }
 
-    pub fn cursor(&self) -> Option<&Cursor> {
-        self.cursor.as_ref()
+    pub fn cursor(&self) -> Option<Cursor> {
+        self.cursor
     }
 
     /// Unix seconds of the last `Synced` event: the age of our chain state.
@@ -304,13 +297,13 @@ impl Registry {
                 self.update_token(*token_id, pos, false, new_key, now, |prev, t| {
                     let mut rec = prev.cloned().unwrap_or_else(|| blank(t));
                     rec.node_id = node_id.clone();
-                    rec.owner = Some(owner.clone());
+                    rec.owner = Some(*owner);
                     rec.public_key = public_key.clone();
                     rec.is_active = true;
                     rec.confirmed = true;
                     rec.unbound_by = None;
-                    rec.last_tx_hash = Some(meta.tx_hash.clone());
-                    let retire = changed_key(prev, public_key).map(|k| (k, Reason::KeyRotated));
+                    rec.last_tx_hash = Some(meta.tx_hash);
+                    let retire = changed_key(prev, public_key).map(|k| (k, AccessReason::KeyRotated));
                     (rec, retire)
                 })
             }
@@ -326,7 +319,7 @@ impl Registry {
                         r
                     });
                     rec.is_active = false;
-                    rec.last_tx_hash = Some(meta.tx_hash.clone());
+                    rec.last_tx_hash = Some(meta.tx_hash);
                     (rec, None)
                 })
             }
@@ -334,12 +327,12 @@ impl Registry {
                 let pos = ChainPosition::of_log(meta);
                 self.update_token(*token_id, pos, false, None, now, |prev, t| {
                     let mut rec = prev.cloned().unwrap_or_else(|| blank(t));
-                    let retire = changed_key(prev, "").map(|k| (k, Reason::UnboundAfterTransfer));
+                    let retire = changed_key(prev, "").map(|k| (k, AccessReason::UnboundAfterTransfer));
                     rec.unbound_by = Some(Unbind::Transfer);
                     // A transfer to the zero address is a burn.
-                    rec.owner = Some(to.clone()).filter(|a| !is_zero_address(a));
+                    rec.owner = Some(*to).filter(|a| !a.is_zero());
                     rec.public_key.clear();
-                    rec.last_tx_hash = Some(meta.tx_hash.clone());
+                    rec.last_tx_hash = Some(meta.tx_hash);
                     (rec, retire)
                 })
             }
@@ -355,7 +348,7 @@ impl Registry {
                 let owned: Vec<TokenId> = self
                     .tokens
                     .values()
-                    .filter(|r| r.owner.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(owner)))
+                    .filter(|r| r.owner == Some(*owner))
                     .map(|r| r.token_id)
                     .collect();
                 let [token_id] = owned[..] else {
@@ -366,19 +359,19 @@ impl Registry {
                 }
                 self.update_token(token_id, pos, false, None, now, |prev, t| {
                     let mut rec = prev.cloned().unwrap_or_else(|| blank(t));
-                    let retire = changed_key(prev, "").map(|k| (k, Reason::KeyRotated));
+                    let retire = changed_key(prev, "").map(|k| (k, AccessReason::KeyRotated));
                     // An already unbound key (after a transfer) keeps its reason.
                     if !rec.public_key.is_empty() {
                         rec.unbound_by = Some(Unbind::Rekey);
                     }
                     rec.public_key.clear();
-                    rec.last_tx_hash = Some(meta.tx_hash.clone());
+                    rec.last_tx_hash = Some(meta.tx_hash);
                     (rec, retire)
                 })
             }
             ChainEvent::Snapshot { snapshot, cause } => self.apply_snapshot(snapshot, *cause, now),
             ChainEvent::Synced { block_number, block_hash, .. } => {
-                let cursor = Cursor { block_number: *block_number, block_hash: block_hash.clone() };
+                let cursor = Cursor { block_number: *block_number, block_hash: *block_hash };
                 self.last_sync = Some(now);
                 if self.cursor.as_ref() == Some(&cursor) {
                     return Outcome::bare(Effect::Alive);
@@ -399,7 +392,7 @@ impl Registry {
             // history explains the new state.
             let prev = if force { None } else { prev };
             let owner_changed = prev.is_some_and(|p| p.owner != snap.owner);
-            let why_gone = if owner_changed { Reason::UnboundAfterTransfer } else { Reason::KeyRotated };
+            let why_gone = if owner_changed { AccessReason::UnboundAfterTransfer } else { AccessReason::KeyRotated };
             let retire = changed_key(prev, &snap.public_key).map(|k| (k, why_gone));
             let unbound_by = if !snap.public_key.is_empty() {
                 None
@@ -414,13 +407,13 @@ impl Registry {
                 token_id: t,
                 node_id: snap.node_id.clone(),
                 public_key: snap.public_key.clone(),
-                owner: snap.owner.clone(),
+                owner: snap.owner,
                 is_active: snap.is_active,
                 confirmed: true,
                 created_at: Some(snap.created_at),
                 unbound_by,
                 position: ChainPosition::default(),
-                last_tx_hash: prev.and_then(|p| p.last_tx_hash.clone()),
+                last_tx_hash: prev.and_then(|p| p.last_tx_hash),
                 last_verified: 0,
             };
             (rec, retire)
@@ -437,7 +430,7 @@ impl Registry {
         force: bool,
         incoming_key: Option<WgKey>,
         now: u64,
-        build: impl FnOnce(Option<&TokenRecord>, TokenId) -> (TokenRecord, Option<(WgKey, Reason)>),
+        build: impl FnOnce(Option<&TokenRecord>, TokenId) -> (TokenRecord, Option<(WgKey, AccessReason)>),
     ) -> Outcome {
         let prev = self.tokens.get(&token_id);
         if !force && prev.is_some_and(|p| pos <= p.position) {
@@ -452,7 +445,7 @@ impl Registry {
         let before: BTreeMap<TokenId, TokenView> =
             affected.iter().filter_map(|t| self.view(*t).map(|v| (*t, v))).collect();
 
-        let prev_identity = prev.map(|p| (p.node_id.clone(), p.owner.clone()));
+        let prev_identity = prev.map(|p| (p.node_id.clone(), p.owner));
         let (mut rec, retire) = build(prev, token_id);
         rec.position = pos;
         rec.last_verified = now;
@@ -503,33 +496,33 @@ impl Registry {
     }
 
     /// The token's standing before the duplicate-key rule.
-    fn own_reason(&self, r: &TokenRecord) -> Reason {
+    fn own_reason(&self, r: &TokenRecord) -> AccessReason {
         if !r.confirmed {
-            return Reason::UnknownToken;
+            return AccessReason::UnknownToken;
         }
         if !r.is_active {
-            return Reason::Revoked;
+            return AccessReason::Revoked;
         }
         if r.owner.is_none() {
-            return Reason::NoOwner;
+            return AccessReason::NoOwner;
         }
         if r.public_key.is_empty() {
             return match r.unbound_by {
-                Some(Unbind::Transfer) => Reason::UnboundAfterTransfer,
-                Some(Unbind::Rekey) => Reason::KeyRotated,
-                None => Reason::Unbound,
+                Some(Unbind::Transfer) => AccessReason::UnboundAfterTransfer,
+                Some(Unbind::Rekey) => AccessReason::KeyRotated,
+                None => AccessReason::Unbound,
             };
         }
         if WgKey::parse(&r.public_key).is_err() {
-            return Reason::InvalidKey;
+            return AccessReason::InvalidKey;
         }
         if validate_node_id(&r.node_id).is_err() {
-            return Reason::InvalidNodeId;
+            return AccessReason::InvalidNodeId;
         }
         match self.network.place(r.token_id) {
-            Ok(_) => Reason::Granted,
-            Err(PlacementError::NetworkFull) => Reason::NetworkFull,
-            Err(PlacementError::Reserved) => Reason::ReservedAddress,
+            Ok(_) => AccessReason::Granted,
+            Err(PlacementError::NetworkFull) => AccessReason::NetworkFull,
+            Err(PlacementError::Reserved) => AccessReason::ReservedAddress,
         }
     }
 
@@ -541,13 +534,13 @@ impl Registry {
                 ids.iter().copied().find(|t| self.tokens.get(t).is_some_and(|o| self.own_reason(o).is_granted()))
             });
             if winner != Some(r.token_id) {
-                reason = Reason::DuplicateKey;
+                reason = AccessReason::DuplicateKey;
             }
         }
         TokenView {
             token_id: r.token_id,
             node_id: r.node_id.clone(),
-            owner: r.owner.clone(),
+            owner: r.owner,
             key,
             reason,
             placement: self.network.place(r.token_id).ok(),
@@ -570,11 +563,6 @@ fn blank(token_id: TokenId) -> TokenRecord {
         last_tx_hash: None,
         last_verified: 0,
     }
-}
-
-fn is_zero_address(a: &str) -> bool {
-    let hex = a.strip_prefix("0x").unwrap_or(a);
-    !hex.is_empty() && hex.bytes().all(|b| b == b'0')
 }
 
 /// The previous valid key, if the token is about to lose it.

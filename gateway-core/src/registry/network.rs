@@ -103,25 +103,6 @@ pub struct Network {
     pub dns_server: Ipv4Addr,
 }
 
-/// Why `[network]` of the configuration does not make a tunnel network.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum NetworkConfigError {
-    #[error("network.cidr: {0}")]
-    Cidr(#[from] CidrError),
-    #[error("network.dns_server: `{0}` is not an IPv4 address")]
-    DnsServer(String),
-}
-
-impl Network {
-    /// From `[network] cidr` and `dns_server`.
-    pub fn from_config(section: &crate::config::NetworkSection) -> Result<Network, NetworkConfigError> {
-        let cidr = section.cidr.parse()?;
-        let dns_server =
-            section.dns_server.parse().map_err(|_| NetworkConfigError::DnsServer(section.dns_server.clone()))?;
-        Ok(Network { cidr, dns_server })
-    }
-}
-
 /// A peer's index in the XDP allow map and the data plane's session-index
 /// space (`receiver_index >> 8`); equal to its host index in the CIDR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -205,17 +186,6 @@ mod tests {
         let last = u128::from(gateway_common::MAX_PEER_SLOTS) - 2;
         assert_eq!(n.place(last).map(|p| p.slot), Ok(PeerSlot(gateway_common::MAX_PEER_SLOTS - 1)));
         assert_eq!(n.place(last + 1), Err(PlacementError::NetworkFull));
-    }
-
-    #[test]
-    fn config_errors_name_the_field() {
-        let mut s = crate::config::NetworkSection::default();
-        assert_eq!(Network::from_config(&s).map(|n| n.gateway_ip()), Ok(Ipv4Addr::new(10, 0, 0, 1)));
-        s.cidr = "10.0.0.1/24".into();
-        assert!(Network::from_config(&s).unwrap_err().to_string().starts_with("network.cidr"));
-        s.cidr = "10.0.0.0/24".into();
-        s.dns_server = "dns".into();
-        assert!(Network::from_config(&s).unwrap_err().to_string().starts_with("network.dns_server"));
     }
 
     #[test]

@@ -5,13 +5,13 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{Address, TokenId};
-use crate::registry::{KeyLookup, PeerSlot, Reason, Registry, TokenView, WgKey};
+use crate::registry::{KeyLookup, PeerSlot, AccessReason, Registry, TokenView, WgKey};
 
 /// One answer, with what it was decided on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub allowed: bool,
-    pub reason: Reason,
+    pub reason: AccessReason,
     /// The key asked about, as given (may be malformed input).
     pub public_key: String,
     pub token_id: Option<TokenId>,
@@ -28,8 +28,8 @@ impl Decision {
     pub fn http_status(&self) -> u16 {
         match self.reason {
             _ if self.allowed => 200,
-            Reason::InvalidKey if self.token_id.is_none() => 400,
-            Reason::ChainUnavailable => 503,
+            AccessReason::InvalidKey if self.token_id.is_none() => 400,
+            AccessReason::ChainUnavailable => 503,
             _ => 403,
         }
     }
@@ -62,7 +62,7 @@ impl Decision {
         }
     }
 
-    fn bare(public_key: String, reason: Reason) -> Self {
+    fn bare(public_key: String, reason: AccessReason) -> Self {
         Decision {
             allowed: false,
             reason,
@@ -75,7 +75,7 @@ impl Decision {
         }
     }
 
-    fn from_view(key: &WgKey, view: &TokenView, reason: Reason) -> Self {
+    fn from_view(key: &WgKey, view: &TokenView, reason: AccessReason) -> Self {
         let granted = reason.is_granted();
         let placement = view.placement.filter(|_| granted);
         Decision {
@@ -84,7 +84,7 @@ impl Decision {
             public_key: key.to_base64(),
             token_id: Some(view.token_id),
             node_id: Some(view.node_id.clone()),
-            owner: view.owner.clone(),
+            owner: view.owner,
             slot: placement.map(|p| p.slot),
             tunnel_ip: placement.map(|p| p.tunnel_ip),
         }
@@ -97,7 +97,7 @@ pub fn decide(registry: &Registry, key: &WgKey) -> Decision {
     match registry.lookup(key) {
         KeyLookup::Bound(views) => match views.first() {
             Some(v) => Decision::from_view(key, v, v.reason),
-            None => Decision::bare(key.to_base64(), Reason::UnknownKey),
+            None => Decision::bare(key.to_base64(), AccessReason::UnknownKey),
         },
         KeyLookup::Retired(r) => Decision {
             token_id: Some(r.token_id),
@@ -105,7 +105,7 @@ pub fn decide(registry: &Registry, key: &WgKey) -> Decision {
             owner: r.owner,
             ..Decision::bare(key.to_base64(), r.reason)
         },
-        KeyLookup::Unknown => Decision::bare(key.to_base64(), Reason::UnknownKey),
+        KeyLookup::Unknown => Decision::bare(key.to_base64(), AccessReason::UnknownKey),
     }
 }
 
@@ -114,6 +114,6 @@ pub fn decide(registry: &Registry, key: &WgKey) -> Decision {
 pub fn decide_str(registry: &Registry, key: &str) -> Decision {
     match WgKey::parse(key.trim()) {
         Ok(k) => decide(registry, &k),
-        Err(_) => Decision::bare(key.to_string(), Reason::InvalidKey),
+        Err(_) => Decision::bare(key.to_string(), AccessReason::InvalidKey),
     }
 }

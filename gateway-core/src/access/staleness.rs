@@ -5,16 +5,29 @@
 use serde::{Deserialize, Serialize};
 
 use super::decision::Decision;
-use crate::registry::Reason;
+use crate::registry::AccessReason;
 
+/// What to do once the chain has not been heard from for the maximum age
+/// (`[chain] on_stale`, spelt `fail-closed` / `fail-open` there and in the
+/// audit log).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum StalePolicy {
-    /// Deny every key with `chain_unavailable` once the state is too old.
+    /// Deny every key with `chain_unavailable` once the state is too old
+    /// (the safe default: the chain is the only authority).
     #[default]
     FailClosed,
-    /// Keep the last known good state, however old.
+    /// Keep serving the last known good state, however old.
     FailOpen,
+}
+
+impl StalePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StalePolicy::FailClosed => "fail-closed",
+            StalePolicy::FailOpen => "fail-open",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,21 +46,7 @@ impl Default for Staleness {
     }
 }
 
-impl From<crate::config::StalePolicy> for StalePolicy {
-    fn from(p: crate::config::StalePolicy) -> Self {
-        match p {
-            crate::config::StalePolicy::FailClosed => StalePolicy::FailClosed,
-            crate::config::StalePolicy::FailOpen => StalePolicy::FailOpen,
-        }
-    }
-}
-
 impl Staleness {
-    /// From `[chain] max_staleness_s` and `on_stale`.
-    pub fn from_config(chain: &crate::config::ChainSection) -> Self {
-        Staleness { max_age_secs: chain.max_staleness_s, policy: chain.on_stale.into() }
-    }
-
     /// Whether the chain state is older than allowed. Never synced counts as
     /// stale: a fresh gateway with no registry file knows nothing yet.
     pub fn is_stale(&self, last_sync: Option<u64>, now: u64) -> bool {
@@ -66,7 +65,7 @@ impl Staleness {
     /// their own reason: a revoked key is revoked whatever the RPC does.
     pub fn apply(&self, decision: Decision, last_sync: Option<u64>, now: u64) -> Decision {
         if decision.allowed && self.withholds(last_sync, now) {
-            return Decision { allowed: false, reason: Reason::ChainUnavailable, slot: None, tunnel_ip: None, ..decision };
+            return Decision { allowed: false, reason: AccessReason::ChainUnavailable, slot: None, tunnel_ip: None, ..decision };
         }
         decision
     }
@@ -101,7 +100,7 @@ mod tests {
     fn granted() -> Decision {
         Decision {
             allowed: true,
-            reason: Reason::Granted,
+            reason: AccessReason::Granted,
             public_key: "k".into(),
             token_id: Some(1),
             node_id: Some("n".into()),
@@ -116,8 +115,8 @@ mod tests {
         let s = Staleness { max_age_secs: 60, policy: StalePolicy::FailClosed };
         assert!(s.apply(granted(), Some(1000), 1060).allowed);
         let d = s.apply(granted(), Some(1000), 1061);
-        assert_eq!((d.allowed, d.reason, d.slot), (false, Reason::ChainUnavailable, None));
-        assert_eq!(s.apply(granted(), None, 0).reason, Reason::ChainUnavailable);
+        assert_eq!((d.allowed, d.reason, d.slot), (false, AccessReason::ChainUnavailable, None));
+        assert_eq!(s.apply(granted(), None, 0).reason, AccessReason::ChainUnavailable);
     }
 
     #[test]
@@ -129,8 +128,8 @@ mod tests {
     #[test]
     fn denials_keep_their_reason_when_stale() {
         let s = Staleness { max_age_secs: 60, policy: StalePolicy::FailClosed };
-        let revoked = Decision { allowed: false, reason: Reason::Revoked, ..granted() };
-        assert_eq!(s.apply(revoked, Some(0), 1000).reason, Reason::Revoked);
+        let revoked = Decision { allowed: false, reason: AccessReason::Revoked, ..granted() };
+        assert_eq!(s.apply(revoked, Some(0), 1000).reason, AccessReason::Revoked);
     }
 
     #[test]

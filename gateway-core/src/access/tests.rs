@@ -1,10 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use super::*;
 use crate::chain::SnapshotCause;
-use crate::registry::testing::*;
+use crate::testing::*;
 
 fn fresh_access() -> Access {
     Access::new(AccessConfig {
@@ -14,7 +12,7 @@ fn fresh_access() -> Access {
 }
 
 /// Applies events the way the daemon must: registry, then cache invalidation.
-fn feed(reg: &mut Registry, access: &Access, events: &[crate::chain::ChainEvent], now: u64) {
+fn feed(reg: &mut Registry, access: &mut Access, events: &[crate::chain::ChainEvent], now: u64) {
     for e in events {
         let out = reg.apply(e, now);
         access.invalidate(&out);
@@ -24,10 +22,10 @@ fn feed(reg: &mut Registry, access: &Access, events: &[crate::chain::ChainEvent]
 #[test]
 fn every_reason_is_reported_with_its_token() {
     let mut reg = registry();
-    let access = fresh_access();
+    let mut access = fresh_access();
     feed(
         &mut reg,
-        &access,
+        &mut access,
         &[
             granted(1, 11, 10, 0),
             granted(2, 22, 10, 1),
@@ -41,11 +39,11 @@ fn every_reason_is_reported_with_its_token() {
         100,
     );
     let cases = [
-        (key(11), true, Reason::Granted, Some(1)),
-        (key(22), false, Reason::Revoked, Some(2)),
-        (key(33), false, Reason::UnboundAfterTransfer, Some(3)),
-        (key(44), false, Reason::KeyRotated, Some(4)),
-        (key(99), false, Reason::UnknownKey, None),
+        (key(11), true, AccessReason::Granted, Some(1)),
+        (key(22), false, AccessReason::Revoked, Some(2)),
+        (key(33), false, AccessReason::UnboundAfterTransfer, Some(3)),
+        (key(44), false, AccessReason::KeyRotated, Some(4)),
+        (key(99), false, AccessReason::UnknownKey, None),
     ];
     for (k, allowed, reason, token) in cases {
         let d = access.check(&reg, &k, 100);
@@ -55,14 +53,14 @@ fn every_reason_is_reported_with_its_token() {
     assert_eq!(d.node_id.as_deref(), Some("node-1"));
     assert_eq!(d.owner, Some(owner(1)));
     assert_eq!(d.tunnel_ip.map(|ip| ip.to_string()).as_deref(), Some("10.88.0.2"));
-    assert_eq!(access.check_str(&reg, "garbage", 100).reason, Reason::InvalidKey);
+    assert_eq!(access.check_str(&reg, "garbage", 100).reason, AccessReason::InvalidKey);
 }
 
 #[test]
 fn events_invalidate_cached_allow_and_deny_entries() {
     let mut reg = registry();
-    let access = fresh_access();
-    feed(&mut reg, &access, &[granted(1, 11, 10, 0), synced(10)], 100);
+    let mut access = fresh_access();
+    feed(&mut reg, &mut access, &[granted(1, 11, 10, 0), synced(10)], 100);
     assert!(access.check(&reg, &key(11), 100).allowed);
     assert!(!access.check(&reg, &key(12), 100).allowed);
 
@@ -70,34 +68,50 @@ fn events_invalidate_cached_allow_and_deny_entries() {
     let out = reg.apply(&revoked(1, 11, 0), 100);
     assert!(access.check(&reg, &key(11), 100).allowed, "the cache really caches");
     access.invalidate(&out);
-    assert_eq!(access.check(&reg, &key(11), 100).reason, Reason::Revoked);
+    assert_eq!(access.check(&reg, &key(11), 100).reason, AccessReason::Revoked);
 
     // A cached deny turns into an allow when the key gets bound.
-    feed(&mut reg, &access, &[snapshot(1, 1, 12, true, 12, SnapshotCause::Reconcile)], 100);
+    feed(&mut reg, &mut access, &[snapshot(1, 1, 12, true, 12, SnapshotCause::Reconcile)], 100);
     assert!(access.check(&reg, &key(12), 100).allowed);
-    assert_eq!(access.check(&reg, &key(11), 100).reason, Reason::KeyRotated);
+    assert_eq!(access.check(&reg, &key(11), 100).reason, AccessReason::KeyRotated);
 }
 
 #[test]
-fn ttl_is_a_safety_net() {
+fn the_maximum_age_is_a_safety_net_counted_in_now() {
     let mut reg = registry();
-    let access = Access::new(AccessConfig { cache_ttl: Duration::from_millis(50), ..AccessConfig::default() });
-    feed(&mut reg, &access, &[granted(1, 11, 10, 0), synced(10)], 100);
+    let mut access = Access::new(AccessConfig { cache_max_age_secs: 5, ..AccessConfig::default() });
+    feed(&mut reg, &mut access, &[granted(1, 11, 10, 0), synced(10)], 100);
     assert!(access.check(&reg, &key(11), 100).allowed);
     reg.apply(&revoked(1, 11, 0), 100); // deliberately not invalidated
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(!access.check(&reg, &key(11), 100).allowed);
+    assert!(access.check(&reg, &key(11), 105).allowed, "still within its age: the cache answers");
+    assert!(!access.check(&reg, &key(11), 106).allowed, "past it: decided afresh");
+}
+
+#[test]
+fn capacity_drops_the_oldest_decision() {
+    let mut reg = registry();
+    let mut access = Access::new(AccessConfig { cache_capacity: 3, ..AccessConfig::default() });
+    feed(&mut reg, &mut access, &[synced(1)], 100);
+    for n in 1..=5 {
+        let _ = access.check(&reg, &key(n), 100);
+    }
+    assert_eq!(access.cached(), 3);
+    assert_eq!(access.cache_counts(), (0, 5));
+    let _ = access.check(&reg, &key(5), 100);
+    assert_eq!(access.cache_counts(), (1, 5), "the newest stays");
+    let _ = access.check(&reg, &key(1), 100);
+    assert_eq!(access.cache_counts(), (1, 6), "the oldest went");
 }
 
 #[test]
 fn stale_chain_state_fails_closed_and_recovers() {
     let mut reg = registry();
     let mut access = fresh_access();
-    feed(&mut reg, &access, &[granted(1, 11, 10, 0)], 100);
-    assert_eq!(access.check(&reg, &key(11), 100).reason, Reason::ChainUnavailable, "never synced");
-    feed(&mut reg, &access, &[synced(10)], 100);
+    feed(&mut reg, &mut access, &[granted(1, 11, 10, 0)], 100);
+    assert_eq!(access.check(&reg, &key(11), 100).reason, AccessReason::ChainUnavailable, "never synced");
+    feed(&mut reg, &mut access, &[synced(10)], 100);
     assert!(access.check(&reg, &key(11), 160).allowed);
-    assert_eq!(access.check(&reg, &key(11), 161).reason, Reason::ChainUnavailable);
+    assert_eq!(access.check(&reg, &key(11), 161).reason, AccessReason::ChainUnavailable);
     let rec = access.set_staleness(Staleness { max_age_secs: 60, policy: StalePolicy::FailOpen }, reg.last_sync(), 161);
     assert_eq!((rec.action, rec.access), (AuditAction::PolicyChange, true));
     assert!(access.check(&reg, &key(11), 10_000).allowed);
@@ -111,7 +125,7 @@ proptest::proptest! {
         probes in proptest::collection::vec(1u8..5, 1..8),
     ) {
         let mut reg = registry();
-        let access = fresh_access();
+        let mut access = fresh_access();
         for e in &events {
             let out = reg.apply(e, 1000);
             access.invalidate(&out);

@@ -1,23 +1,16 @@
-//! The values the chain follower hands to the registry: plain data, no alloy
-//! types, so the registry stays pure.
+//! The values the chain follower hands to the registry (pure data): what
+//! happened on chain, where, and how far the follower has got.
 
 use serde::{Deserialize, Serialize};
 
-/// An ERC-721 token id. The reference contract numbers tokens from 1; ids that
-/// do not fit 128 bits are reported as malformed contract data, never truncated.
-pub type TokenId = u128;
-
-/// A 20-byte Ethereum address, as `0x`-prefixed lowercase hex.
-pub type Address = String;
+use super::ids::{Address, BlockHash, TokenId, TxHash};
 
 /// Where a log came from, for the audit log and for undoing reorged logs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogMeta {
     pub block_number: u64,
-    /// `0x`-prefixed hex.
-    pub block_hash: String,
-    /// `0x`-prefixed hex.
-    pub tx_hash: String,
+    pub block_hash: BlockHash,
+    pub tx_hash: TxHash,
     pub log_index: u64,
 }
 
@@ -58,7 +51,7 @@ pub enum ChainEvent {
     Snapshot { snapshot: TokenSnapshot, cause: SnapshotCause },
     /// Everything up to `block_number` has been delivered; `head` is the chain
     /// head the follower saw. The registry persists this as its cursor.
-    Synced { block_number: u64, block_hash: String, head: u64 },
+    Synced { block_number: u64, block_hash: BlockHash, head: u64 },
     /// No RPC endpoint answered; the access layer applies its staleness policy.
     Unavailable { error: String },
 }
@@ -70,4 +63,15 @@ pub enum SnapshotCause {
     Reorg,
     KeyUpdated,
     Backfill,
+}
+
+/// Where the follower resumes: everything up to and including `block_number`
+/// has been delivered. The consumer persists it after applying every event
+/// up to a `Synced`; a restart from it re-delivers at most what came after,
+/// never less.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub block_number: u64,
+    /// The hash of that block, to notice a reorg while we were away.
+    pub block_hash: BlockHash,
 }

@@ -2,13 +2,11 @@
 //! access of the registry). A file this build cannot read is refused and left
 //! untouched: the daemon gets no `RegistryStore` to overwrite it with.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::document::{DocumentError, RegistryDocument};
-use super::network::Network;
-use super::state::Registry;
+use gateway_core::chain::Address;
+use gateway_core::registry::{DocumentError, Network, Registry, RegistryDocument, FORMAT_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,7 +29,7 @@ impl RegistryStore {
     /// Reads `path` if it exists. `Ok((store, None))` means no file yet.
     pub fn open(
         path: impl Into<PathBuf>,
-        contract_address: &str,
+        contract_address: Address,
         network: Network,
     ) -> Result<(RegistryStore, Option<Registry>), StoreError> {
         let path = path.into();
@@ -47,7 +45,7 @@ impl RegistryStore {
             Err(source) => return Err(StoreError::Corrupt { path, source }),
         };
         let version = value.get("version").and_then(|v| v.as_str()).unwrap_or("<none>");
-        if version != super::document::FORMAT_VERSION {
+        if version != FORMAT_VERSION {
             let source = DocumentError::Version { found: version.to_string() };
             return Err(StoreError::Incompatible { path, source });
         }
@@ -65,30 +63,52 @@ impl RegistryStore {
         &self.path
     }
 
-    /// Writes the registry so that a crash leaves either the old or the new
-    /// file: temp file in the same directory, fsync, rename, fsync the
-    /// directory (the rename itself is only durable after that).
+    /// Writes the registry so that a crash leaves either the old or the new file.
     pub fn save(&self, registry: &Registry) -> Result<(), StoreError> {
         let io = |source| StoreError::Io { path: self.path.clone(), source };
         let mut json = serde_json::to_vec_pretty(&registry.to_document())
             .map_err(|e| io(std::io::Error::other(e)))?;
         json.push(b'\n');
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            File::open(&dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        super::write_atomically(&self.path, &json).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use gateway_core::testing::*;
+
+    #[test]
+    fn store_saves_atomically_and_refuses_foreign_files_without_touching_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let (store, loaded) = RegistryStore::open(&path, CONTRACT, network()).unwrap();
+        assert!(loaded.is_none());
+        let mut reg = registry();
+        for event in [granted(1, 11, 10, 0), synced(10)] {
+            reg.apply(&event, 100);
         }
-        result.map_err(io)
+        store.save(&reg).unwrap();
+        let (_, loaded) = RegistryStore::open(&path, CONTRACT, network()).unwrap();
+        assert_eq!(loaded, Some(reg));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("registry.json")], "no temp file left behind");
+
+        for (content, want) in [
+            (r#"{"version":"1.0","peers":[]}"#, "1.0"),
+            ("{not json", "not a valid registry document"),
+            (r#"{"version":"2.0"}"#, "not a valid registry document"),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let err = RegistryStore::open(&path, CONTRACT, network()).unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
+        }
+
+        store.save(&registry()).unwrap();
+        let err = RegistryStore::open(&path, gateway_core::testing::owner(1), network()).unwrap_err();
+        assert!(matches!(err, StoreError::Incompatible { .. }), "{err}");
     }
 }

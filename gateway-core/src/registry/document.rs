@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::key::{validate_node_id, WgKey};
 use super::network::Network;
-use super::state::{ChainPosition, Cursor, Registry, Retired, TokenRecord, Unbind};
-use super::time::{parse_rfc3339, rfc3339};
-use crate::chain::{Address, TokenId};
+use super::state::{ChainPosition, Registry, Retired, TokenRecord, Unbind};
+use crate::chain::{Address, Cursor, TokenId, TxHash};
+use crate::time::{parse_rfc3339, rfc3339};
 
 /// The only format this build reads and writes.
 pub const FORMAT_VERSION: &str = "2.0";
@@ -45,6 +45,8 @@ pub struct PeerEntry {
     pub ip_address: Option<String>,
     pub hostname: String,
     pub instance_id: String,
+    /// `null` (or an empty string, as the seed may write) when there is none.
+    #[serde(default, deserialize_with = "optional_address")]
     pub nft_owner: Option<Address>,
     pub access_granted: bool,
     /// A number; the seed sometimes wrote a decimal string, which is read too.
@@ -69,11 +71,19 @@ pub struct PeerEntry {
     #[serde(default)]
     pub chain_position: ChainPosition,
     #[serde(default)]
-    pub last_tx_hash: Option<String>,
+    pub last_tx_hash: Option<TxHash>,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn optional_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Address>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) if text.trim().is_empty() => Ok(None),
+        Some(text) => Address::parse(&text).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 /// Token ids as JSON numbers where they fit `u64` (every JSON reader gets
@@ -83,7 +93,7 @@ mod token_id_repr {
 
     use crate::chain::TokenId;
 
-    pub fn serialize<S: Serializer>(t: &TokenId, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(t: &TokenId, s: S) -> Result<S::Ok, S::Error> {
         match u64::try_from(*t) {
             Ok(small) => s.serialize_u64(small),
             Err(_) => s.serialize_str(&t.to_string()),
@@ -97,7 +107,7 @@ mod token_id_repr {
         Text(String),
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TokenId, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TokenId, D::Error> {
         match Repr::deserialize(d)? {
             Repr::Number(n) => Ok(TokenId::from(n)),
             Repr::Text(s) => s.trim().parse().map_err(|_| serde::de::Error::custom(format!("token id {s:?}"))),
@@ -118,7 +128,7 @@ pub enum DocumentError {
     #[error("registry format version {found:?}, this gateway reads only {FORMAT_VERSION:?}")]
     Version { found: String },
     #[error("registry belongs to contract {found}, the gateway is configured for {expected}")]
-    Contract { found: String, expected: String },
+    Contract { found: Address, expected: Address },
     #[error("token {token_id}: bad timestamp {value:?} in field {field}")]
     Timestamp { token_id: TokenId, field: &'static str, value: String },
     #[error("token {0} appears twice")]
@@ -158,7 +168,7 @@ impl Registry {
                     ip_address: view.placement.map(|p| p.tunnel_ip.to_string()),
                     hostname: hostname(&rec.node_id, &self.domain),
                     instance_id: instance_id(&rec.node_id),
-                    nft_owner: rec.owner.clone(),
+                    nft_owner: rec.owner,
                     access_granted: view.is_granted(),
                     token_id: rec.token_id,
                     last_verified: rfc3339(rec.last_verified),
@@ -169,7 +179,7 @@ impl Registry {
                     unbound_by: rec.unbound_by,
                     slot: view.placement.map(|p| p.slot.0),
                     chain_position: rec.position,
-                    last_tx_hash: rec.last_tx_hash.clone(),
+                    last_tx_hash: rec.last_tx_hash,
                 }
             })
             .collect();
@@ -180,10 +190,10 @@ impl Registry {
             .collect();
         RegistryDocument {
             version: FORMAT_VERSION.to_string(),
-            contract_address: self.contract_address.clone(),
+            contract_address: self.contract_address,
             network: self.network,
             last_sync: self.last_sync.map(rfc3339),
-            cursor: self.cursor.clone(),
+            cursor: self.cursor,
             peers,
             retired_keys,
         }
@@ -194,17 +204,14 @@ impl Registry {
     /// them); a document for another contract is refused.
     pub fn from_document(
         doc: RegistryDocument,
-        contract_address: &str,
+        contract_address: Address,
         network: Network,
     ) -> Result<Registry, DocumentError> {
         if doc.version != FORMAT_VERSION {
             return Err(DocumentError::Version { found: doc.version });
         }
-        if !doc.contract_address.eq_ignore_ascii_case(contract_address) {
-            return Err(DocumentError::Contract {
-                found: doc.contract_address,
-                expected: contract_address.to_string(),
-            });
+        if doc.contract_address != contract_address {
+            return Err(DocumentError::Contract { found: doc.contract_address, expected: contract_address });
         }
         let mut reg = Registry::new(doc.contract_address, network);
         reg.cursor = doc.cursor;

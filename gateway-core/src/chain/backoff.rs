@@ -1,7 +1,9 @@
 //! Exponential backoff and per-endpoint health for RPC failover (pure: time is
 //! a parameter).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::time::MonoTime;
 
 /// Doubling delays between `initial` and `max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +37,11 @@ impl Backoff {
 #[derive(Clone, Debug, Default)]
 pub struct EndpointHealth {
     consecutive_failures: u32,
-    retry_at: Option<Instant>,
+    retry_at: Option<MonoTime>,
 }
 
 impl EndpointHealth {
-    pub fn record_failure(&mut self, backoff: &Backoff, now: Instant) {
+    pub fn record_failure(&mut self, backoff: &Backoff, now: MonoTime) {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.retry_at = Some(now + backoff.delay(self.consecutive_failures));
     }
@@ -49,11 +51,11 @@ impl EndpointHealth {
         self.retry_at = None;
     }
 
-    pub fn is_available(&self, now: Instant) -> bool {
+    pub fn is_available(&self, now: MonoTime) -> bool {
         self.retry_at.is_none_or(|at| now >= at)
     }
 
-    pub fn retry_at(&self) -> Option<Instant> {
+    pub fn retry_at(&self) -> Option<MonoTime> {
         self.retry_at
     }
 
@@ -66,7 +68,7 @@ impl EndpointHealth {
 /// in configuration order, skipping those still backing off unless every one
 /// is (then the one that becomes available first leads, so a total outage is
 /// still probed).
-pub fn try_order(health: &[EndpointHealth], current: usize, now: Instant) -> Vec<usize> {
+pub fn try_order(health: &[EndpointHealth], current: usize, now: MonoTime) -> Vec<usize> {
     let count = health.len();
     let rotation: Vec<usize> = (0..count).map(|offset| (current + offset) % count.max(1)).collect();
     let available: Vec<usize> = rotation.iter().copied().filter(|&i| health[i].is_available(now)).collect();
@@ -95,7 +97,7 @@ mod tests {
     #[test]
     fn failed_endpoint_waits_then_becomes_available_and_success_resets() {
         let backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
-        let now = Instant::now();
+        let now = MonoTime::from_nanos(1_000_000_000);
         let mut health = EndpointHealth::default();
         assert!(health.is_available(now));
         health.record_failure(&backoff, now);
@@ -110,7 +112,7 @@ mod tests {
     #[test]
     fn try_order_starts_at_current_and_skips_backing_off_endpoints() {
         let backoff = Backoff::default();
-        let now = Instant::now();
+        let now = MonoTime::from_nanos(1_000_000_000);
         let mut health = vec![EndpointHealth::default(); 3];
         assert_eq!(try_order(&health, 1, now), vec![1, 2, 0]);
         health[2].record_failure(&backoff, now);
@@ -120,7 +122,7 @@ mod tests {
     #[test]
     fn when_all_back_off_the_earliest_to_recover_leads() {
         let backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(10) };
-        let now = Instant::now();
+        let now = MonoTime::from_nanos(1_000_000_000);
         let mut health = vec![EndpointHealth::default(); 2];
         health[0].record_failure(&backoff, now);
         health[0].record_failure(&backoff, now);

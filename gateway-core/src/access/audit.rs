@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::decision::Decision;
 use super::staleness::Staleness;
-use crate::chain::{Address, ChainEvent, TokenId};
-use crate::registry::time::rfc3339;
-use crate::registry::{Admission, Effect, Outcome, Reason, TokenChange, TokenView};
+use crate::chain::{Address, ChainEvent, TokenId, TxHash};
+use crate::time::rfc3339;
+use crate::registry::{Admission, Effect, Outcome, AccessReason, TokenChange, TokenView};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,7 +26,7 @@ pub struct AuditRecord {
     /// RFC 3339 UTC.
     pub time: String,
     pub action: AuditAction,
-    pub reason: Reason,
+    pub reason: AccessReason,
     /// Whether the key named has access after this.
     pub access: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,7 +41,7 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tx_hash: Option<String>,
+    pub tx_hash: Option<TxHash>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_number: Option<u64>,
     /// The UDP endpoint of a rejected handshake.
@@ -52,7 +52,7 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    fn new(now: u64, action: AuditAction, reason: Reason, access: bool) -> Self {
+    fn new(now: u64, action: AuditAction, reason: AccessReason, access: bool) -> Self {
         AuditRecord {
             time: rfc3339(now),
             action,
@@ -80,7 +80,7 @@ fn derived_action(change: &TokenChange) -> Option<AuditAction> {
     let is = change.after.admission();
     match (was, is) {
         // The second half of a rekey whose log already unbound the old key.
-        (None, Some(_)) if before.is_some_and(|b| b.reason == Reason::KeyRotated) => Some(AuditAction::Rekey),
+        (None, Some(_)) if before.is_some_and(|b| b.reason == AccessReason::KeyRotated) => Some(AuditAction::Rekey),
         (None, Some(_)) => Some(AuditAction::Grant),
         (Some(_), None) if before.is_some_and(|b| b.owner != change.after.owner) => Some(AuditAction::Transfer),
         (Some(_), None) => Some(AuditAction::Revoke),
@@ -108,10 +108,10 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
         Effect::Applied => {}
         Effect::AwaitingSnapshot => {
             let ChainEvent::KeyUpdated { owner, public_key, .. } = event else { return Vec::new() };
-            let mut r = AuditRecord::new(now, AuditAction::Rekey, Reason::KeyRotated, false);
-            r.owner = Some(owner.clone());
+            let mut r = AuditRecord::new(now, AuditAction::Rekey, AccessReason::KeyRotated, false);
+            r.owner = Some(*owner);
             r.public_key = Some(public_key.clone());
-            r.tx_hash = tx_hash.cloned();
+            r.tx_hash = tx_hash.copied();
             r.block_number = block_number;
             r.detail = Some("token not identifiable from the log; applied by the snapshots that follow".into());
             return vec![r];
@@ -133,10 +133,10 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
         let mut r = AuditRecord::new(now, action, after.reason, after.is_granted());
         r.token_id = Some(after.token_id);
         r.node_id = Some(after.node_id.clone());
-        r.owner = after.owner.clone();
+        r.owner = after.owner;
         r.public_key = after.key.or(before_key).map(|k| k.to_base64());
         r.previous_key = before_key.filter(|k| Some(*k) != after.key && after.key.is_some()).map(|k| k.to_base64());
-        r.tx_hash = tx_hash.cloned();
+        r.tx_hash = tx_hash.copied();
         r.block_number = block_number;
         if !is_own {
             r.detail = Some("standing changed through a key shared with the event's token".into());
@@ -151,7 +151,7 @@ pub fn rejected_handshake(decision: &Decision, endpoint: std::net::SocketAddr, n
     let mut r = AuditRecord::new(now, AuditAction::RejectedHandshake, decision.reason, false);
     r.token_id = decision.token_id;
     r.node_id = decision.node_id.clone();
-    r.owner = decision.owner.clone();
+    r.owner = decision.owner;
     r.public_key = Some(decision.public_key.clone());
     r.endpoint = Some(endpoint.to_string());
     r
@@ -160,12 +160,12 @@ pub fn rejected_handshake(decision: &Decision, endpoint: std::net::SocketAddr, n
 /// The staleness policy began or stopped withholding grants, or the operator
 /// changed it.
 pub fn policy_change(staleness: &Staleness, withholding: bool, last_sync: Option<u64>, now: u64) -> AuditRecord {
-    let reason = if withholding { Reason::ChainUnavailable } else { Reason::Granted };
+    let reason = if withholding { AccessReason::ChainUnavailable } else { AccessReason::Granted };
     let mut r = AuditRecord::new(now, AuditAction::PolicyChange, reason, !withholding);
     let since = last_sync.map(rfc3339).unwrap_or_else(|| "never".into());
     r.detail = Some(format!(
-        "policy {:?}, max age {} s, last sync {since}: grants {}",
-        staleness.policy,
+        "policy {}, max age {} s, last sync {since}: grants {}",
+        staleness.policy.as_str(),
         staleness.max_age_secs,
         if withholding { "withheld" } else { "served" }
     ));
