@@ -164,12 +164,18 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// `peers`: (base64 public key, allowed IPs) given on the command line.
     pub fn start(ns: &Netns, dir: &Path, peers: &[(String, String)]) -> Result<Self> {
+        Self::start_with(ns, dir, peers, &[])
+    }
+
+    /// The same with extra `dataplane run` arguments (`--workers 2`).
+    pub fn start_with(ns: &Netns, dir: &Path, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
         let iface = unique_name("wgg");
         let keys = Keypair::generate(dir, &iface)?;
         let mut cmd = Command::new(gateway_bin());
         cmd.args(["--netns", ns.name(), "dataplane", "run", "--iface", &iface])
             .args(["--listen-port", &WG_PORT.to_string(), "--private-key-file", keys.private_path()])
             .args(["--address", &format!("{TUNNEL_PREFIX}.1/24"), "--address", &format!("{TUNNEL_PREFIX6}:1/64")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (public, allowed) in peers {
