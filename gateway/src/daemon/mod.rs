@@ -152,6 +152,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         addresses: vec![gateway_net],
         mtu: config.wireguard.mtu,
         uapi: true,
+        workers: 0,
     })
     .context("starting the WireGuard data plane")?;
     tracing::info!(
