@@ -93,9 +93,9 @@ impl<D: BorrowMut<Device>> PeerTable for [D] {
             // know: they cannot refuse it.
             if let Err(err) = self[i].borrow_mut().add_peer(config.clone()) {
                 tracing::error!(shard = i, error = %err, "shards disagree; undoing the add");
-                for j in 0..self.len() {
+                for (j, shard) in self.iter_mut().enumerate() {
                     if j != owner {
-                        self[j].borrow_mut().forget_peer(&config);
+                        shard.borrow_mut().forget_peer(&config);
                     }
                 }
                 let _ = self[owner].borrow_mut().remove_peer(&config.public_key);
