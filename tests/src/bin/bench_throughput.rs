@@ -189,10 +189,14 @@ fn set_up(client: Impl, server: ServerSpec, peers: usize, dir: &ScratchDir) -> R
     let keys: Vec<Keypair> =
         (0..peers).map(|i| Keypair::generate(dir.path(), &gateway_tests::netns::unique_name(&format!("c{i}")))).collect::<Result<_>>()?;
     let allowed: Vec<(String, String)> = keys.iter().enumerate().map(|(i, k)| (k.public.clone(), format!("{}/32", tunnel_ip(i)))).collect();
-    let (process, server_public) = start_server(server, &server_ns, dir, &allowed)?;
+    let (process, server_public) =
+        start_server(server, &server_ns, dir, &allowed).with_context(|| format!("start the {} server", server.label()))?;
     let mut clients = Vec::new();
     for (i, (ns, keys)) in client_ns.iter().zip(keys).enumerate() {
-        clients.push(start_client(client, ns, keys, &tunnel_ip(i), &server_public, &endpoints[i])?);
+        clients.push(
+            start_client(client, ns, keys, &tunnel_ip(i), &server_public, &endpoints[i])
+                .with_context(|| format!("start {} client {i}", client.label()))?,
+        );
     }
     let fleet = Fleet { client, server, _clients: clients, process, client_ns, server_ns };
     for (i, ns) in fleet.client_ns.iter().enumerate() {
