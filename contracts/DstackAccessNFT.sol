@@ -6,12 +6,20 @@ pragma solidity ^0.8.24;
 // the contract deployed on Base (0x37d2106bADB01dd5bE1926e45D172Cb4203C4186)
 // so the gateway follows either; it adds key rotation by the token's owner,
 // validation, uniqueness, and a transfer that unbinds the key.
+//
+// Contract ownership changes in two steps (OpenZeppelin's Ownable2Step), as the
+// seed's event name `OwnershipTransferInitiated` says: `transferContractOwnership`
+// (or `transferOwnership`) only names a pending owner, who takes over by calling
+// `acceptOwnership`. A mistyped address therefore never takes the contract away:
+// until the new owner accepts, the old one keeps minting and revoking and can
+// name someone else.
 
 import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
 import {ERC721URIStorage} from "@openzeppelin/contracts/token/ERC721/extensions/ERC721URIStorage.sol";
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 
-contract DstackAccessNFT is ERC721URIStorage, Ownable {
+contract DstackAccessNFT is ERC721URIStorage, Ownable2Step {
     struct DstackNodeAccess {
         string wireguardPublicKey;
         string nodeId;
@@ -23,6 +31,9 @@ contract DstackAccessNFT is ERC721URIStorage, Ownable {
     event NodeAccessRevoked(uint256 indexed tokenId, string nodeId);
     event NodeAccessTransferred(uint256 indexed tokenId, address indexed from, address indexed to);
     event PublicKeyUpdated(address indexed owner, string wireguardPublicKey);
+    /// The seed's interface: a handover to `newOwner` has begun (it completes with `acceptOwnership`,
+    /// which emits Ownable's `OwnershipTransferred`).
+    event OwnershipTransferInitiated(address indexed previousOwner, address indexed newOwner);
 
     /// A node id becomes the DNS label `<node_id>.vpn.dstack`, and a label is at most 63 octets (RFC 1035 2.3.4).
     uint256 public constant MAX_NODE_ID_LENGTH = 63;
@@ -80,6 +91,15 @@ contract DstackAccessNFT is ERC721URIStorage, Ownable {
         require(access.isActive, "DstackAccessNFT: token already revoked");
         access.isActive = false;
         emit NodeAccessRevoked(tokenId, access.nodeId);
+    }
+
+    /// The seed's interface for handing the contract over. Two-step: `newOwner` becomes the
+    /// pending owner and must call `acceptOwnership`. The zero address is refused: there is no
+    /// owner to accept, and renouncing is `renounceOwnership`, said on purpose.
+    function transferContractOwnership(address newOwner) public onlyOwner {
+        require(newOwner != address(0), "DstackAccessNFT: new owner is the zero address");
+        transferOwnership(newOwner);
+        emit OwnershipTransferInitiated(owner(), newOwner);
     }
 
     // ----- the token owner -----

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// Compiles contracts/DstackAccessNFT.sol with the pinned npm `solc` and writes the
-// ABI and bytecode that the Rust bindings embed to contracts/out/DstackAccessNFT.json.
+// Compiles the contracts below with the pinned npm `solc` and writes the ABI and
+// bytecode that the Rust bindings embed to contracts/out/<Name>.json:
+//   DstackAccessNFT   the reference contract (the seed's interface and more)
+//   MinimalAccessNFT  a test fixture whose transfers and burns emit only ERC-721's Transfer
 //
-//   node contracts/compile.js           write the artifact
-//   node contracts/compile.js --check   exit 1 if the committed artifact is stale (CI)
+//   node contracts/compile.js           write the artifacts
+//   node contracts/compile.js --check   exit 1 if a committed artifact is stale (CI)
 //
 // The output is a pure function of the sources and the pinned compiler, so a
 // stale artifact is a real difference, not noise.
@@ -14,10 +16,10 @@ const fs = require("fs");
 const path = require("path");
 const solc = require("solc");
 
-const CONTRACT = "DstackAccessNFT";
+const CONTRACTS = ["DstackAccessNFT", "MinimalAccessNFT"];
 const repoRoot = path.resolve(__dirname, "..");
-const sourcePath = path.join(__dirname, `${CONTRACT}.sol`);
-const outPath = path.join(__dirname, "out", `${CONTRACT}.json`);
+const sourcePath = (name) => path.join(__dirname, `${name}.sol`);
+const outPath = (name) => path.join(__dirname, "out", `${name}.json`);
 
 // A fixed EVM version keeps the bytecode independent of solc's default, which
 // moves between releases; Cancun is live on Base and supported by anvil.
@@ -35,10 +37,10 @@ function findImport(importPath) {
   }
 }
 
-function compile() {
+function compile(name) {
   const input = {
     language: "Solidity",
-    sources: { [`contracts/${CONTRACT}.sol`]: { content: fs.readFileSync(sourcePath, "utf8") } },
+    sources: { [`contracts/${name}.sol`]: { content: fs.readFileSync(sourcePath(name), "utf8") } },
     settings: {
       optimizer: { enabled: true, runs: 200 },
       evmVersion: EVM_VERSION,
@@ -54,9 +56,9 @@ function compile() {
     process.stderr.write("compilation failed\n");
     process.exit(1);
   }
-  const contract = output.contracts[`contracts/${CONTRACT}.sol`][CONTRACT];
+  const contract = output.contracts[`contracts/${name}.sol`][name];
   const artifact = {
-    contractName: CONTRACT,
+    contractName: name,
     compiler: `solc ${solc.version()}`,
     evmVersion: EVM_VERSION,
     abi: contract.abi,
@@ -66,28 +68,38 @@ function compile() {
   return JSON.stringify(artifact, null, 2) + "\n";
 }
 
-function main() {
-  const check = process.argv.includes("--check");
-  const fresh = compile();
+function build(name, check) {
+  const out = outPath(name);
+  const fresh = compile(name);
   if (check) {
     let committed = "";
     try {
-      committed = fs.readFileSync(outPath, "utf8");
+      committed = fs.readFileSync(out, "utf8");
     } catch (_) {
       // A missing artifact is stale too.
     }
     if (committed !== fresh) {
       process.stderr.write(
-        `${path.relative(repoRoot, outPath)} is stale: run \`node contracts/compile.js\` (or \`cargo xtask contracts\`) and commit it\n`,
+        `${path.relative(repoRoot, out)} is stale: run \`node contracts/compile.js\` (or \`cargo xtask contracts\`) and commit it\n`,
       );
-      process.exit(1);
+      return false;
     }
-    process.stdout.write(`${path.relative(repoRoot, outPath)} is up to date\n`);
-    return;
+    process.stdout.write(`${path.relative(repoRoot, out)} is up to date\n`);
+    return true;
   }
-  fs.mkdirSync(path.dirname(outPath), { recursive: true });
-  fs.writeFileSync(outPath, fresh);
-  process.stdout.write(`wrote ${path.relative(repoRoot, outPath)}\n`);
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, fresh);
+  process.stdout.write(`wrote ${path.relative(repoRoot, out)}\n`);
+  return true;
+}
+
+function main() {
+  const check = process.argv.includes("--check");
+  // Every contract is checked, so one run names every stale artifact.
+  const results = CONTRACTS.map((name) => build(name, check));
+  if (results.includes(false)) {
+    process.exit(1);
+  }
 }
 
 main();

@@ -4,50 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Output};
 
 use gateway_tests::anvil::spawn_anvil;
-use gateway_tests::netns::gateway_bin;
+use gateway_tests::node_cli::{write_secret, NodeCli as Cli};
 use serde_json::Value;
 
 /// anvil's dev account 0: deploys, so it owns the contract.
 const ADMIN_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const NODE_OWNER: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
-
-struct Cli {
-    rpc_url: String,
-    signer_key: std::path::PathBuf,
-    contract: Option<String>,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str]) -> Output {
-        let bin = gateway_bin();
-        assert!(bin.exists(), "{} missing: build it first (cargo xtask test does)", bin.display());
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .env("GATEWAY_RPC_URL", &self.rpc_url)
-            .env("GATEWAY_SIGNER_KEY", &self.signer_key)
-            .env("RUST_LOG", "warn");
-        if let Some(contract) = &self.contract {
-            cmd.env("GATEWAY_CONTRACT", contract);
-        }
-        cmd.output().expect("run gateway")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.run(args);
-        assert!(out.status.success(), "gateway {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("gateway {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-    }
-}
-
-fn write_secret(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 #[test]
 fn deploy_keygen_mint_list_info_revoke_and_follow_from_the_command_line() {

@@ -106,7 +106,7 @@ fn every_access_reason_is_explained() {
 #[test]
 fn every_xdp_verdict_reason_is_listed() {
     let ops = read("docs/OPERATIONS.md");
-    for r in gateway_common::Reason::ALL {
+    for r in gateway_common::XdpVerdict::ALL {
         assert!(ops.contains(&format!("`{}`", r.name())), "XDP reason {} missing from docs/OPERATIONS.md", r.name());
     }
     for map in gateway_common::ALL_MAPS {

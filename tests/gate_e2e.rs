@@ -7,7 +7,7 @@
 
 use anyhow::{ensure, Context, Result};
 use gateway::xdp::PinnedMaps;
-use gateway_common::Reason;
+use gateway_common::XdpVerdict;
 use gateway_tests::lab::{Lab, DEV_ADDRESSES};
 use gateway_tests::netns::{require_root, wait_for};
 use gateway_tests::wg::{iperf3_client, iperf3_server, wg, Keypair, TUNNEL_PREFIX};
@@ -19,7 +19,7 @@ const NODE_B: usize = 1;
 const SLOT_A: u32 = 2;
 const SLOT_B: u32 = 3;
 
-fn xdp(lab: &Lab, reason: Reason) -> Result<u64> {
+fn xdp(lab: &Lab, reason: XdpVerdict) -> Result<u64> {
     Ok(PinnedMaps::open_instance(&lab.instance)?.stats.read()?.get(reason))
 }
 
@@ -76,16 +76,16 @@ fn revoke_rekey_and_transfer_are_enforced_end_to_end() -> Result<()> {
 
     // A's transport packets now die in the kernel: the XDP counter rises,
     // the data plane never sees them.
-    let kernel_before = xdp(&lab, Reason::DropUnknownSlot)?;
+    let kernel_before = xdp(&lab, XdpVerdict::DropUnknownSlot)?;
     let user_before = userspace_unknown_slot(&lab)?;
     ensure!(!lab.ping(NODE_A, &gw_ip, Duration::from_secs(3)), "revoked A cannot reach the gateway");
-    let kernel_after = xdp(&lab, Reason::DropUnknownSlot)?;
+    let kernel_after = xdp(&lab, XdpVerdict::DropUnknownSlot)?;
     ensure!(kernel_after > kernel_before, "A's packets dropped in XDP ({kernel_before} -> {kernel_after})");
     ensure!(userspace_unknown_slot(&lab)? == user_before, "no userspace work for A's packets");
 
     // A's renewed handshakes are dropped in the kernel too: its endpoint was
     // denied when it was revoked.
-    let denied_before = xdp(&lab, Reason::DropDeniedEndpoint)?;
+    let denied_before = xdp(&lab, XdpVerdict::DropDeniedEndpoint)?;
     let rejected_before = lab.metric(r#"gw_wireguard_handshakes_total{result="rejected"}"#)?;
     wg(&["set", &node_a.iface, "peer", &lab.gateway_keys.public, "remove"])?;
     wg(&[
@@ -94,7 +94,7 @@ fn revoke_rekey_and_transfer_are_enforced_end_to_end() -> Result<()> {
         "allowed-ips", &format!("{TUNNEL_PREFIX}.0/24"), "persistent-keepalive", "1",
     ])?;
     ensure!(!lab.ping(NODE_A, &gw_ip, Duration::from_secs(4)), "A's new handshake fails");
-    ensure!(xdp(&lab, Reason::DropDeniedEndpoint)? > denied_before, "A's initiations dropped in XDP");
+    ensure!(xdp(&lab, XdpVerdict::DropDeniedEndpoint)? > denied_before, "A's initiations dropped in XDP");
     ensure!(
         lab.metric(r#"gw_wireguard_handshakes_total{result="rejected"}"#)? == rejected_before,
         "A's initiations never reached userspace"

@@ -6,7 +6,7 @@
 
 use anyhow::{ensure, Context, Result};
 use gateway::xdp::PinnedMaps;
-use gateway_common::Reason;
+use gateway_common::XdpVerdict;
 use gateway_tests::cutproxy::CutProxy;
 use gateway_tests::lab::{Lab, DEV_ADDRESSES, GATEWAY_LAN_IP};
 use gateway_tests::netns::{require_root, wait_for};
@@ -194,10 +194,10 @@ fn hostile_packets_are_counted_and_hurt_nobody() -> Result<()> {
     })?;
     std::thread::sleep(Duration::from_millis(500));
     let after = PinnedMaps::open_instance(&lab.instance)?.stats.read()?;
-    let kernel_malformed = after.get(Reason::DropMalformed) - before.get(Reason::DropMalformed);
+    let kernel_malformed = after.get(XdpVerdict::DropMalformed) - before.get(XdpVerdict::DropMalformed);
     // A random 4-byte header may happen to be a valid type and size; nearly all are malformed.
     ensure!(kernel_malformed + 20 >= sent, "kernel classified {kernel_malformed} of {sent} as malformed");
-    ensure!(after.get(Reason::DropUnknownSlot) > before.get(Reason::DropUnknownSlot), "replays counted");
+    ensure!(after.get(XdpVerdict::DropUnknownSlot) > before.get(XdpVerdict::DropUnknownSlot), "replays counted");
     ensure!(lab.http_get("/healthz")?.0 == 200, "the gateway survived");
     let user_malformed = lab.metric(r#"gw_wireguard_dropped_total{reason="malformed"}"#)? - user_malformed_before;
     ensure!(user_malformed > 0.0, "userspace counted malformed packets too");

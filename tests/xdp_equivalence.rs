@@ -6,7 +6,7 @@
 use anyhow::Result;
 use gateway::xdp::testrun::{KernelHarness, XDP_DROP, XDP_PASS};
 use gateway_common::frames::{wg_message, ModelGate, UdpFrame};
-use gateway_common::{classify, EndpointKey, Reason, XdpConfig, MODE_ENFORCE};
+use gateway_common::{classify, EndpointKey, XdpVerdict, XdpConfig, MODE_ENFORCE};
 use gateway_tests::netns::require_root;
 
 const GW: [u8; 4] = [198, 18, 0, 1];
@@ -151,8 +151,8 @@ fn kernel_and_userspace_verdicts_agree_on_the_corpus() -> Result<()> {
         seen.insert(reason);
     }
     // The corpus reaches every reason but the rate limiter (tested below).
-    for r in Reason::ALL {
-        if r != Reason::DropRateLimited {
+    for r in XdpVerdict::ALL {
+        if r != XdpVerdict::DropRateLimited {
             assert!(seen.contains(&r), "corpus never produced {r:?}");
         }
     }
@@ -179,6 +179,6 @@ fn kernel_and_userspace_rate_limit_alike() -> Result<()> {
         assert_eq!(reason, expected);
         got.push(reason);
     }
-    assert_eq!(got, [Reason::PassHandshakeInit, Reason::PassHandshakeInit, Reason::DropRateLimited]);
+    assert_eq!(got, [XdpVerdict::PassHandshakeInit, XdpVerdict::PassHandshakeInit, XdpVerdict::DropRateLimited]);
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::wire::*;
 /// never reorder, only append (and grow `XdpStats` with it).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
+pub enum XdpVerdict {
     PassNotIp = 0,
     PassNotUdp = 1,
     PassFragment = 2,
@@ -27,44 +27,44 @@ pub enum Reason {
     DropRateLimited = 11,
 }
 
-impl Reason {
+impl XdpVerdict {
     pub const COUNT: usize = 12;
-    pub const ALL: [Reason; Reason::COUNT] = [
-        Reason::PassNotIp,
-        Reason::PassNotUdp,
-        Reason::PassFragment,
-        Reason::PassOtherPort,
-        Reason::PassHandshakeInit,
-        Reason::PassHandshakeResponse,
-        Reason::PassCookieReply,
-        Reason::PassTransport,
-        Reason::DropMalformed,
-        Reason::DropUnknownSlot,
-        Reason::DropDeniedEndpoint,
-        Reason::DropRateLimited,
+    pub const ALL: [XdpVerdict; XdpVerdict::COUNT] = [
+        XdpVerdict::PassNotIp,
+        XdpVerdict::PassNotUdp,
+        XdpVerdict::PassFragment,
+        XdpVerdict::PassOtherPort,
+        XdpVerdict::PassHandshakeInit,
+        XdpVerdict::PassHandshakeResponse,
+        XdpVerdict::PassCookieReply,
+        XdpVerdict::PassTransport,
+        XdpVerdict::DropMalformed,
+        XdpVerdict::DropUnknownSlot,
+        XdpVerdict::DropDeniedEndpoint,
+        XdpVerdict::DropRateLimited,
     ];
 
     /// Whether an enforcing program drops packets with this reason.
     #[inline(always)]
     pub const fn is_drop(self) -> bool {
-        (self as u32) >= (Reason::DropMalformed as u32)
+        (self as u32) >= (XdpVerdict::DropMalformed as u32)
     }
 
     /// Stable snake_case name, used for metrics labels and CLI output.
     pub const fn name(self) -> &'static str {
         match self {
-            Reason::PassNotIp => "pass_not_ip",
-            Reason::PassNotUdp => "pass_not_udp",
-            Reason::PassFragment => "pass_fragment",
-            Reason::PassOtherPort => "pass_other_port",
-            Reason::PassHandshakeInit => "pass_handshake_init",
-            Reason::PassHandshakeResponse => "pass_handshake_response",
-            Reason::PassCookieReply => "pass_cookie_reply",
-            Reason::PassTransport => "pass_transport",
-            Reason::DropMalformed => "drop_malformed",
-            Reason::DropUnknownSlot => "drop_unknown_slot",
-            Reason::DropDeniedEndpoint => "drop_denied_endpoint",
-            Reason::DropRateLimited => "drop_rate_limited",
+            XdpVerdict::PassNotIp => "pass_not_ip",
+            XdpVerdict::PassNotUdp => "pass_not_udp",
+            XdpVerdict::PassFragment => "pass_fragment",
+            XdpVerdict::PassOtherPort => "pass_other_port",
+            XdpVerdict::PassHandshakeInit => "pass_handshake_init",
+            XdpVerdict::PassHandshakeResponse => "pass_handshake_response",
+            XdpVerdict::PassCookieReply => "pass_cookie_reply",
+            XdpVerdict::PassTransport => "pass_transport",
+            XdpVerdict::DropMalformed => "drop_malformed",
+            XdpVerdict::DropUnknownSlot => "drop_unknown_slot",
+            XdpVerdict::DropDeniedEndpoint => "drop_denied_endpoint",
+            XdpVerdict::DropRateLimited => "drop_rate_limited",
         }
     }
 }
@@ -191,58 +191,58 @@ struct Located {
 /// Ethernet (and up to two VLAN tags) then IPv4 or IPv6: the UDP header's
 /// offset and the source address, or the pass reason for anything else.
 #[inline(always)]
-fn locate_udp<P: Packet + ?Sized>(pkt: &P) -> Result<Located, Reason> {
+fn locate_udp<P: Packet + ?Sized>(pkt: &P) -> Result<Located, XdpVerdict> {
     let mut off = ETH_HDR_LEN;
     let mut ethertype = match pkt.be16_at(12) {
         Some(t) => t,
-        None => return Err(Reason::PassNotIp),
+        None => return Err(XdpVerdict::PassNotIp),
     };
     let mut tags = 0;
     while tags < MAX_VLAN_TAGS && (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD) {
         ethertype = match pkt.be16_at(off + 2) {
             Some(t) => t,
-            None => return Err(Reason::PassNotIp),
+            None => return Err(XdpVerdict::PassNotIp),
         };
         off += VLAN_HDR_LEN;
         tags += 1;
     }
     if ethertype == ETH_P_IPV4 {
-        let version_ihl = pkt.u8_at(off).ok_or(Reason::PassNotIp)?;
+        let version_ihl = pkt.u8_at(off).ok_or(XdpVerdict::PassNotIp)?;
         let ihl = ((version_ihl & 0x0f) as usize) * 4;
         if version_ihl >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN {
-            return Err(Reason::PassNotIp);
+            return Err(XdpVerdict::PassNotIp);
         }
-        let flags_frag = pkt.be16_at(off + 6).ok_or(Reason::PassNotIp)?;
-        let proto = pkt.u8_at(off + 9).ok_or(Reason::PassNotIp)?;
+        let flags_frag = pkt.be16_at(off + 6).ok_or(XdpVerdict::PassNotIp)?;
+        let proto = pkt.u8_at(off + 9).ok_or(XdpVerdict::PassNotIp)?;
         if pkt.len() < off + IPV4_MIN_HDR_LEN {
-            return Err(Reason::PassNotIp);
+            return Err(XdpVerdict::PassNotIp);
         }
         if proto != IPPROTO_UDP {
-            return Err(Reason::PassNotUdp);
+            return Err(XdpVerdict::PassNotUdp);
         }
         // More-fragments set or a non-zero offset: only the kernel's
         // reassembly sees the whole datagram, so it is passed up (and counted).
         if flags_frag & 0x3fff != 0 {
-            return Err(Reason::PassFragment);
+            return Err(XdpVerdict::PassFragment);
         }
         Ok(Located { l4: off + ihl, src_off: off + 12, v4: true })
     } else if ethertype == ETH_P_IPV6 {
-        let version = pkt.u8_at(off).ok_or(Reason::PassNotIp)?;
+        let version = pkt.u8_at(off).ok_or(XdpVerdict::PassNotIp)?;
         if version >> 4 != 6 {
-            return Err(Reason::PassNotIp);
+            return Err(XdpVerdict::PassNotIp);
         }
-        let next_header = pkt.u8_at(off + 6).ok_or(Reason::PassNotIp)?;
+        let next_header = pkt.u8_at(off + 6).ok_or(XdpVerdict::PassNotIp)?;
         if pkt.len() < off + IPV6_HDR_LEN {
-            return Err(Reason::PassNotIp);
+            return Err(XdpVerdict::PassNotIp);
         }
         // Extension headers (fragments included) are passed: WireGuard never
         // sends them and the kernel stack handles what it must.
         if next_header != IPPROTO_UDP {
-            return Err(Reason::PassNotUdp);
+            return Err(XdpVerdict::PassNotUdp);
         }
         Ok(Located { l4: off + IPV6_HDR_LEN, src_off: off + 8, v4: false })
     } else {
-        Err(Reason::PassNotIp)
+        Err(XdpVerdict::PassNotIp)
     }
 }
 
@@ -259,7 +259,7 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     cfg: &XdpConfig,
     gate: &mut G,
     now_ns: impl FnOnce() -> u64,
-) -> Reason {
+) -> XdpVerdict {
     let located = match locate_udp(pkt) {
         Ok(l) => l,
         Err(reason) => return reason,
@@ -273,64 +273,64 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     // cut short cannot be for us.
     let src_port = match pkt.be16_at(l4) {
         Some(s) => s,
-        None => return Reason::PassOtherPort,
+        None => return XdpVerdict::PassOtherPort,
     };
     let dst_port = match pkt.be16_at(l4 + 2) {
         Some(d) => d,
-        None => return Reason::PassOtherPort,
+        None => return XdpVerdict::PassOtherPort,
     };
     if cfg.wg_port == 0 || dst_port != cfg.wg_port {
-        return Reason::PassOtherPort;
+        return XdpVerdict::PassOtherPort;
     }
     let udp_len = match pkt.be16_at(l4 + 4) {
         Some(l) => l as usize,
-        None => return Reason::PassOtherPort,
+        None => return XdpVerdict::PassOtherPort,
     };
     // The UDP length, not the frame length, bounds the message: Ethernet pads
     // short frames. A length beyond the frame is a truncated datagram.
     if udp_len < UDP_HDR_LEN || l4 + udp_len > pkt.len() {
-        return Reason::DropMalformed;
+        return XdpVerdict::DropMalformed;
     }
     let msg = l4 + UDP_HDR_LEN;
     let msg_len = udp_len - UDP_HDR_LEN;
     let header = match pkt.le32_at(msg) {
         Some(h) => h,
-        None => return Reason::DropMalformed,
+        None => return XdpVerdict::DropMalformed,
     };
     // The type is a little-endian u32 on the wire: the three high bytes are zero.
     if header > 0xff {
-        return Reason::DropMalformed;
+        return XdpVerdict::DropMalformed;
     }
     let kind = header as u8;
     let (expected_ok, receiver_offset, pass) = match kind {
-        WG_HANDSHAKE_INIT => (msg_len == WG_HANDSHAKE_INIT_LEN, 0, Reason::PassHandshakeInit),
+        WG_HANDSHAKE_INIT => (msg_len == WG_HANDSHAKE_INIT_LEN, 0, XdpVerdict::PassHandshakeInit),
         WG_HANDSHAKE_RESPONSE => (
             msg_len == WG_HANDSHAKE_RESPONSE_LEN,
             WG_RESPONSE_RECEIVER_OFFSET,
-            Reason::PassHandshakeResponse,
+            XdpVerdict::PassHandshakeResponse,
         ),
         WG_COOKIE_REPLY => (
             msg_len == WG_COOKIE_REPLY_LEN,
             WG_COOKIE_RECEIVER_OFFSET,
-            Reason::PassCookieReply,
+            XdpVerdict::PassCookieReply,
         ),
         WG_TRANSPORT => (
             msg_len >= WG_TRANSPORT_MIN_LEN,
             WG_TRANSPORT_RECEIVER_OFFSET,
-            Reason::PassTransport,
+            XdpVerdict::PassTransport,
         ),
-        _ => return Reason::DropMalformed,
+        _ => return XdpVerdict::DropMalformed,
     };
     if !expected_ok {
-        return Reason::DropMalformed;
+        return XdpVerdict::DropMalformed;
     }
     if kind != WG_HANDSHAKE_INIT {
         let receiver = match pkt.le32_at(msg + receiver_offset) {
             Some(r) => r,
-            None => return Reason::DropMalformed,
+            None => return XdpVerdict::DropMalformed,
         };
         if !gate.slot_allowed(slot_of_index(receiver)) {
-            return Reason::DropUnknownSlot;
+            return XdpVerdict::DropUnknownSlot;
         }
         return pass;
     }
@@ -338,13 +338,13 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     // endpoint can be judged here.
     let source = match source_addr(pkt, located.src_off, located.v4) {
         Some(a) => a,
-        None => return Reason::DropMalformed,
+        None => return XdpVerdict::DropMalformed,
     };
     let now_ns = now_ns();
     let endpoint = EndpointKey { addr: source, port: src_port, _pad: [0; 6] };
     if let Some(deny) = gate.deny_entry(deny_slot_of(&endpoint, cfg.hash_seed), &endpoint) {
         if deny.expires_ns > now_ns {
-            return Reason::DropDeniedEndpoint;
+            return XdpVerdict::DropDeniedEndpoint;
         }
     }
     if cfg.handshake_rate_per_sec == 0 {
@@ -358,7 +358,7 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     if allowed {
         pass
     } else {
-        Reason::DropRateLimited
+        XdpVerdict::DropRateLimited
     }
 }
 
@@ -377,7 +377,7 @@ mod tests {
         XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, handshake_rate_per_sec: 2, handshake_burst: 3, ..Default::default() }
     }
 
-    fn verdict(frame: &[u8], gate: &mut ModelGate, now: u64) -> Reason {
+    fn verdict(frame: &[u8], gate: &mut ModelGate, now: u64) -> XdpVerdict {
         classify(frame, &cfg(), gate, || now)
     }
 
@@ -390,49 +390,49 @@ mod tests {
         let mut gate = ModelGate::default();
         gate.allowed_slots.insert(1);
         for (kind, len, pass) in [
-            (1u8, 148usize, Reason::PassHandshakeInit),
-            (2, 92, Reason::PassHandshakeResponse),
-            (3, 64, Reason::PassCookieReply),
-            (4, 32, Reason::PassTransport),
-            (4, 1452, Reason::PassTransport),
+            (1u8, 148usize, XdpVerdict::PassHandshakeInit),
+            (2, 92, XdpVerdict::PassHandshakeResponse),
+            (3, 64, XdpVerdict::PassCookieReply),
+            (4, 32, XdpVerdict::PassTransport),
+            (4, 1452, XdpVerdict::PassTransport),
         ] {
             let ok = wg_frame(&wg_message(kind, 1 << 8, len));
             assert_eq!(verdict(&ok, &mut gate, 1), pass, "type {kind} len {len}");
             if kind != 4 {
                 for bad in [len - 1, len + 1] {
                     let f = wg_frame(&wg_message(kind, 1 << 8, bad));
-                    assert_eq!(verdict(&f, &mut gate, 1), Reason::DropMalformed, "type {kind} len {bad}");
+                    assert_eq!(verdict(&f, &mut gate, 1), XdpVerdict::DropMalformed, "type {kind} len {bad}");
                 }
             }
         }
         let short = wg_frame(&wg_message(4, 1 << 8, 31));
-        assert_eq!(verdict(&short, &mut gate, 1), Reason::DropMalformed);
+        assert_eq!(verdict(&short, &mut gate, 1), XdpVerdict::DropMalformed);
     }
 
     #[test]
     fn unknown_types_and_nonzero_reserved_bytes_are_malformed() {
         let mut gate = ModelGate::default();
         for kind in [0u8, 5, 9, 255] {
-            assert_eq!(verdict(&wg_frame(&wg_message(kind, 0, 148)), &mut gate, 1), Reason::DropMalformed);
+            assert_eq!(verdict(&wg_frame(&wg_message(kind, 0, 148)), &mut gate, 1), XdpVerdict::DropMalformed);
         }
         let mut m = wg_message(1, 0, 148);
         m[2] = 1;
-        assert_eq!(verdict(&wg_frame(&m), &mut gate, 1), Reason::DropMalformed);
-        assert_eq!(verdict(&wg_frame(&[1, 0]), &mut gate, 1), Reason::DropMalformed);
-        assert_eq!(verdict(&wg_frame(&[]), &mut gate, 1), Reason::DropMalformed);
+        assert_eq!(verdict(&wg_frame(&m), &mut gate, 1), XdpVerdict::DropMalformed);
+        assert_eq!(verdict(&wg_frame(&[1, 0]), &mut gate, 1), XdpVerdict::DropMalformed);
+        assert_eq!(verdict(&wg_frame(&[]), &mut gate, 1), XdpVerdict::DropMalformed);
     }
 
     #[test]
     fn session_messages_need_an_open_slot() {
         let mut gate = ModelGate::default();
         let to_slot_7 = wg_frame(&wg_message(4, (7 << 8) | 3, 96));
-        assert_eq!(verdict(&to_slot_7, &mut gate, 1), Reason::DropUnknownSlot);
+        assert_eq!(verdict(&to_slot_7, &mut gate, 1), XdpVerdict::DropUnknownSlot);
         gate.allowed_slots.insert(7);
-        assert_eq!(verdict(&to_slot_7, &mut gate, 1), Reason::PassTransport);
+        assert_eq!(verdict(&to_slot_7, &mut gate, 1), XdpVerdict::PassTransport);
         let response = wg_frame(&wg_message(2, 7 << 8, 92));
-        assert_eq!(verdict(&response, &mut gate, 1), Reason::PassHandshakeResponse);
+        assert_eq!(verdict(&response, &mut gate, 1), XdpVerdict::PassHandshakeResponse);
         let other = wg_frame(&wg_message(3, 8 << 8, 64));
-        assert_eq!(verdict(&other, &mut gate, 1), Reason::DropUnknownSlot);
+        assert_eq!(verdict(&other, &mut gate, 1), XdpVerdict::DropUnknownSlot);
     }
 
     #[test]
@@ -440,12 +440,12 @@ mod tests {
         let mut gate = ModelGate::default();
         gate.deny(crate::EndpointKey::v4(NODE, 40000), 1_000);
         let init = wg_frame(&wg_message(1, 0, 148));
-        assert_eq!(verdict(&init, &mut gate, 999), Reason::DropDeniedEndpoint);
-        assert_eq!(verdict(&init, &mut gate, 1_000), Reason::PassHandshakeInit);
+        assert_eq!(verdict(&init, &mut gate, 999), XdpVerdict::DropDeniedEndpoint);
+        assert_eq!(verdict(&init, &mut gate, 1_000), XdpVerdict::PassHandshakeInit);
         // Another port of the same host is another endpoint.
         let other_port = UdpFrame::v4(NODE, 40001, GW, PORT, &wg_message(1, 0, 148)).build();
         gate.deny(crate::EndpointKey::v4(NODE, 40000), u64::MAX);
-        assert_eq!(verdict(&other_port, &mut gate, 5), Reason::PassHandshakeInit);
+        assert_eq!(verdict(&other_port, &mut gate, 5), XdpVerdict::PassHandshakeInit);
     }
 
     #[test]
@@ -455,34 +455,34 @@ mod tests {
         let t0 = 10_000_000_000u64;
         // Burst of 3, then empty.
         for _ in 0..3 {
-            assert_eq!(verdict(&init, &mut gate, t0), Reason::PassHandshakeInit);
+            assert_eq!(verdict(&init, &mut gate, t0), XdpVerdict::PassHandshakeInit);
         }
-        assert_eq!(verdict(&init, &mut gate, t0), Reason::DropRateLimited);
+        assert_eq!(verdict(&init, &mut gate, t0), XdpVerdict::DropRateLimited);
         // 2/s: one token back after 500 ms.
-        assert_eq!(verdict(&init, &mut gate, t0 + 499_000_000), Reason::DropRateLimited);
-        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), Reason::PassHandshakeInit);
-        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), Reason::DropRateLimited);
+        assert_eq!(verdict(&init, &mut gate, t0 + 499_000_000), XdpVerdict::DropRateLimited);
+        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), XdpVerdict::PassHandshakeInit);
+        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), XdpVerdict::DropRateLimited);
         // Another source has its own bucket.
         let other = UdpFrame::v4([198, 18, 0, 3], 1, GW, PORT, &wg_message(1, 0, 148)).build();
-        assert_eq!(verdict(&other, &mut gate, t0), Reason::PassHandshakeInit);
+        assert_eq!(verdict(&other, &mut gate, t0), XdpVerdict::PassHandshakeInit);
     }
 
     #[test]
     fn other_traffic_passes_with_its_reason() {
         let mut gate = ModelGate::default();
         let other_port = UdpFrame::v4(NODE, 1, GW, 53, b"dns").build();
-        assert_eq!(verdict(&other_port, &mut gate, 1), Reason::PassOtherPort);
+        assert_eq!(verdict(&other_port, &mut gate, 1), XdpVerdict::PassOtherPort);
         let mut arp = wg_frame(&wg_message(1, 0, 148));
         arp[12] = 0x08;
         arp[13] = 0x06;
-        assert_eq!(verdict(&arp, &mut gate, 1), Reason::PassNotIp);
+        assert_eq!(verdict(&arp, &mut gate, 1), XdpVerdict::PassNotIp);
         let mut tcp = wg_frame(&wg_message(1, 0, 148));
         tcp[14 + 9] = 6;
-        assert_eq!(verdict(&tcp, &mut gate, 1), Reason::PassNotUdp);
+        assert_eq!(verdict(&tcp, &mut gate, 1), XdpVerdict::PassNotUdp);
         let mut frag = UdpFrame::v4(NODE, 1, GW, PORT, &[4, 0, 0, 0]);
         frag.v4_frag = 0x2000;
-        assert_eq!(verdict(&frag.build(), &mut gate, 1), Reason::PassFragment);
-        assert_eq!(verdict(&[0u8; 10][..], &mut gate, 1), Reason::PassNotIp);
+        assert_eq!(verdict(&frag.build(), &mut gate, 1), XdpVerdict::PassFragment);
+        assert_eq!(verdict(&[0u8; 10][..], &mut gate, 1), XdpVerdict::PassNotIp);
     }
 
     #[test]
@@ -491,20 +491,20 @@ mod tests {
         let msg = wg_message(4, 9 << 8, 48);
         let mut one = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
         one.vlans = &[100];
-        assert_eq!(verdict(&one.build(), &mut gate, 1), Reason::DropUnknownSlot);
+        assert_eq!(verdict(&one.build(), &mut gate, 1), XdpVerdict::DropUnknownSlot);
         let mut two = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
         two.vlans = &[100, 200];
-        assert_eq!(verdict(&two.build(), &mut gate, 1), Reason::DropUnknownSlot);
+        assert_eq!(verdict(&two.build(), &mut gate, 1), XdpVerdict::DropUnknownSlot);
         let mut three = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
         three.vlans = &[1, 2, 3];
-        assert_eq!(verdict(&three.build(), &mut gate, 1), Reason::PassNotIp, "deeper stacks pass");
+        assert_eq!(verdict(&three.build(), &mut gate, 1), XdpVerdict::PassNotIp, "deeper stacks pass");
         let mut v6 = [0u8; 16];
         v6[0] = 0xfd;
         v6[15] = 2;
         let f = UdpFrame::v6(v6, 1, [0xfd; 16], PORT, &msg).build();
-        assert_eq!(verdict(&f, &mut gate, 1), Reason::DropUnknownSlot);
+        assert_eq!(verdict(&f, &mut gate, 1), XdpVerdict::DropUnknownSlot);
         gate.allowed_slots.insert(9);
-        assert_eq!(verdict(&f, &mut gate, 1), Reason::PassTransport);
+        assert_eq!(verdict(&f, &mut gate, 1), XdpVerdict::PassTransport);
     }
 
     #[test]
@@ -513,14 +513,14 @@ mod tests {
         let msg = wg_message(1, 0, 148);
         let mut long = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
         long.udp_len_override = Some(8 + 149);
-        assert_eq!(verdict(&long.build(), &mut gate, 1), Reason::DropMalformed);
+        assert_eq!(verdict(&long.build(), &mut gate, 1), XdpVerdict::DropMalformed);
         let mut tiny = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
         tiny.udp_len_override = Some(7);
-        assert_eq!(verdict(&tiny.build(), &mut gate, 1), Reason::DropMalformed);
+        assert_eq!(verdict(&tiny.build(), &mut gate, 1), XdpVerdict::DropMalformed);
         // Ethernet padding after the datagram is ignored.
         let mut padded = UdpFrame::v4(NODE, 1, GW, PORT, &msg).build();
         padded.extend_from_slice(&[0; 20]);
-        assert_eq!(verdict(&padded, &mut gate, 1), Reason::PassHandshakeInit);
+        assert_eq!(verdict(&padded, &mut gate, 1), XdpVerdict::PassHandshakeInit);
     }
 
     #[test]

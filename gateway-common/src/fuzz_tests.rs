@@ -4,7 +4,7 @@
 
 extern crate std;
 use crate::frames::{wg_message, ModelGate, UdpFrame};
-use crate::{classify, Reason, XdpConfig, MODE_ENFORCE};
+use crate::{classify, XdpVerdict, XdpConfig, MODE_ENFORCE};
 use proptest::prelude::*;
 use std::vec::Vec;
 
@@ -57,7 +57,7 @@ proptest! {
         prop_assume!(port != PORT);
         let f = UdpFrame::v4([10, 0, 0, 2], 1, [10, 0, 0, 1], port, &payload).build();
         let mut gate = ModelGate::default();
-        prop_assert_eq!(classify(f.as_slice(), &cfg(), &mut gate, || 1), Reason::PassOtherPort);
+        prop_assert_eq!(classify(f.as_slice(), &cfg(), &mut gate, || 1), XdpVerdict::PassOtherPort);
     }
 
     #[test]
@@ -68,7 +68,7 @@ proptest! {
         }
         let msg = wg_message(4, (slot << 8) | counter, 64);
         let f = UdpFrame::v4([10, 0, 0, 2], 1, [10, 0, 0, 1], PORT, &msg).build();
-        let expected = if open && slot < crate::MAX_PEER_SLOTS { Reason::PassTransport } else { Reason::DropUnknownSlot };
+        let expected = if open && slot < crate::MAX_PEER_SLOTS { XdpVerdict::PassTransport } else { XdpVerdict::DropUnknownSlot };
         prop_assert_eq!(classify(f.as_slice(), &cfg(), &mut gate, || 1), expected);
     }
 }

@@ -11,5 +11,5 @@ pub mod wire;
 #[cfg(test)]
 mod fuzz_tests;
 
-pub use classify::{classify, Gate, Packet, Reason};
+pub use classify::{classify, Gate, Packet, XdpVerdict};
 pub use maps::*;

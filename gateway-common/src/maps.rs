@@ -2,7 +2,7 @@
 //! XDP maps; the same definitions are compiled into the kernel object and the
 //! userspace loader.
 
-use crate::classify::Reason;
+use crate::classify::XdpVerdict;
 
 /// Map names as they appear in the object file and under `/sys/fs/bpf/<instance>/`.
 pub const MAP_CONFIG: &str = "GW_CONFIG";
@@ -67,7 +67,7 @@ pub struct XdpConfig {
     pub hash_seed: u32,
 }
 
-/// Per-reason packet counters, one field per [`Reason`] in the same order, so
+/// Per-reason packet counters, one field per [`XdpVerdict`] in the same order, so
 /// `bpftool map dump` shows named fields (BTF) and the program can add to
 /// field `reason as usize` of the array view.
 #[repr(C)]
@@ -87,16 +87,16 @@ pub struct XdpStats {
     pub drop_rate_limited: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<XdpStats>() == Reason::COUNT * 8);
+const _: () = assert!(core::mem::size_of::<XdpStats>() == XdpVerdict::COUNT * 8);
 
 impl XdpStats {
     /// The counter for one reason.
-    pub fn get(&self, reason: Reason) -> u64 {
+    pub fn get(&self, reason: XdpVerdict) -> u64 {
         self.as_array()[reason as usize]
     }
 
-    /// The counters in [`Reason`] order.
-    pub fn as_array(&self) -> [u64; Reason::COUNT] {
+    /// The counters in [`XdpVerdict`] order.
+    pub fn as_array(&self) -> [u64; XdpVerdict::COUNT] {
         [
             self.pass_not_ip,
             self.pass_not_udp,
@@ -122,7 +122,7 @@ impl XdpStats {
         *self = XdpStats::from_array(sum);
     }
 
-    pub fn from_array(a: [u64; Reason::COUNT]) -> Self {
+    pub fn from_array(a: [u64; XdpVerdict::COUNT]) -> Self {
         XdpStats {
             pass_not_ip: a[0],
             pass_not_udp: a[1],

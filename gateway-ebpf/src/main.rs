@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_common::{
-    classify, AllowSlot, DenyEntry, EndpointKey, Gate, Packet, RateBucket, Reason, XdpConfig,
+    classify, AllowSlot, DenyEntry, EndpointKey, Gate, Packet, RateBucket, XdpVerdict, XdpConfig,
     XdpStats, DENY_SLOTS, MAX_PEER_SLOTS, MODE_ENFORCE, RATE_SLOTS,
 };
 
@@ -149,11 +149,11 @@ fn try_gateway_xdp(ctx: &XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn count(reason: Reason) {
+fn count(reason: XdpVerdict) {
     if let Some(stats) = GW_STATS.get_ptr_mut(0) {
-        // XdpStats is #[repr(C)] with one u64 per Reason, in Reason order.
+        // XdpStats is #[repr(C)] with one u64 per XdpVerdict, in XdpVerdict order.
         let idx = reason as usize;
-        if idx < Reason::COUNT {
+        if idx < XdpVerdict::COUNT {
             // SAFETY: idx < COUNT keeps the pointer inside this CPU's value.
             unsafe {
                 let counter = (stats as *mut u64).add(idx);
@@ -167,7 +167,7 @@ fn count(reason: Reason) {
 /// a drop. Loaded only by `gateway xdp bench`, never attached.
 #[xdp]
 pub fn anchor_drop_count(_ctx: XdpContext) -> u32 {
-    count(Reason::DropMalformed);
+    count(XdpVerdict::DropMalformed);
     xdp_action::XDP_DROP
 }
 

@@ -3,9 +3,15 @@
 
 pub mod anvil;
 pub mod cutproxy;
+pub mod history;
 pub mod lab;
+pub mod minimal_nft;
 pub mod netns;
+pub mod node_cli;
 pub mod packets;
+pub mod pinger;
+pub mod provider_limits;
+pub mod provider_proxy;
 pub mod proxy;
 pub mod skip;
 pub mod wg;

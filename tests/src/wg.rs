@@ -171,6 +171,13 @@ impl GatewayProcess {
     pub fn start_with(ns: &Netns, dir: &Path, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
         let iface = unique_name("wgg");
         let keys = Keypair::generate(dir, &iface)?;
+        Self::start_as(ns, &iface, keys, peers, &[])
+    }
+
+    /// The same with a given interface name and key (a restart, or a second
+    /// gateway with the first one's key) and `extra` arguments.
+    pub fn start_as(ns: &Netns, iface: &str, keys: Keypair, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
+        let iface = iface.to_string();
         let mut cmd = Command::new(gateway_bin());
         cmd.args(["--netns", ns.name(), "dataplane", "run", "--iface", &iface])
             .args(["--listen-port", &WG_PORT.to_string(), "--private-key-file", keys.private_path()])

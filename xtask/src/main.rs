@@ -36,8 +36,9 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Compile contracts/DstackAccessNFT.sol into contracts/out/ (ABI + bytecode
-    /// embedded by the gateway); --check fails if the committed output is stale.
+    /// Compile contracts/DstackAccessNFT.sol and the MinimalAccessNFT test fixture
+    /// into contracts/out/ (ABI + bytecode embedded by the gateway and the tests);
+    /// --check fails if the committed output is stale.
     Contracts {
         #[arg(long)]
         check: bool,

@@ -102,6 +102,10 @@ pub struct WireguardSection {
     pub public_endpoint: String,
     pub persistent_keepalive: u16,
     pub mtu: u16,
+    /// Initiate a handshake at once to a node whose packets name its slot
+    /// but no session here (a standby taking the address, a restart);
+    /// false leaves it to the node's own timers (about 15 s).
+    pub takeover: bool,
 }
 
 impl Default for WireguardSection {
@@ -113,6 +117,7 @@ impl Default for WireguardSection {
             public_endpoint: String::new(),
             persistent_keepalive: 25,
             mtu: 1420,
+            takeover: true,
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::dataplane::DataplaneHandle;
 use crate::http::{AdminView, Family, MetricKind, Readiness, Sample};
-use gateway_common::Reason as XdpReason;
+use gateway_common::XdpVerdict;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,7 +121,7 @@ impl Admin {
             }
         };
         let mut packets = Family::new("gw_xdp_packets_total", "Packets seen by the XDP front, by verdict reason.", MetricKind::Counter);
-        for r in XdpReason::ALL {
+        for r in XdpVerdict::ALL {
             packets.samples.push(
                 Sample::new(stats.get(r) as f64)
                     .label("reason", r.name())
@@ -134,6 +134,7 @@ impl Admin {
     fn dataplane_families(&self) -> Vec<Family> {
         let peers = self.dataplane.peers();
         let counters = self.dataplane.counters();
+        let takeover = self.dataplane.takeover_counters();
         let (rx, tx): (u64, u64) = peers.iter().fold((0, 0), |(r, t), p| (r + p.rx_bytes, t + p.tx_bytes));
         let with_session = peers
             .iter()
@@ -149,6 +150,11 @@ impl Admin {
                 .with(Sample::new(counters.invalid_mac as f64).label("result", "invalid_mac")),
             Family::new("gw_wireguard_peers_with_session", "Peers whose last handshake is under 180 s old.", MetricKind::Gauge)
                 .with(Sample::new(with_session as f64)),
+            Family::new("gw_wireguard_takeovers_total", "Packets naming a peer's slot but no session: handshakes initiated to their source, or refused.", MetricKind::Counter)
+                .with(Sample::new(takeover.initiated as f64).label("result", "initiated"))
+                .with(Sample::new(takeover.rate_limited as f64).label("result", "rate_limited"))
+                .with(Sample::new(takeover.disabled as f64).label("result", "disabled"))
+                .with(Sample::new(takeover.abandoned as f64).label("result", "abandoned")),
             Family::new("gw_wireguard_dropped_total", "Packets the data plane dropped, by reason.", MetricKind::Counter)
                 .with(Sample::new(counters.malformed as f64).label("reason", "malformed"))
                 .with(Sample::new(counters.unknown_slot as f64).label("reason", "unknown_slot"))

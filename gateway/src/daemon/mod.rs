@@ -153,6 +153,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         mtu: config.wireguard.mtu,
         uapi: true,
         workers: 0,
+        takeover: config.wireguard.takeover,
     })
     .context("starting the WireGuard data plane")?;
     tracing::info!(

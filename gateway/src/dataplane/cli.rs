@@ -46,6 +46,11 @@ pub struct RunArgs {
     /// 0: one per CPU.
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Leave nodes whose session lives elsewhere (another gateway with this
+    /// key, or this one before a restart) to their own timers instead of
+    /// initiating a handshake to them at once.
+    #[arg(long)]
+    pub no_takeover: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +96,7 @@ fn run_device(args: RunArgs) -> anyhow::Result<()> {
         mtu: args.mtu,
         uapi: !args.no_uapi,
         workers: args.workers,
+        takeover: !args.no_takeover,
     };
     let (dataplane, mut events) = Dataplane::start(config)?;
     let handle = dataplane.handle();

@@ -18,6 +18,7 @@ use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 
 use super::allowed_ips::AllowedIps;
 use super::peer::{Peer, PeerConfig, PeerState, PeerStats, PublicKey};
+use super::takeover::{self, Takeover, TakeoverCounters};
 
 /// Handshake messages per second the whole device verifies before it answers
 /// with cookie replies and demands mac2 (boringtun's device uses 100). Each
@@ -171,6 +172,7 @@ pub struct Device {
     routes: AllowedIps<u32>,
     events: VecDeque<DeviceEvent>,
     counters: DeviceCounters,
+    takeover: Takeover,
     /// Scratch buffers, taken out while in use so `self` stays borrowable.
     decrypted: Vec<u8>,
     encrypted: Vec<u8>,
@@ -204,6 +206,7 @@ impl Device {
             routes: AllowedIps::default(),
             events: VecDeque::new(),
             counters: DeviceCounters::default(),
+            takeover: Takeover::default(),
             decrypted: vec![0; MAX_PACKET],
             encrypted: vec![0; MAX_PACKET],
         }
@@ -244,6 +247,15 @@ impl Device {
     pub fn owner_of_destination(&self, packet: &[u8]) -> Option<u32> {
         let slot = Tunn::dst_address(packet).and_then(|dst| self.routes.lookup(dst))?;
         Some(self.shard.owner_of(slot))
+    }
+
+    /// Stateless takeover (on by default): see [`takeover`].
+    pub fn set_takeover(&mut self, enabled: bool) {
+        self.takeover.set_enabled(enabled);
+    }
+
+    pub fn takeover_counters(&self) -> &TakeoverCounters {
+        self.takeover.counters()
     }
 
     /// Adds a peer; nothing else is disturbed.
@@ -502,9 +514,10 @@ impl Device {
             return;
         };
         if peer.state.tunn.is_none() {
-            // Without a Tunn there is no session: only an initiation starts one.
+            // Without a Tunn there is no session: only an initiation starts
+            // one, or the takeover does.
             if !is_init {
-                self.counters.decrypt_errors += 1;
+                self.take_over(slot, from, sink);
                 return;
             }
             peer.state.tunn = Some(new_tunn(&self.private_key, &self.rate_limiter, &peer.config));
@@ -514,6 +527,10 @@ impl Device {
         let (inner, inner_src) = match tunn.decapsulate(Some(from.ip()), datagram, buf) {
             TunnResult::Err(WireGuardError::UnderLoad | WireGuardError::InvalidMac) => {
                 self.counters.invalid_mac += 1;
+                return;
+            }
+            TunnResult::Err(err) if !is_init && takeover::names_no_session(&err) => {
+                self.take_over(slot, from, sink);
                 return;
             }
             TunnResult::Err(_) => {
@@ -559,6 +576,37 @@ impl Device {
         }
     }
 
+    /// The hook of [`takeover`]: a packet from `from` named `slot`'s peer but
+    /// no session of it. Initiates a handshake to `from` if the slot's budget
+    /// allows; the endpoint is learned only from the authenticated response.
+    fn take_over(&mut self, slot: u32, from: SocketAddr, sink: &mut impl PacketSink) {
+        let Some(peer) = self.peers.get_mut(&slot) else { return };
+        if !self.takeover.admit(slot, peer.state.tunn.is_some(), std::time::Instant::now()) {
+            self.counters.decrypt_errors += 1;
+            return;
+        }
+        let tunn = peer.state.tunn.get_or_insert_with(|| new_tunn(&self.private_key, &self.rate_limiter, &peer.config));
+        let mut out = std::mem::take(&mut self.encrypted);
+        if let Some(initiation) = takeover::initiation(tunn, &mut out) {
+            peer.state.tx_bytes += initiation.len() as u64;
+            sink.send_udp(from, initiation);
+        }
+        self.encrypted = out;
+    }
+
+    /// Drops the `Tunn`s made for takeovers that got no session within the
+    /// interval, so forged packets cannot hold memory for idle peers.
+    fn expire_takeovers(&mut self, now: std::time::Instant) {
+        for slot in self.takeover.expire(now) {
+            let Some(peer) = self.peers.get_mut(&slot) else { continue };
+            let keep = peer.config.persistent_keepalive.is_some() || peer.state.tunn.as_deref().is_none_or(takeover::has_session);
+            if !keep {
+                peer.state.tunn = None;
+                self.takeover.abandoned();
+            }
+        }
+    }
+
     /// One IP packet read from the TUN device.
     pub fn handle_tun_packet(&mut self, packet: &[u8], sink: &mut impl PacketSink) {
         let Some(slot) = Tunn::dst_address(packet).and_then(|dst| self.routes.lookup(dst)) else {
@@ -594,6 +642,7 @@ impl Device {
         if self.shard.index == 0 {
             self.rate_limiter.reset_count();
         }
+        self.expire_takeovers(std::time::Instant::now());
         let mut out = std::mem::take(&mut self.encrypted);
         for peer in self.peers.values_mut() {
             let state = &mut peer.state;
@@ -776,7 +825,9 @@ mod tests {
         let has_tunn = |d: &Device, seed: u8| d.peers.get(&u32::from(seed)).map(|p| p.state.tunn.is_some());
         assert_eq!(has_tunn(&nodes[GW].device, 2), Some(false), "an added peer costs no Tunn");
         assert_eq!(has_tunn(&nodes[GW].device, 3), Some(false));
-        // A data packet for a peer without a session allocates nothing.
+        // A data packet for a peer without a session allocates nothing
+        // (with the takeover off; see the takeover tests for it on).
+        nodes[GW].device.set_takeover(false);
         let mut rec = Recorder::default();
         let mut data = vec![4u8, 0, 0, 0];
         data.extend_from_slice(&(2u32 << 8).to_le_bytes());
@@ -784,6 +835,8 @@ mod tests {
         let from = nodes[1].addr;
         nodes[GW].device.handle_datagram(from, &data, &mut rec);
         assert_eq!(has_tunn(&nodes[GW].device, 2), Some(false));
+        assert!(rec.udp.is_empty());
+        nodes[GW].device.set_takeover(true);
         // Node 2 handshakes; node 3 stays idle.
         let ping = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"hello");
         send_from_tun(&mut nodes, 1, &ping);
@@ -1046,5 +1099,132 @@ mod tests {
         let cookies = rec.udp.iter().filter(|(_, b)| b[0] == 3).count();
         assert!(cookies >= 10, "under load the device answers with cookies ({cookies})");
         assert_eq!(nodes[GW].device.counters().cookie_replies, cookies as u64);
+    }
+
+    // --- Stateless takeover (see `takeover`) ---
+
+    /// A transport packet naming `slot` with a receiver index no session of
+    /// the gateway has: what an attacker can forge without any key.
+    fn forged_transport(slot: u32) -> Vec<u8> {
+        let mut data = vec![4u8, 0, 0, 0];
+        data.extend_from_slice(&(slot << 8 | 0x42).to_le_bytes());
+        data.resize(64, 0);
+        data
+    }
+
+    /// A second gateway with the first one's key and the same peers in the
+    /// same slots, as two gateways following one chain derive them.
+    fn twin_of(gw: &Device) -> Device {
+        let mut twin = Device::new(gw.private_key());
+        for peer in gw.peer_stats() {
+            twin.add_peer(gw.peer_config(&peer.public_key).unwrap().clone()).unwrap();
+        }
+        twin
+    }
+
+    fn initiations(wire: &[(SocketAddr, SocketAddr, Vec<u8>)], from: SocketAddr) -> usize {
+        wire.iter().filter(|(f, _, b)| *f == from && b[0] == 1).count()
+    }
+
+    #[test]
+    fn a_gateway_with_the_same_key_takes_a_node_over_at_once() {
+        let mut nodes = network(&[2, 3]);
+        let hello = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"to the first gateway");
+        send_from_tun(&mut nodes, 1, &hello);
+        assert_eq!(nodes[GW].tun, vec![hello]);
+        // The first gateway dies; its twin answers at the same address.
+        let twin = twin_of(&nodes[GW].device);
+        let _dead = std::mem::replace(&mut nodes[GW].device, twin);
+        nodes[GW].tun.clear();
+        // The node's next packet uses the dead gateway's session: the twin
+        // cannot read it, and initiates a handshake to its source instead.
+        let lost = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"lost with the first gateway");
+        let wire = send_from_tun(&mut nodes, 1, &lost);
+        assert!(nodes[GW].tun.is_empty());
+        let gw_addr = nodes[GW].addr;
+        assert_eq!(initiations(&wire, gw_addr), 1, "the twin initiates");
+        assert_eq!(initiations(&wire, nodes[1].addr), 0, "without waiting for the node's timers");
+        assert_eq!(nodes[GW].device.takeover_counters().initiated, 1);
+        // Its keepalive on the new session made the node switch: the next
+        // packet goes through, both ways, without another handshake.
+        let again = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"through the twin");
+        let wire = send_from_tun(&mut nodes, 1, &again);
+        assert_eq!(nodes[GW].tun, vec![again]);
+        assert!(wire.iter().all(|(_, _, b)| b[0] == 4), "no handshake: the node uses the new session");
+        let pong = ipv4_packet([10, 9, 0, 1], [10, 9, 0, 2], b"back");
+        send_from_tun(&mut nodes, GW, &pong);
+        assert_eq!(nodes[1].tun, vec![pong]);
+        assert_eq!(nodes[GW].device.stats_for(&public(2)).unwrap().endpoint, Some(nodes[1].addr));
+        // Node 3 sent nothing, so it was left alone.
+        assert_eq!(nodes[GW].device.takeover_counters().initiated, 1);
+    }
+
+    #[test]
+    fn failing_back_over_colliding_session_indices_takes_the_node_back_too() {
+        let mut nodes = network(&[2]);
+        let ping = |n: &[u8]| ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], n);
+        for _ in 0..20 {
+            send_from_tun(&mut nodes, 1, &ping(b"x"));
+        }
+        let mut other = twin_of(&nodes[GW].device);
+        // Back and forth: each gateway keeps the sessions it had, whose
+        // indices (slot << 8 | 1, 2, ...) collide with the other's.
+        for switch in 0..6 {
+            std::mem::swap(&mut nodes[GW].device, &mut other);
+            // Failovers are seconds apart: this gateway's last takeover of
+            // the slot is older than the interval.
+            nodes[GW].device.expire_takeovers(std::time::Instant::now() + takeover::TAKEOVER_INTERVAL);
+            nodes[GW].tun.clear();
+            send_from_tun(&mut nodes, 1, &ping(b"orphan"));
+            let marker = format!("switch {switch}");
+            send_from_tun(&mut nodes, 1, &ping(marker.as_bytes()));
+            assert_eq!(nodes[GW].tun, vec![ping(marker.as_bytes())], "{marker}");
+            let pong = ipv4_packet([10, 9, 0, 1], [10, 9, 0, 2], marker.as_bytes());
+            send_from_tun(&mut nodes, GW, &pong);
+            assert_eq!(nodes[1].tun.last(), Some(&pong), "{marker}, back to the node");
+        }
+    }
+
+    #[test]
+    fn forged_packets_buy_one_initiation_per_granted_slot_and_no_memory() {
+        let mut nodes = network(&[2, 3]);
+        let attacker = addr("203.0.113.7:9");
+        let mut rec = Recorder::default();
+        for _ in 0..100 {
+            for slot in [2, 3, 9] {
+                nodes[GW].device.handle_datagram(attacker, &forged_transport(slot), &mut rec);
+            }
+        }
+        // One 148-byte initiation per granted slot, none for slot 9 (no peer).
+        let sizes: Vec<(SocketAddr, usize, u8)> = rec.udp.iter().map(|(to, b)| (*to, b.len(), b[0])).collect();
+        assert_eq!(sizes, vec![(attacker, 148, 1), (attacker, 148, 1)]);
+        let gw = &mut nodes[GW].device;
+        assert_eq!(gw.takeover_counters().initiated, 2);
+        assert_eq!(gw.takeover_counters().rate_limited, 198);
+        assert_eq!(gw.counters().unknown_slot, 100);
+        // The endpoint is not learned from an unauthenticated packet.
+        assert_eq!(gw.stats_for(&public(2)).unwrap().endpoint, None);
+        // The Tunns made for them go again once no session came of it.
+        let later = std::time::Instant::now() + takeover::TAKEOVER_INTERVAL;
+        gw.expire_takeovers(later);
+        assert!(gw.peers.values().all(|p| p.state.tunn.is_none()));
+        assert_eq!(gw.takeover_counters().abandoned, 2);
+        // And the budget is back: the next forged packet buys one more.
+        let mut rec = Recorder::default();
+        gw.handle_datagram(attacker, &forged_transport(2), &mut rec);
+        assert_eq!(rec.udp.len(), 1);
+    }
+
+    #[test]
+    fn with_the_takeover_off_orphan_packets_are_dropped() {
+        let mut nodes = network(&[2]);
+        send_from_tun(&mut nodes, 1, &ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"a"));
+        let mut twin = twin_of(&nodes[GW].device);
+        twin.set_takeover(false);
+        nodes[GW].device = twin;
+        let wire = send_from_tun(&mut nodes, 1, &ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"b"));
+        assert_eq!(initiations(&wire, nodes[GW].addr), 0);
+        assert_eq!(nodes[GW].device.counters().decrypt_errors, 1);
+        assert_eq!(nodes[GW].device.takeover_counters().disabled, 1);
     }
 }

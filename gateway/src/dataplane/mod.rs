@@ -13,6 +13,7 @@ pub mod peer;
 pub mod runtime;
 pub mod shards;
 pub mod steer;
+pub mod takeover;
 pub mod uapi;
 pub mod vnet;
 

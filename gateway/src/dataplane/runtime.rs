@@ -25,6 +25,7 @@ use super::gso;
 use super::io::{wait_writable, SendQueue, Tun, UdpBatch, UdpSockets, RECV_BATCH};
 use super::peer::{PeerConfig, PeerStats, PublicKey};
 use super::shards::PeerTable;
+use super::takeover::TakeoverCounters;
 use super::uapi;
 use super::vnet::{VnetHdr, VNET_HDR_LEN};
 
@@ -63,6 +64,9 @@ pub struct DataplaneConfig {
     /// own and the peers whose `slot % workers` is its index; 0: one per
     /// CPU ([`default_workers`]).
     pub workers: usize,
+    /// Stateless takeover of nodes whose session lives elsewhere (see
+    /// [`super::takeover`]); off leaves them to their own timers.
+    pub takeover: bool,
 }
 
 /// Without the private key: configurations end up in logs.
@@ -76,6 +80,7 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("mtu", &self.mtu)
             .field("uapi", &self.uapi)
             .field("workers", &self.workers)
+            .field("takeover", &self.takeover)
             .finish()
     }
 }
@@ -142,6 +147,21 @@ impl DataplaneHandle {
         self.shared.table(|t| t.counters())
     }
 
+    /// Summed over the shards (each takes over the slots it owns).
+    pub fn takeover_counters(&self) -> TakeoverCounters {
+        self.shared.table(|shards| {
+            let mut total = TakeoverCounters::default();
+            for shard in shards.iter() {
+                let TakeoverCounters { initiated, rate_limited, disabled, abandoned } = shard.takeover_counters();
+                total.initiated += initiated;
+                total.rate_limited += rate_limited;
+                total.disabled += disabled;
+                total.abandoned += abandoned;
+            }
+            total
+        })
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.shared.shard(0).public_key()
     }
@@ -184,7 +204,13 @@ impl Dataplane {
         let sockets = UdpSockets::bind_group(config.listen_port, workers)?;
         let listen_port = sockets.first().context("no UDP socket")?.port()?;
         let shared = Arc::new(Shared {
-            shards: Device::sharded(config.private_key, workers as u32).into_iter().map(Mutex::new).collect(),
+            shards: Device::sharded(config.private_key, workers as u32)
+                .into_iter()
+                .map(|mut shard| {
+                    shard.set_takeover(config.takeover);
+                    Mutex::new(shard)
+                })
+                .collect(),
             stop: AtomicBool::new(false),
             listen_port,
         });

@@ -59,6 +59,15 @@ pub struct Minted {
     pub tx: TxOutcome,
 }
 
+/// The contract's owner after an ownership command, and the owner waiting to accept, if any.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ownership {
+    pub owner: String,
+    pub pending_owner: Option<String>,
+    #[serde(flatten)]
+    pub tx: TxOutcome,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TokenInfo {
     #[serde(flatten)]
@@ -163,6 +172,35 @@ impl Session {
         let call = access.updatePublicKey(token_id, public_key.to_string());
         let receipt = confirmed(send(call).await?)?;
         Ok(outcome(&receipt))
+    }
+
+    /// `transferContractOwnership` (the seed's interface), then who owns the contract and who
+    /// is pending: on the reference contract the handover waits for `accept_ownership`.
+    pub async fn transfer_contract_ownership(&self, address: Address, new_owner: Address) -> anyhow::Result<Ownership> {
+        self.sender()?;
+        let receipt = confirmed(send(self.contract(address).transferContractOwnership(new_owner)).await?)?;
+        self.ownership(address, outcome(&receipt)).await
+    }
+
+    /// The pending owner (the signer) takes the contract over (Ownable2Step's `acceptOwnership`).
+    pub async fn accept_ownership(&self, address: Address) -> anyhow::Result<Ownership> {
+        self.sender()?;
+        let receipt = confirmed(send(self.contract(address).acceptOwnership()).await?)?;
+        self.ownership(address, outcome(&receipt)).await
+    }
+
+    async fn ownership(&self, address: Address, tx: TxOutcome) -> anyhow::Result<Ownership> {
+        let contract = self.contract(address);
+        let owner = contract.owner().call().await.map_err(explain).context("reading owner()")?;
+        // A contract without a two-step handover has no `pendingOwner()`: that is not an error.
+        let pending_owner = contract
+            .pendingOwner()
+            .call()
+            .await
+            .ok()
+            .filter(|pending| !pending.is_zero())
+            .map(contract::address_string);
+        Ok(Ownership { owner: contract::address_string(owner), pending_owner, tx })
     }
 
     pub async fn token_id_of_node(&self, address: Address, node_id: &str) -> anyhow::Result<U256> {

@@ -136,6 +136,18 @@ pub enum NodeCommand {
         #[command(flatten)]
         tx: TxArgs,
     },
+    /// Hand the contract over to <new-owner> (`transferContractOwnership`, contract owner only).
+    /// On the reference contract this is two-step: <new-owner> then runs `accept-ownership`.
+    TransferOwnership {
+        new_owner: Address,
+        #[command(flatten)]
+        tx: TxArgs,
+    },
+    /// Take over the contract as its pending owner (the second step of `transfer-ownership`).
+    AcceptOwnership {
+        #[command(flatten)]
+        tx: TxArgs,
+    },
     /// Show a token by token id (a number) or node id.
     Info {
         node_or_token: String,
@@ -208,6 +220,21 @@ async fn run_async(cmd: NodeCommand) -> anyhow::Result<()> {
             let done = tx.session().await?.rekey(tx.contract.contract, token_id, &public_key).await?;
             let report = serde_json::json!({ "token_id": token_id.to_string(), "public_key": public_key, "tx_hash": done.tx_hash, "block_number": done.block_number });
             print(&tx.output, &report, &format!("token {token_id} now bound to {public_key} (tx {})", done.tx_hash))
+        }
+        NodeCommand::TransferOwnership { new_owner, tx } => {
+            let done = tx.session().await?.transfer_contract_ownership(tx.contract.contract, new_owner).await?;
+            let text = match &done.pending_owner {
+                Some(pending) => format!(
+                    "ownership transfer to {pending} initiated; {} stays owner until {pending} runs `gateway node accept-ownership` (tx {})",
+                    done.owner, done.tx.tx_hash
+                ),
+                None => format!("the contract is now owned by {} (tx {})", done.owner, done.tx.tx_hash),
+            };
+            print(&tx.output, &done, &text)
+        }
+        NodeCommand::AcceptOwnership { tx } => {
+            let done = tx.session().await?.accept_ownership(tx.contract.contract).await?;
+            print(&tx.output, &done, &format!("the contract is now owned by {} (tx {})", done.owner, done.tx.tx_hash))
         }
         NodeCommand::Info { node_or_token, contract, output } => {
             let session = Session::read_only(&contract.chain.rpc_url).await?;

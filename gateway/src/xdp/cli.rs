@@ -2,7 +2,7 @@
 //! front. Every command but `attach` works on the pins, from any process.
 
 use super::{attach, detach, monotonic_now_ns, AttachOptions, PinDir, PinnedMaps, XdpModeChoice};
-use gateway_common::{Reason, XdpConfig, MODE_ENFORCE, MODE_OBSERVE};
+use gateway_common::{XdpVerdict, XdpConfig, MODE_ENFORCE, MODE_OBSERVE};
 use std::io::Write;
 use std::net::SocketAddr;
 
@@ -147,13 +147,13 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
             let maps = PinnedMaps::open_instance(&instance.instance)?;
             let stats = maps.stats.read()?;
             if json {
-                let obj: serde_json::Map<String, serde_json::Value> = Reason::ALL
+                let obj: serde_json::Map<String, serde_json::Value> = XdpVerdict::ALL
                     .iter()
                     .map(|r| (r.name().to_string(), stats.get(*r).into()))
                     .collect();
                 writeln!(out, "{}", serde_json::Value::Object(obj))?;
             } else {
-                for r in Reason::ALL {
+                for r in XdpVerdict::ALL {
                     writeln!(out, "{:<24} {:>12}", r.name(), stats.get(r))?;
                 }
             }

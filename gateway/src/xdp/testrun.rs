@@ -9,7 +9,7 @@ use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Btf, Ebpf, EbpfLoader};
 use gateway_common::{
-    AllowSlot, DenyEntry, EndpointKey, Reason, XdpConfig, XdpStats, MAP_ALLOW_SLOTS, MAP_CONFIG,
+    AllowSlot, DenyEntry, EndpointKey, XdpVerdict, XdpConfig, XdpStats, MAP_ALLOW_SLOTS, MAP_CONFIG,
     MAP_DENY_ENDPOINTS, MAP_STATS, PROGRAM_NAME, ANCHOR_DROP_COUNT, ANCHOR_PARSE_LOOKUP,
 };
 use std::time::Duration;
@@ -86,14 +86,14 @@ impl KernelHarness {
     }
 
     /// Runs the program once on `frame`: its action and the reason it counted.
-    pub fn run(&mut self, frame: &[u8]) -> anyhow::Result<(u32, Reason)> {
+    pub fn run(&mut self, frame: &[u8]) -> anyhow::Result<(u32, XdpVerdict)> {
         let before = self.stats()?.as_array();
         let result = self
             .program()?
             .test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() })
             .context("BPF_PROG_TEST_RUN")?;
         let after = self.stats()?.as_array();
-        let counted: Vec<Reason> = Reason::ALL
+        let counted: Vec<XdpVerdict> = XdpVerdict::ALL
             .iter()
             .copied()
             .filter(|r| after[*r as usize] != before[*r as usize])

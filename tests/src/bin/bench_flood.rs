@@ -30,7 +30,7 @@
 use std::io::Write as _;
 use anyhow::{Context, Result};
 use gateway::xdp::PinnedMaps;
-use gateway_common::{Reason, ANCHOR_DROP_COUNT};
+use gateway_common::{XdpVerdict, ANCHOR_DROP_COUNT};
 use gateway_tests::lab::{attach_to_lan, Lab, DEV_ADDRESSES};
 use gateway_tests::netns::{wait_for, Netns};
 use gateway_tests::packets;
@@ -182,7 +182,7 @@ fn measure(t: &Target, lan: &Netns, flood: Flood, attacker: &str, seconds: u32, 
     let sent = Arc::new(AtomicU64::new(0));
     let drops = |i: &str| -> Result<u64> {
         let s = PinnedMaps::open_instance(i)?.stats.read()?;
-        Ok(Reason::ALL.iter().filter(|r| r.is_drop()).map(|r| s.get(*r)).sum())
+        Ok(XdpVerdict::ALL.iter().filter(|r| r.is_drop()).map(|r| s.get(*r)).sum())
     };
     let cpu = || gateway_tests::netns::cpu_seconds(t.pid);
     let xdp_before = xdp_instance.map(drops).transpose()?;

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use anyhow::{Context, Result};
 use gateway::node::admin::{load_signer, Session};
 use gateway::xdp::PinnedMaps;
-use gateway_common::Reason;
+use gateway_common::XdpVerdict;
 use gateway_tests::lab::{Lab, DEV_ADDRESSES, GATEWAY_LAN_IP};
 use gateway_tests::netns::{wait_for, Netns};
 use gateway_tests::packets;
@@ -127,11 +127,11 @@ fn run_transport(transport: &str, args: &Args) -> Result<Summary> {
                 wait_for("slot open", Duration::from_secs(15), || Ok(maps.allow.is_open(slot)?.then_some(())))?;
                 target.store(slot, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let before = maps.stats.read()?.get(Reason::DropUnknownSlot);
+                let before = maps.stats.read()?.get(XdpVerdict::DropUnknownSlot);
                 session.revoke(address, alloy::primitives::U256::from(minted.token_id)).await?;
                 let receipt = Instant::now();
                 loop {
-                    if maps.stats.read()?.get(Reason::DropUnknownSlot) > before {
+                    if maps.stats.read()?.get(XdpVerdict::DropUnknownSlot) > before {
                         break;
                     }
                     if receipt.elapsed() > Duration::from_secs(10) {

@@ -6,7 +6,7 @@
 
 use anyhow::{ensure, Context, Result};
 use gateway::xdp::PinnedMaps;
-use gateway_common::Reason;
+use gateway_common::XdpVerdict;
 use gateway_tests::lab::{dns_query, Lab, DEV_ADDRESSES};
 use gateway_tests::netns::wait_for;
 use gateway_tests::wg::{iperf3_client, iperf3_server, wg, Keypair, TUNNEL_PREFIX};
@@ -115,7 +115,7 @@ fn main() -> Result<()> {
     let _ = lab.ping(0, &gw_ip, Duration::from_secs(2));
     let after = PinnedMaps::open_instance(&lab.instance)?.stats.read()?;
     detail(&format!("node-1 -> gateway ping: {}", if reachable { "answered (unexpected)" } else { "no answer" }));
-    for r in [Reason::DropUnknownSlot, Reason::DropDeniedEndpoint, Reason::PassTransport] {
+    for r in [XdpVerdict::DropUnknownSlot, XdpVerdict::DropDeniedEndpoint, XdpVerdict::PassTransport] {
         detail(&format!("XDP {:<22} +{}", r.name(), after.get(r) - before.get(r)));
     }
     ensure!(!reachable, "the revoked node must be cut off");
