@@ -49,7 +49,7 @@ fn bracketed_range(text: &str) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_provider_refuses_in_its_own_words_and_its_suggestions_fit() {
-    let history = History::build(3_000, 300).await.unwrap();
+    let history = History::build(1_500, 150).await.unwrap();
     let start = history.chain.deploy_block;
     let proxy = ProviderProxy::start(&history.chain.http_url(), ProviderLimits::unlimited(gateway_tests::provider_limits::ProviderStyle::Alchemy)).await.unwrap();
 
@@ -167,7 +167,7 @@ async fn rate_limits_answer_with_and_without_retry_after_and_slow_ranges_stall()
 async fn websocket_clients_meet_the_same_limits_and_still_get_their_subscriptions() {
     use futures::StreamExt;
 
-    let history = History::build(1_200, 30).await.unwrap();
+    let history = History::build(700, 30).await.unwrap();
     let start = history.chain.deploy_block;
     let proxy = ProviderProxy::start_with_ws(&history.chain.http_url(), &history.chain.ws_url(), ProviderLimits::alchemy_free())
         .await

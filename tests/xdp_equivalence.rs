@@ -74,11 +74,92 @@ fn base_frames() -> Vec<Vec<u8>> {
         lying.udp_len_override = Some((m.len() + 9) as u16);
         out.push(lying.build());
     }
+    out.extend(fragment_frames());
+    out.extend(extension_header_frames());
     // Every truncation of a valid initiation and transport frame.
     for m in [wg_message(1, 0, 148), wg_message(4, 5 << 8, 48)] {
         let full = UdpFrame::v4(NODE, 40000, GW, PORT, &m).build();
         for len in 0..full.len() {
             out.push(full[..len].to_vec());
+        }
+    }
+    out
+}
+
+/// Fragmented datagrams for open and closed slots and from a denied
+/// endpoint, both families: in order, reversed, overlapping, and first
+/// fragments cut inside the UDP or the WireGuard header. The order matters
+/// (the fragment table is state), and both sides see the same order.
+fn fragment_frames() -> Vec<Vec<u8>> {
+    use gateway_common::frames::ExtHeader;
+    let mut out = Vec::new();
+    let msgs = [
+        (wg_message(4, 5 << 8, 300), 40000u16),
+        (wg_message(4, 6 << 8, 300), 40000),
+        (wg_message(2, 9 << 8, 92), 40000),
+        (wg_message(1, 0, 148), 40001),
+        (wg_message(1, 0, 148), 40000),
+    ];
+    for (i, (m, src_port)) in msgs.iter().enumerate() {
+        for family in 0..2 {
+            let mut d = if family == 0 {
+                UdpFrame::v4(NODE, *src_port, GW, PORT, m)
+            } else {
+                UdpFrame::v6(v6(2), *src_port, v6(1), PORT, m)
+            };
+            let id = 100 + i as u32 * 10 + family;
+            d.ip_id = id;
+            out.extend(d.fragments(&[48, 96]));
+            d.ip_id = id + 1;
+            let mut reversed = d.fragments(&[48, 96]);
+            reversed.reverse();
+            out.extend(reversed);
+            d.ip_id = id + 2;
+            // Overlapping: the second piece rewrites bytes of the first.
+            out.push(d.fragment(0, 48, true));
+            out.push(d.fragment(8, 64, true));
+            out.push(d.fragment(64, 400, false));
+            d.ip_id = id + 3;
+            // Cut inside the UDP header, then inside the WireGuard header.
+            out.push(d.fragment(0, 4, true));
+            out.push(d.fragment(8, 400, false));
+            d.ip_id = id + 4;
+            out.push(d.fragment(0, 16, true));
+            out.push(d.fragment(16, 400, false));
+            if family == 1 {
+                d.ip_id = id + 5;
+                d.v6_ext = &[ExtHeader::HopByHop(0), ExtHeader::DestOpts(1)];
+                out.extend(d.fragments(&[64, 128]));
+            }
+        }
+    }
+    out
+}
+
+/// IPv6 extension-header chains: walkable ones, too long or too deep ones,
+/// headers the walk stops at, atomic fragments, two fragment headers.
+fn extension_header_frames() -> Vec<Vec<u8>> {
+    use gateway_common::frames::ExtHeader::{self, *};
+    let chains: [&[ExtHeader]; 9] = [
+        &[HopByHop(0)],
+        &[DestOpts(2), Routing(1)],
+        &[HopByHop(0), DestOpts(0), Routing(0), Fragment { offset: 0, more: false, id: 7 }, DestOpts(0)],
+        &[Fragment { offset: 0, more: false, id: 8 }],
+        &[DestOpts(0); 6],
+        &[DestOpts(0); 7],
+        &[HopByHop(63), DestOpts(0)],
+        &[Other(51, 2)],
+        &[Fragment { offset: 0, more: true, id: 9 }, Fragment { offset: 0, more: true, id: 10 }],
+    ];
+    let mut out = Vec::new();
+    for chain in chains {
+        for m in [wg_message(4, 5 << 8, 64), wg_message(4, 6 << 8, 64), wg_message(1, 0, 148)] {
+            let mut f = UdpFrame::v6(v6(2), 40000, v6(1), PORT, &m);
+            f.v6_ext = chain;
+            let frame = f.build();
+            // Cut inside the chain too.
+            out.push(frame[..(14 + 40 + 6).min(frame.len())].to_vec());
+            out.push(frame);
         }
     }
     out

@@ -1,73 +1,20 @@
 //! The packet verdict, pure and shared: the XDP program runs it on the frame
 //! in the kernel, userspace runs the same code in tests and fuzzing, and a
 //! `BPF_PROG_TEST_RUN` test checks the two agree packet by packet.
+//!
+//! Fragments and IPv6 extension headers are no way around it (DESIGN.md,
+//! "XDP front"): a first fragment is judged like a whole datagram and its
+//! verdict is recorded ([`Gate::record_fragment`]); later fragments get that
+//! verdict or, with none on record, are dropped. The kernel reassembles
+//! nothing without the first fragment, so whatever reaches a socket started
+//! with a fragment that met the verdict.
 
 use crate::maps::{
-    deny_slot_of, rate_slot_of, DenyEntry, EndpointKey, RateBucket, XdpConfig,
-    MILLI_TOKENS_PER_TOKEN,
+    deny_slot_of, frag_slot_of, rate_slot_of, DenyEntry, EndpointKey, FragEntry, FragKey, RateBucket,
+    XdpConfig, MILLI_TOKENS_PER_TOKEN,
 };
+use crate::verdict::XdpVerdict;
 use crate::wire::*;
-
-/// Why a packet got its verdict. The discriminant indexes [`crate::XdpStats`];
-/// never reorder, only append (and grow `XdpStats` with it).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum XdpVerdict {
-    PassNotIp = 0,
-    PassNotUdp = 1,
-    PassFragment = 2,
-    PassOtherPort = 3,
-    PassHandshakeInit = 4,
-    PassHandshakeResponse = 5,
-    PassCookieReply = 6,
-    PassTransport = 7,
-    DropMalformed = 8,
-    DropUnknownSlot = 9,
-    DropDeniedEndpoint = 10,
-    DropRateLimited = 11,
-}
-
-impl XdpVerdict {
-    pub const COUNT: usize = 12;
-    pub const ALL: [XdpVerdict; XdpVerdict::COUNT] = [
-        XdpVerdict::PassNotIp,
-        XdpVerdict::PassNotUdp,
-        XdpVerdict::PassFragment,
-        XdpVerdict::PassOtherPort,
-        XdpVerdict::PassHandshakeInit,
-        XdpVerdict::PassHandshakeResponse,
-        XdpVerdict::PassCookieReply,
-        XdpVerdict::PassTransport,
-        XdpVerdict::DropMalformed,
-        XdpVerdict::DropUnknownSlot,
-        XdpVerdict::DropDeniedEndpoint,
-        XdpVerdict::DropRateLimited,
-    ];
-
-    /// Whether an enforcing program drops packets with this reason.
-    #[inline(always)]
-    pub const fn is_drop(self) -> bool {
-        (self as u32) >= (XdpVerdict::DropMalformed as u32)
-    }
-
-    /// Stable snake_case name, used for metrics labels and CLI output.
-    pub const fn name(self) -> &'static str {
-        match self {
-            XdpVerdict::PassNotIp => "pass_not_ip",
-            XdpVerdict::PassNotUdp => "pass_not_udp",
-            XdpVerdict::PassFragment => "pass_fragment",
-            XdpVerdict::PassOtherPort => "pass_other_port",
-            XdpVerdict::PassHandshakeInit => "pass_handshake_init",
-            XdpVerdict::PassHandshakeResponse => "pass_handshake_response",
-            XdpVerdict::PassCookieReply => "pass_cookie_reply",
-            XdpVerdict::PassTransport => "pass_transport",
-            XdpVerdict::DropMalformed => "drop_malformed",
-            XdpVerdict::DropUnknownSlot => "drop_unknown_slot",
-            XdpVerdict::DropDeniedEndpoint => "drop_denied_endpoint",
-            XdpVerdict::DropRateLimited => "drop_rate_limited",
-        }
-    }
-}
 
 /// Bounds-checked reads from a frame. The kernel implements it over the XDP
 /// context (each read checked against `data_end` for the verifier), userspace
@@ -82,6 +29,20 @@ pub trait Packet {
     fn be16_at(&self, off: usize) -> Option<u16>;
     /// Four bytes as they lie in memory (little-endian fields, raw addresses).
     fn ne32_at(&self, off: usize) -> Option<u32>;
+
+    /// Eight bytes as they lie in memory (two address words at once: IPv6
+    /// addresses cost two reads, not four).
+    #[inline(always)]
+    fn ne64_at(&self, off: usize) -> Option<u64> {
+        let a = self.ne32_at(off)? as u64;
+        let b = self.ne32_at(off + 4)? as u64;
+        Some(if cfg!(target_endian = "little") { a | (b << 32) } else { (a << 32) | b })
+    }
+
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 
     #[inline(always)]
     fn le32_at(&self, off: usize) -> Option<u32> {
@@ -121,25 +82,24 @@ fn addr_from_words(w: [u32; 4]) -> [u8; 16] {
     [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]]
 }
 
-/// The source address of the frame (IPv4 stored IPv4-mapped).
+/// The address at `off` (IPv4 stored IPv4-mapped).
 #[inline(always)]
-fn source_addr<P: Packet + ?Sized>(pkt: &P, src_off: usize, v4: bool) -> Option<[u8; 16]> {
+fn addr_at<P: Packet + ?Sized>(pkt: &P, off: usize, v4: bool) -> Option<[u8; 16]> {
     if v4 {
-        let w = pkt.ne32_at(src_off)?;
+        let w = pkt.ne32_at(off)?;
         let mapped = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
         Some(addr_from_words([0, 0, mapped, w]))
     } else {
-        Some(addr_from_words([
-            pkt.ne32_at(src_off)?,
-            pkt.ne32_at(src_off + 4)?,
-            pkt.ne32_at(src_off + 8)?,
-            pkt.ne32_at(src_off + 12)?,
-        ]))
+        let high = pkt.ne64_at(off)?.to_ne_bytes();
+        let low = pkt.ne64_at(off + 8)?.to_ne_bytes();
+        let (h, l) = (high, low);
+        Some([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7]])
     }
 }
 
-/// The state the verdict consults: allowed slots, the deny table and the
-/// rate-limit buckets (the XDP maps in the kernel, a model in userspace).
+/// The state the verdict consults: allowed slots, the deny table, the
+/// rate-limit buckets and the fragment table (the XDP maps in the kernel, a
+/// model in userspace).
 pub trait Gate {
     fn slot_allowed(&self, slot: u32) -> bool;
     /// Deny table slot `index`, if it holds `endpoint` (empty or another
@@ -147,6 +107,11 @@ pub trait Gate {
     fn deny_entry(&self, index: u32, endpoint: &EndpointKey) -> Option<DenyEntry>;
     /// Rate-limit bucket `index`, to update in place.
     fn bucket_mut(&mut self, index: u32) -> Option<&mut RateBucket>;
+    /// Fragment table slot `index`, if it remembers datagram `key`.
+    fn fragment(&self, index: u32, key: &FragKey) -> Option<FragEntry>;
+    /// Records in slot `index` what the first fragment of datagram `key`
+    /// got, replacing whatever the slot held.
+    fn record_fragment(&mut self, index: u32, key: &FragKey, entry: FragEntry);
 }
 
 /// Refills `bucket` for the time since it was last touched, then takes one
@@ -188,10 +153,38 @@ struct Located {
     v4: bool,
 }
 
-/// Ethernet (and up to two VLAN tags) then IPv4 or IPv6: the UDP header's
-/// offset and the source address, or the pass reason for anything else.
+/// How the IP layer carries the datagram.
+enum Frag {
+    Whole,
+    /// The fragment at offset 0 (it holds the UDP header).
+    First(FragKey),
+}
+
+/// What the IP layer parse found.
+enum Ip {
+    /// A UDP header (of a whole datagram or of a first fragment).
+    Udp(Located, Frag),
+    /// A first fragment whose verdict is known without the UDP layer
+    /// (IPv6: not UDP behind the fragment header, or a chain cut short).
+    FirstOther(XdpVerdict, FragKey),
+    /// A fragment at a non-zero offset: no transport header of its own.
+    Later(FragKey),
+}
+
+/// The fragment key of the datagram whose IP source is at `src_off`
+/// (destination right after it).
 #[inline(always)]
-fn locate_udp<P: Packet + ?Sized>(pkt: &P) -> Result<Located, XdpVerdict> {
+fn frag_key<P: Packet + ?Sized>(pkt: &P, src_off: usize, v4: bool, id: u32, proto: u8) -> Option<FragKey> {
+    let dst_off = if v4 { src_off + 4 } else { src_off + 16 };
+    let src = addr_at(pkt, src_off, v4)?;
+    let dst = addr_at(pkt, dst_off, v4)?;
+    Some(FragKey { src, dst, id, proto, _pad: [0; 3] })
+}
+
+/// Ethernet and up to two VLAN tags: the offset of the IP header and its
+/// ethertype, or the pass verdict for a frame too short to say.
+#[inline(always)]
+fn locate_l3<P: Packet + ?Sized>(pkt: &P) -> Result<(usize, u16), XdpVerdict> {
     let mut off = ETH_HDR_LEN;
     let mut ethertype = match pkt.be16_at(12) {
         Some(t) => t,
@@ -206,96 +199,293 @@ fn locate_udp<P: Packet + ?Sized>(pkt: &P) -> Result<Located, XdpVerdict> {
         off += VLAN_HDR_LEN;
         tags += 1;
     }
-    if ethertype == ETH_P_IPV4 {
-        let version_ihl = pkt.u8_at(off).ok_or(XdpVerdict::PassNotIp)?;
-        let ihl = ((version_ihl & 0x0f) as usize) * 4;
-        if version_ihl >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN {
-            return Err(XdpVerdict::PassNotIp);
-        }
-        let flags_frag = pkt.be16_at(off + 6).ok_or(XdpVerdict::PassNotIp)?;
-        let proto = pkt.u8_at(off + 9).ok_or(XdpVerdict::PassNotIp)?;
-        if pkt.len() < off + IPV4_MIN_HDR_LEN {
-            return Err(XdpVerdict::PassNotIp);
-        }
-        if proto != IPPROTO_UDP {
-            return Err(XdpVerdict::PassNotUdp);
-        }
-        // More-fragments set or a non-zero offset: only the kernel's
-        // reassembly sees the whole datagram, so it is passed up (and counted).
-        if flags_frag & 0x3fff != 0 {
-            return Err(XdpVerdict::PassFragment);
-        }
-        Ok(Located { l4: off + ihl, src_off: off + 12, v4: true })
-    } else if ethertype == ETH_P_IPV6 {
-        let version = pkt.u8_at(off).ok_or(XdpVerdict::PassNotIp)?;
-        if version >> 4 != 6 {
-            return Err(XdpVerdict::PassNotIp);
-        }
-        let next_header = pkt.u8_at(off + 6).ok_or(XdpVerdict::PassNotIp)?;
-        if pkt.len() < off + IPV6_HDR_LEN {
-            return Err(XdpVerdict::PassNotIp);
-        }
-        // Extension headers (fragments included) are passed: WireGuard never
-        // sends them and the kernel stack handles what it must.
-        if next_header != IPPROTO_UDP {
-            return Err(XdpVerdict::PassNotUdp);
-        }
-        Ok(Located { l4: off + IPV6_HDR_LEN, src_off: off + 8, v4: false })
-    } else {
-        Err(XdpVerdict::PassNotIp)
+    Ok((off, ethertype))
+}
+
+/// IPv4 at `off`: where its UDP header is, and whether it is a fragment.
+#[inline(always)]
+fn locate_v4<P: Packet + ?Sized>(pkt: &P, off: usize) -> Result<Ip, XdpVerdict> {
+    let version_ihl = pkt.u8_at(off).ok_or(XdpVerdict::PassNotIp)?;
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
+    if version_ihl >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN {
+        return Err(XdpVerdict::PassNotIp);
     }
+    let flags_frag = pkt.be16_at(off + 6).ok_or(XdpVerdict::PassNotIp)?;
+    let proto = pkt.u8_at(off + 9).ok_or(XdpVerdict::PassNotIp)?;
+    // A frame cut inside the rest of the header fails the reads after it
+    // (addresses, UDP header): no `len()` test here, whose bounds LLVM would
+    // use to drop later checks the verifier still needs.
+    // Every IPv4 fragment names its protocol: fragments of anything but
+    // UDP can never reach a UDP socket.
+    if proto != IPPROTO_UDP {
+        return Err(XdpVerdict::PassNotUdp);
+    }
+    let located = Located { l4: off + ihl, src_off: off + 12, v4: true };
+    if flags_frag & (IPV4_MF | IPV4_OFFSET_MASK) == 0 {
+        return Ok(Ip::Udp(located, Frag::Whole));
+    }
+    let id = pkt.be16_at(off + 4).ok_or(XdpVerdict::PassNotIp)?;
+    let key = frag_key(pkt, off + 12, true, id as u32, proto).ok_or(XdpVerdict::PassNotIp)?;
+    if flags_frag & IPV4_OFFSET_MASK != 0 {
+        Ok(Ip::Later(key))
+    } else {
+        Ok(Ip::Udp(located, Frag::First(key)))
+    }
+}
+
+/// Whether a next-header value is one the walk steps over.
+#[inline(always)]
+const fn is_walked_ext(next_header: u8) -> bool {
+    next_header == IPV6_EXT_HOP_BY_HOP || next_header == IPV6_EXT_ROUTING || next_header == IPV6_EXT_DEST_OPTS
+}
+
+/// Where the IPv6 extension-header walk stands.
+struct Chain {
+    next_header: u8,
+    /// Offset of the header `next_header` names.
+    at: usize,
+    chain_start: usize,
+    src_off: usize,
+    headers: usize,
+    /// Set once a fragment header at offset 0 was crossed: the verdict of
+    /// everything after it is recorded under this key.
+    first: Option<FragKey>,
+}
+
+impl Chain {
+    /// The outcome when the chain ends in `verdict` before any UDP header:
+    /// recorded for a first fragment, plain otherwise.
+    #[inline(always)]
+    fn ends(&self, verdict: XdpVerdict) -> Result<Ip, XdpVerdict> {
+        match self.first {
+            Some(key) => Ok(Ip::FirstOther(verdict, key)),
+            None => Err(verdict),
+        }
+    }
+}
+
+/// IPv6 at `off`: a bounded walk over hop-by-hop, routing, destination
+/// options and fragment headers to the UDP header (RFC 8200 section 4).
+/// Any other next header ends the chain: the kernel delivers nothing behind
+/// it to a UDP socket. A chain longer than the bounds, or cut short, is
+/// unwalkable.
+#[inline(always)]
+fn locate_v6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Result<Ip, XdpVerdict> {
+    let version = pkt.u8_at(off).ok_or(XdpVerdict::PassNotIp)?;
+    if version >> 4 != 6 {
+        return Err(XdpVerdict::PassNotIp);
+    }
+    let next_header = pkt.u8_at(off + 6).ok_or(XdpVerdict::PassNotIp)?;
+    // As for IPv4, a frame cut inside the header fails the reads after it.
+    let chain_start = off + IPV6_HDR_LEN;
+    let mut chain = Chain { next_header, at: chain_start, chain_start, src_off: off + 8, headers: 0, first: None };
+    // Unrolled by hand, one step per header the bounds allow plus the one
+    // that must end the chain: in a loop LLVM hoists `data_end - N` out of
+    // the bounds checks, arithmetic on `data_end` the verifier refuses.
+    macro_rules! step {
+        () => {
+            if let Some(done) = walk_step(pkt, &mut chain) {
+                return done;
+            }
+        };
+    }
+    step!();
+    step!();
+    step!();
+    step!();
+    step!();
+    step!();
+    step!();
+    const _: () = assert!(MAX_IPV6_EXT_HEADERS == 6, "one step per header, plus one");
+    Err(XdpVerdict::DropExtHeaderUnwalkable)
+}
+
+/// One step of the walk: the chain's end (UDP, another protocol, or a bound
+/// reached), or `None` after stepping over one extension header.
+#[inline(always)]
+fn walk_step<P: Packet + ?Sized>(pkt: &P, chain: &mut Chain) -> Option<Result<Ip, XdpVerdict>> {
+    let next_header = chain.next_header;
+    if next_header == IPPROTO_UDP {
+        let located = Located { l4: chain.at, src_off: chain.src_off, v4: false };
+        return Some(Ok(match chain.first {
+            Some(key) => Ip::Udp(located, Frag::First(key)),
+            None => Ip::Udp(located, Frag::Whole),
+        }));
+    }
+    let walked = is_walked_ext(next_header);
+    if !walked && next_header != IPV6_EXT_FRAGMENT {
+        // TCP, ICMPv6, ESP, AH, "no next header", ...: not UDP.
+        return Some(chain.ends(XdpVerdict::PassNotUdp));
+    }
+    if chain.headers >= MAX_IPV6_EXT_HEADERS {
+        return Some(chain.ends(XdpVerdict::DropExtHeaderUnwalkable));
+    }
+    chain.headers += 1;
+    // A read past the frame: a first fragment cut inside its chain is too
+    // short to judge; anything else is a chain cut short.
+    let cut = if chain.first.is_some() { XdpVerdict::DropFragmentTooShort } else { XdpVerdict::DropExtHeaderUnwalkable };
+    let at = chain.at;
+    let Some(following) = pkt.u8_at(at) else { return Some(chain.ends(cut)) };
+    if walked {
+        let Some(units) = pkt.u8_at(at + 1) else { return Some(chain.ends(cut)) };
+        chain.next_header = following;
+        chain.at = at + (units as usize + 1) * 8;
+    } else {
+        // A fragment header: offset and More Fragments, then the id.
+        let Some(field) = pkt.be16_at(at + 2) else { return Some(chain.ends(cut)) };
+        let Some(id_high) = pkt.be16_at(at + 4) else { return Some(chain.ends(cut)) };
+        let Some(id_low) = pkt.be16_at(at + 6) else { return Some(chain.ends(cut)) };
+        chain.next_header = following;
+        chain.at = at + IPV6_FRAG_HDR_LEN;
+        let offset = field >> 3;
+        // Offset 0 without More Fragments is an atomic fragment (RFC 6946):
+        // a whole datagram, walked on like one.
+        if offset != 0 || field & IPV6_FRAG_MF != 0 {
+            if chain.first.is_some() {
+                // A second fragment header: nothing the kernel reassembles.
+                return Some(Err(XdpVerdict::DropExtHeaderUnwalkable));
+            }
+            let id = ((id_high as u32) << 16) | id_low as u32;
+            let Some(key) = frag_key(pkt, chain.src_off, false, id, following) else {
+                return Some(Err(XdpVerdict::PassNotIp));
+            };
+            if offset != 0 {
+                // Only a fragment whose datagram may be UDP is tracked.
+                if following == IPPROTO_UDP || is_walked_ext(following) {
+                    return Some(Ok(Ip::Later(key)));
+                }
+                return Some(Err(XdpVerdict::PassNotUdp));
+            }
+            chain.first = Some(key);
+        }
+    }
+    if chain.at > chain.chain_start + MAX_IPV6_EXT_BYTES {
+        return Some(chain.ends(XdpVerdict::DropExtHeaderUnwalkable));
+    }
+    if chain.at > pkt.len() {
+        return Some(chain.ends(cut));
+    }
+    None
 }
 
 /// The verdict for one Ethernet frame (DESIGN.md, "XDP front"):
 /// non-WireGuard traffic passes; malformed WireGuard messages drop; messages
 /// carrying a receiver index drop unless its slot is allowed; handshake
 /// initiations drop from denied endpoints and above the per-source rate.
-#[inline(always)]
+/// Fragments get their first fragment's verdict.
 ///
 /// `now_ns` is called only for handshake initiations (deny expiry, rate
 /// limit): reading the clock costs more than classifying a transport packet.
+#[inline(always)]
 pub fn classify<P: Packet + ?Sized, G: Gate>(
     pkt: &P,
     cfg: &XdpConfig,
     gate: &mut G,
     now_ns: impl FnOnce() -> u64,
 ) -> XdpVerdict {
-    let located = match locate_udp(pkt) {
-        Ok(l) => l,
-        Err(reason) => return reason,
+    let (off, ethertype) = match locate_l3(pkt) {
+        Ok(l3) => l3,
+        Err(verdict) => return verdict,
     };
+    let ip = if ethertype == ETH_P_IPV4 {
+        locate_v4(pkt, off)
+    } else if ethertype == ETH_P_IPV6 {
+        locate_v6(pkt, off)
+    } else {
+        Err(XdpVerdict::PassNotIp)
+    };
+    match ip {
+        Err(verdict) => verdict,
+        Ok(ip) => classify_ip(pkt, ip, cfg, gate, now_ns),
+    }
+}
+
+/// The verdict once the IP layer is parsed: later fragments from the
+/// record, first fragments judged then recorded, whole datagrams judged.
+#[inline(always)]
+fn classify_ip<P: Packet + ?Sized, G: Gate>(
+    pkt: &P,
+    ip: Ip,
+    cfg: &XdpConfig,
+    gate: &mut G,
+    now_ns: impl FnOnce() -> u64,
+) -> XdpVerdict {
+    match ip {
+        Ip::Later(key) => match gate.fragment(frag_slot_of(&key, cfg.hash_seed), &key) {
+            Some(entry) if entry.dropped != 0 => XdpVerdict::DropFragmentFirstDropped,
+            Some(_) => XdpVerdict::PassFragment,
+            None => XdpVerdict::DropFragmentNeverSeen,
+        },
+        Ip::FirstOther(verdict, key) => {
+            record(gate, cfg, &key, verdict);
+            verdict
+        }
+        Ip::Udp(located, Frag::Whole) => classify_udp(pkt, &located, false, cfg, gate, now_ns),
+        Ip::Udp(located, Frag::First(key)) => {
+            let verdict = classify_udp(pkt, &located, true, cfg, gate, now_ns);
+            record(gate, cfg, &key, verdict);
+            verdict
+        }
+    }
+}
+
+#[inline(always)]
+fn record<G: Gate>(gate: &mut G, cfg: &XdpConfig, key: &FragKey, verdict: XdpVerdict) {
+    let entry = FragEntry { dropped: verdict.is_drop() as u32, first_verdict: verdict as u32 };
+    gate.record_fragment(frag_slot_of(key, cfg.hash_seed), key, entry);
+}
+
+/// The UDP layer and the WireGuard message. In a first fragment the UDP
+/// length names the reassembled datagram (the one the socket would get), so
+/// sizes are judged on it; the frame only has to show the fields read.
+#[inline(always)]
+fn classify_udp<P: Packet + ?Sized, G: Gate>(
+    pkt: &P,
+    located: &Located,
+    first_fragment: bool,
+    cfg: &XdpConfig,
+    gate: &mut G,
+    now_ns: impl FnOnce() -> u64,
+) -> XdpVerdict {
     let l4 = located.l4;
+    // What a read past the end of the frame means: a whole datagram cut
+    // short is malformed (or, inside the UDP header, not for us); a first
+    // fragment that does not show the fields is too short to judge.
+    let (cut_udp, cut_msg) = if first_fragment {
+        (XdpVerdict::DropFragmentTooShort, XdpVerdict::DropFragmentTooShort)
+    } else {
+        (XdpVerdict::PassOtherPort, XdpVerdict::DropMalformed)
+    };
     // One read at a time, in increasing offset order, with an early return
     // each. A combined match lets LLVM read a register on a path where it was
     // never written, and a read whose bounds check is implied by an earlier
     // one loses its check, then its range in the verifier after LLVM
-    // recomputes the pointer; both get the program rejected. A UDP header
-    // cut short cannot be for us.
+    // recomputes the pointer; both get the program rejected.
     let src_port = match pkt.be16_at(l4) {
         Some(s) => s,
-        None => return XdpVerdict::PassOtherPort,
+        None => return cut_udp,
     };
     let dst_port = match pkt.be16_at(l4 + 2) {
         Some(d) => d,
-        None => return XdpVerdict::PassOtherPort,
+        None => return cut_udp,
     };
     if cfg.wg_port == 0 || dst_port != cfg.wg_port {
         return XdpVerdict::PassOtherPort;
     }
     let udp_len = match pkt.be16_at(l4 + 4) {
         Some(l) => l as usize,
-        None => return XdpVerdict::PassOtherPort,
+        None => return cut_udp,
     };
     // The UDP length, not the frame length, bounds the message: Ethernet pads
     // short frames. A length beyond the frame is a truncated datagram.
-    if udp_len < UDP_HDR_LEN || l4 + udp_len > pkt.len() {
+    if udp_len < UDP_HDR_LEN || (!first_fragment && l4 + udp_len > pkt.len()) {
         return XdpVerdict::DropMalformed;
     }
     let msg = l4 + UDP_HDR_LEN;
     let msg_len = udp_len - UDP_HDR_LEN;
     let header = match pkt.le32_at(msg) {
         Some(h) => h,
-        None => return XdpVerdict::DropMalformed,
+        None => return cut_msg,
     };
     // The type is a little-endian u32 on the wire: the three high bytes are zero.
     if header > 0xff {
@@ -327,7 +517,7 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     if kind != WG_HANDSHAKE_INIT {
         let receiver = match pkt.le32_at(msg + receiver_offset) {
             Some(r) => r,
-            None => return XdpVerdict::DropMalformed,
+            None => return cut_msg,
         };
         if !gate.slot_allowed(slot_of_index(receiver)) {
             return XdpVerdict::DropUnknownSlot;
@@ -336,7 +526,7 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     }
     // A handshake initiation: its sender's key is encrypted, so only the
     // endpoint can be judged here.
-    let source = match source_addr(pkt, located.src_off, located.v4) {
+    let source = match addr_at(pkt, located.src_off, located.v4) {
         Some(a) => a,
         None => return XdpVerdict::DropMalformed,
     };
@@ -479,9 +669,9 @@ mod tests {
         let mut tcp = wg_frame(&wg_message(1, 0, 148));
         tcp[14 + 9] = 6;
         assert_eq!(verdict(&tcp, &mut gate, 1), XdpVerdict::PassNotUdp);
-        let mut frag = UdpFrame::v4(NODE, 1, GW, PORT, &[4, 0, 0, 0]);
+        let mut frag = UdpFrame::v4(NODE, 1, GW, 53, &[4, 0, 0, 0, 0, 0, 0, 0]);
         frag.v4_frag = 0x2000;
-        assert_eq!(verdict(&frag.build(), &mut gate, 1), XdpVerdict::PassFragment);
+        assert_eq!(verdict(&frag.build(), &mut gate, 1), XdpVerdict::PassOtherPort, "a first fragment to DNS");
         assert_eq!(verdict(&[0u8; 10][..], &mut gate, 1), XdpVerdict::PassNotIp);
     }
 
@@ -533,5 +723,184 @@ mod tests {
         let mut fresh = RateBucket::default();
         assert!(take_token(&mut fresh, 7, 1, 5));
         assert_eq!(b.milli_tokens, 4 * MILLI_TOKENS_PER_TOKEN);
+    }
+
+    fn v6(last: u8) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        a[15] = last;
+        a
+    }
+
+    #[test]
+    fn later_fragments_inherit_the_first_fragments_verdict() {
+        let mut gate = ModelGate::default();
+        gate.allowed_slots.insert(5);
+        let open = wg_message(4, 5 << 8, 200);
+        let closed = wg_message(4, 6 << 8, 200);
+        for (msg, first, later) in [
+            (&open, XdpVerdict::PassTransport, XdpVerdict::PassFragment),
+            (&closed, XdpVerdict::DropUnknownSlot, XdpVerdict::DropFragmentFirstDropped),
+        ] {
+            let mut d = UdpFrame::v4(NODE, 40000, GW, PORT, msg);
+            d.ip_id = msg[5] as u32;
+            let frags = d.fragments(&[48, 96]);
+            assert_eq!(frags.len(), 3);
+            assert_eq!(verdict(&frags[0], &mut gate, 1), first);
+            assert_eq!(verdict(&frags[1], &mut gate, 1), later);
+            assert_eq!(verdict(&frags[2], &mut gate, 1), later);
+        }
+    }
+
+    #[test]
+    fn fragments_without_a_first_on_record_are_dropped() {
+        let mut gate = ModelGate::default();
+        gate.allowed_slots.insert(5);
+        let mut d = UdpFrame::v4(NODE, 40000, GW, PORT, &[]);
+        let msg = wg_message(4, 5 << 8, 200);
+        d.payload = &msg;
+        d.ip_id = 77;
+        let frags = d.fragments(&[64]);
+        // Reversed: the later fragment arrives first and has nothing to go by.
+        assert_eq!(verdict(&frags[1], &mut gate, 1), XdpVerdict::DropFragmentNeverSeen);
+        assert_eq!(verdict(&frags[0], &mut gate, 1), XdpVerdict::PassTransport);
+        // Another id, source or destination is another datagram.
+        let mut other = d.clone();
+        other.ip_id = 78;
+        assert_eq!(verdict(&other.fragments(&[64])[1], &mut gate, 1), XdpVerdict::DropFragmentNeverSeen);
+        let mut elsewhere = d.clone();
+        elsewhere.ips = crate::frames::Ips::V4 { src: NODE, dst: [198, 18, 0, 9] };
+        assert_eq!(verdict(&elsewhere.fragments(&[64])[1], &mut gate, 1), XdpVerdict::DropFragmentNeverSeen);
+        // Fragments of other protocols pass as before: they carry their protocol.
+        let mut tcp = d.fragments(&[64])[1].clone();
+        tcp[14 + 9] = 6;
+        assert_eq!(verdict(&tcp, &mut gate, 1), XdpVerdict::PassNotUdp);
+    }
+
+    #[test]
+    fn a_later_first_fragment_replaces_the_record() {
+        let mut gate = ModelGate::default();
+        gate.allowed_slots.insert(5);
+        let open = wg_message(4, 5 << 8, 200);
+        let closed = wg_message(4, 6 << 8, 200);
+        let mut a = UdpFrame::v4(NODE, 40000, GW, PORT, &open);
+        a.ip_id = 9;
+        let mut b = a.clone();
+        b.payload = &closed;
+        assert_eq!(verdict(&a.fragments(&[64])[0], &mut gate, 1), XdpVerdict::PassTransport);
+        assert_eq!(verdict(&b.fragments(&[64])[0], &mut gate, 1), XdpVerdict::DropUnknownSlot);
+        assert_eq!(verdict(&a.fragments(&[64])[1], &mut gate, 1), XdpVerdict::DropFragmentFirstDropped);
+    }
+
+    #[test]
+    fn first_fragments_must_show_the_header_fields() {
+        let mut gate = ModelGate::default();
+        gate.allowed_slots.insert(5);
+        let msg = wg_message(2, 5 << 8, 92);
+        let mut d = UdpFrame::v4(NODE, 40000, GW, PORT, &msg);
+        d.ip_id = 3;
+        // 8 bytes: the UDP header only; 16: the type but not the receiver
+        // index (at message offset 8).
+        for cut in [8usize, 16] {
+            let frags = d.fragments(&[cut]);
+            assert_eq!(verdict(&frags[0], &mut gate, 1), XdpVerdict::DropFragmentTooShort, "cut at {cut}");
+            assert_eq!(verdict(&frags[1], &mut gate, 1), XdpVerdict::DropFragmentFirstDropped);
+        }
+        // Cut inside the UDP header (an attacker may send any length).
+        let inside = d.fragment(0, 4, true);
+        assert_eq!(verdict(&inside, &mut gate, 1), XdpVerdict::DropFragmentTooShort);
+        // 24 bytes show the receiver index: judged on it.
+        assert_eq!(verdict(&d.fragments(&[24])[0], &mut gate, 1), XdpVerdict::PassHandshakeResponse);
+        // Sizes are judged on the UDP length (the reassembled datagram).
+        let short = wg_message(2, 5 << 8, 91);
+        let mut s = d.clone();
+        s.payload = &short;
+        assert_eq!(verdict(&s.fragments(&[24])[0], &mut gate, 1), XdpVerdict::DropMalformed);
+        // A first fragment of an initiation shows its type: the endpoint rules apply.
+        let init = wg_message(1, 0, 148);
+        let mut i = d.clone();
+        i.payload = &init;
+        gate.deny(crate::EndpointKey::v4(NODE, 40000), u64::MAX);
+        assert_eq!(verdict(&i.fragments(&[16])[0], &mut gate, 1), XdpVerdict::DropDeniedEndpoint);
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_to_udp() {
+        use crate::frames::ExtHeader::*;
+        let mut gate = ModelGate::default();
+        let msg = wg_message(4, 9 << 8, 64);
+        let chains: [&[crate::frames::ExtHeader]; 5] = [
+            &[HopByHop(0)],
+            &[DestOpts(1)],
+            &[HopByHop(0), Routing(2), DestOpts(0)],
+            &[Fragment { offset: 0, more: false, id: 5 }],
+            &[HopByHop(0), DestOpts(0), Routing(0), Fragment { offset: 0, more: false, id: 5 }, DestOpts(0)],
+        ];
+        for chain in chains {
+            let mut f = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
+            f.v6_ext = chain;
+            assert_eq!(verdict(&f.build(), &mut gate, 1), XdpVerdict::DropUnknownSlot, "{chain:?}");
+        }
+        // Behind a header the walk does not cross there is no UDP for us.
+        let mut ah = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
+        ah.v6_ext = &[Other(51, 2)];
+        assert_eq!(verdict(&ah.build(), &mut gate, 1), XdpVerdict::PassNotUdp);
+        // Too many headers, or too many bytes of them: unwalkable.
+        let mut deep = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
+        deep.v6_ext = &[DestOpts(0); 7];
+        assert_eq!(verdict(&deep.build(), &mut gate, 1), XdpVerdict::DropExtHeaderUnwalkable);
+        let mut long = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
+        long.v6_ext = &[HopByHop(63), DestOpts(1)];
+        assert_eq!(verdict(&long.build(), &mut gate, 1), XdpVerdict::DropExtHeaderUnwalkable);
+        let mut six = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
+        six.v6_ext = &[DestOpts(0); 6];
+        assert_eq!(verdict(&six.build(), &mut gate, 1), XdpVerdict::DropUnknownSlot, "six is within the bounds");
+        // A chain cut by the end of the frame.
+        let mut cut = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
+        cut.v6_ext = &[DestOpts(3)];
+        let frame = cut.build();
+        assert_eq!(verdict(&frame[..14 + 40 + 12], &mut gate, 1), XdpVerdict::DropExtHeaderUnwalkable);
+    }
+
+    #[test]
+    fn ipv6_fragments_are_tracked_like_ipv4() {
+        use crate::frames::ExtHeader::*;
+        let mut gate = ModelGate::default();
+        gate.allowed_slots.insert(5);
+        let open = wg_message(4, 5 << 8, 300);
+        let closed = wg_message(4, 6 << 8, 300);
+        for (msg, first, later) in [
+            (&open, XdpVerdict::PassTransport, XdpVerdict::PassFragment),
+            (&closed, XdpVerdict::DropUnknownSlot, XdpVerdict::DropFragmentFirstDropped),
+        ] {
+            let mut d = UdpFrame::v6(v6(2), 40000, v6(1), PORT, msg);
+            d.ip_id = 0x0102_0300 | msg[5] as u32;
+            d.v6_ext = &[HopByHop(0)];
+            let frags = d.fragments(&[128, 256]);
+            assert_eq!(verdict(&frags[0], &mut gate, 1), first);
+            assert_eq!(verdict(&frags[2], &mut gate, 1), later);
+            assert_eq!(verdict(&frags[1], &mut gate, 1), later);
+        }
+        let mut stray = UdpFrame::v6(v6(2), 40000, v6(1), PORT, &open);
+        stray.ip_id = 1;
+        assert_eq!(verdict(&stray.fragments(&[128])[1], &mut gate, 1), XdpVerdict::DropFragmentNeverSeen);
+        let short = stray.fragment(0, 8, true);
+        assert_eq!(verdict(&short, &mut gate, 1), XdpVerdict::DropFragmentTooShort);
+        // A first fragment to another port passes and lets its datagram through.
+        let mut dns = UdpFrame::v6(v6(2), 40000, v6(1), 53, &open);
+        dns.ip_id = 2;
+        let frags = dns.fragments(&[64]);
+        assert_eq!(verdict(&frags[0], &mut gate, 1), XdpVerdict::PassOtherPort);
+        assert_eq!(verdict(&frags[1], &mut gate, 1), XdpVerdict::PassFragment);
+    }
+
+    #[test]
+    fn a_second_fragment_header_is_unwalkable() {
+        use crate::frames::ExtHeader::*;
+        let mut gate = ModelGate::default();
+        let msg = wg_message(4, 5 << 8, 64);
+        let mut f = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
+        f.v6_ext = &[Fragment { offset: 0, more: true, id: 1 }, Fragment { offset: 0, more: true, id: 2 }];
+        assert_eq!(verdict(&f.build(), &mut gate, 1), XdpVerdict::DropExtHeaderUnwalkable);
     }
 }

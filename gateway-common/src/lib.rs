@@ -6,10 +6,12 @@ pub mod classify;
 #[cfg(any(test, feature = "user"))]
 pub mod frames;
 pub mod maps;
+pub mod verdict;
 pub mod wire;
 
 #[cfg(test)]
 mod fuzz_tests;
 
-pub use classify::{classify, Gate, Packet, XdpVerdict};
+pub use classify::{classify, Gate, Packet};
 pub use maps::*;
+pub use verdict::{XdpStats, XdpVerdict};

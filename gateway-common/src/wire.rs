@@ -11,9 +11,36 @@ pub const VLAN_HDR_LEN: usize = 4;
 pub const MAX_VLAN_TAGS: usize = 2;
 
 pub const IPV4_MIN_HDR_LEN: usize = 20;
+/// IPv4 flags + fragment offset: More Fragments, and the offset (8-byte units).
+pub const IPV4_MF: u16 = 0x2000;
+pub const IPV4_OFFSET_MASK: u16 = 0x1fff;
 pub const IPV6_HDR_LEN: usize = 40;
 pub const IPPROTO_UDP: u8 = 17;
 pub const UDP_HDR_LEN: usize = 8;
+
+/// IPv6 extension headers the kernel walks before delivering to UDP
+/// (RFC 8200 section 4); every other next-header value ends the chain.
+pub const IPV6_EXT_HOP_BY_HOP: u8 = 0;
+pub const IPV6_EXT_ROUTING: u8 = 43;
+pub const IPV6_EXT_FRAGMENT: u8 = 44;
+pub const IPV6_EXT_DEST_OPTS: u8 = 60;
+/// The fragment header is 8 bytes; its 16-bit field holds the offset
+/// (8-byte units) in the high 13 bits and More Fragments in bit 0.
+pub const IPV6_FRAG_HDR_LEN: usize = 8;
+pub const IPV6_FRAG_MF: u16 = 0x0001;
+/// The walk's bounds: at most this many extension headers, together at most
+/// this many bytes. RFC 8200's recommended order has at most six (hop-by-hop,
+/// destination options, routing, fragment, AH, destination options); a
+/// routing header with 16 SRv6 segments is 264 bytes. Anything longer is a
+/// chain the program will not walk (DESIGN.md: dropped when enforcing).
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+pub const MAX_IPV6_EXT_BYTES: usize = 512;
+/// The furthest a UDP header can start: two VLAN tags, then the larger of a
+/// maximal IPv4 header and IPv6 with a maximal extension chain.
+pub const MAX_L4_OFFSET: usize = ETH_HDR_LEN + MAX_VLAN_TAGS * VLAN_HDR_LEN + IPV6_HDR_LEN + MAX_IPV6_EXT_BYTES;
+/// The furthest byte the classifier reads: the UDP header and a WireGuard
+/// receiver index (at most 12 bytes into a message) past `MAX_L4_OFFSET`.
+pub const MAX_READ_END: usize = MAX_L4_OFFSET + UDP_HDR_LEN + 16;
 
 /// WireGuard message types (whitepaper section 5.4).
 pub const WG_HANDSHAKE_INIT: u8 = 1;

@@ -18,6 +18,12 @@ use crate::anvil::{test_key, TestChain};
 /// Empty blocks per `anvil_mine` call: about the quickest chunk (issue 16's measurement).
 const MINE_CHUNK: u64 = 100;
 
+/// Gas for one grant with short strings: about 250,000 used; the rest is margin.
+const MINT_GAS: u64 = 500_000;
+
+/// Above anvil's base fee, which starts at 1 gwei and only falls over empty blocks.
+const MAX_FEE_PER_GAS: u128 = 10_000_000_000;
+
 pub struct History {
     pub chain: TestChain,
     /// The head once built: the history spans `chain.deploy_block..=head`.
@@ -38,19 +44,30 @@ impl History {
         anyhow::ensure!(blocks > first + tokens, "{blocks} blocks cannot hold {tokens} grants after block {first}");
         let grant_blocks = scatter(first, blocks, tokens);
         let owner = chain.address(1);
-        let contract = DstackAccessNFT::new(chain.contract, chain.admin.provider().clone());
+        let admin = chain.admin.provider().clone();
+        let contract = DstackAccessNFT::new(chain.contract, admin.clone());
+        // Nonce, gas and fees given up front: each grant is then one
+        // eth_sendRawTransaction instead of four calls (the nonce, the gas
+        // estimate, the fee history), and a history builds several times faster.
+        let mut nonce = admin.get_transaction_count(chain.address(0)).await.context("the admin's nonce")?;
         let mut current = first - 1;
         for (index, &block) in grant_blocks.iter().enumerate() {
             mine_to(&chain, current, block - 1).await?;
-            // anvil mines each transaction into a block of its own as it arrives
-            // (automine), so the grant lands at `block` without waiting for a receipt.
+            // anvil mines each transaction into a block of its own (automine),
+            // a moment after answering: the head is watched, not the receipt.
             let token = index as u64 + 1;
             let _pending = contract
                 .mintNodeAccess(owner, format!("node-{token}"), test_key(token), String::new())
+                .nonce(nonce)
+                .gas(MINT_GAS)
+                .max_fee_per_gas(MAX_FEE_PER_GAS)
+                .max_priority_fee_per_gas(1)
                 .send()
                 .await
                 .with_context(|| format!("minting token {token}"))?;
+            wait_for_head(&chain, block).await?;
             current = block;
+            nonce += 1;
         }
         mine_to(&chain, current, blocks).await?;
         let head = chain.head().await;
@@ -73,9 +90,23 @@ impl History {
             .to_block(self.head);
         let logs = self.chain.admin.provider().get_logs(&filter).await.context("eth_getLogs over the history")?;
         let blocks: Vec<u64> = logs.iter().filter_map(|log| log.block_number).collect();
-        anyhow::ensure!(blocks == self.grant_blocks, "{} grants found where {} were minted", blocks.len(), self.grant_blocks.len());
+        if let Some(at) = blocks.iter().zip(&self.grant_blocks).position(|(found, meant)| found != meant) {
+            anyhow::bail!("grant {} is at block {}, meant for block {}", at + 1, blocks[at], self.grant_blocks[at]);
+        }
+        anyhow::ensure!(blocks.len() == self.grant_blocks.len(), "{} grants found where {} were minted", blocks.len(), self.grant_blocks.len());
         Ok(())
     }
+}
+
+/// Waits (briefly: anvil mines at once) until the head has reached `block`.
+async fn wait_for_head(chain: &TestChain, block: u64) -> anyhow::Result<()> {
+    for _ in 0..1_000 {
+        if chain.admin.provider().get_block_number().await.context("eth_blockNumber")? >= block {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    anyhow::bail!("anvil did not mine block {block}")
 }
 
 /// Mines empty blocks until the head is `target` (from `current`).

@@ -2,6 +2,7 @@
 //! packets, a local chain.
 
 pub mod anvil;
+pub mod bench_args;
 pub mod cutproxy;
 pub mod history;
 pub mod lab;

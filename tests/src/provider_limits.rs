@@ -178,6 +178,41 @@ impl ProviderLimits {
         Some(Refusal { http_status, error, retry_after: None, kind: RefusalKind::TooManyResults })
     }
 
+    /// The furthest block one call starting at `from` can reach under these
+    /// limits (never past `last`). `log_blocks`: the block of every log the
+    /// filter matches, sorted.
+    pub fn widest_reach(&self, from: u64, last: u64, log_blocks: &[u64]) -> u64 {
+        let by_range = self.max_range.map_or(last, |max| from.saturating_add(max - 1));
+        let by_results = match self.max_results {
+            None => last,
+            Some(max) => {
+                let first_log = log_blocks.partition_point(|&b| b < from);
+                let fits = match log_blocks.get(first_log + max) {
+                    // The block before the first log past the cap (one block at least).
+                    Some(&past) => past.saturating_sub(1).max(from),
+                    None => last,
+                };
+                fits.max(self.uncapped_range.map_or(from, |uncapped| from.saturating_add(uncapped - 1)))
+            }
+        };
+        by_range.min(by_results).min(last)
+    }
+
+    /// The fewest `eth_getLogs` calls that cover `[first, last]` under these
+    /// limits: each call reaching as far as it can is optimal, since every
+    /// call starts where the one before ended.
+    pub fn fewest_calls(&self, first: u64, last: u64, log_blocks: &[u64]) -> u64 {
+        let (mut from, mut calls) = (first, 0);
+        while from <= last {
+            calls += 1;
+            match self.widest_reach(from, last, log_blocks).checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        calls
+    }
+
     /// Whether a range is slow enough to time out, and how long it stalls first.
     pub fn stall_for(&self, from: u64, to: u64) -> Option<Duration> {
         let (wider_than, stall) = self.slow_range?;
@@ -376,6 +411,23 @@ mod tests {
         assert_eq!(limits.stall_for(0, 100), Some(Duration::from_secs(3)));
         assert_eq!(limits.timed_out().map(|r| r.kind), Some(RefusalKind::TimedOut));
         assert_eq!(ProviderLimits::quicknode().timed_out(), None);
+    }
+
+    #[test]
+    fn the_fewest_calls_reach_as_far_as_each_limit_allows() {
+        // 500-block cap over 2,000 blocks: 4 calls, whatever the logs.
+        assert_eq!(ProviderLimits::alchemy_free().fewest_calls(0, 1_999, &[]), 4);
+        assert_eq!(ProviderLimits::alchemy_free().fewest_calls(0, 2_000, &[]), 5);
+        // A cap of 2 results: blocks 0..=4 hold logs at 1, 2, 3, 4 -> [0,2], [3,4].
+        let capped = ProviderLimits { max_results: Some(2), ..ProviderLimits::unlimited(ProviderStyle::Infura) };
+        assert_eq!(capped.widest_reach(0, 4, &[1, 2, 3, 4]), 2);
+        assert_eq!(capped.fewest_calls(0, 4, &[1, 2, 3, 4]), 2);
+        // Three logs in one block over a cap of 2: that block alone, then on.
+        assert_eq!(capped.widest_reach(5, 9, &[5, 5, 5]), 5);
+        // Alchemy's paid tiers always reach 2K blocks, however dense.
+        let paid = ProviderLimits { max_results: Some(1), ..ProviderLimits::alchemy_paid() };
+        assert_eq!(paid.widest_reach(0, 10_000, &[1, 2, 3]), 1_999);
+        assert_eq!(ProviderLimits::unlimited(ProviderStyle::PublicNode).fewest_calls(7, 30_000_000, &[]), 1);
     }
 
     #[test]

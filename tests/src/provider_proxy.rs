@@ -45,6 +45,8 @@ pub struct CallRecord {
     pub refused: Option<RefusalKind>,
     /// Logs in the answer (`eth_getLogs` served).
     pub logs: usize,
+    /// `eth_getLogs` only: the filter as sent (address, topics).
+    pub filter: Option<Value>,
 }
 
 struct Shared {
@@ -282,7 +284,8 @@ async fn handle_call(call: Value, upstream: SocketAddr, shared: &Arc<Mutex<Share
     let record = |shared: &Arc<Mutex<Shared>>, record: CallRecord| {
         shared.lock().unwrap_or_else(|p| p.into_inner()).calls.push(record);
     };
-    let mut entry = CallRecord { method: method.clone(), range: None, refused: None, logs: 0 };
+    let filter = (method == "eth_getLogs").then(|| call.get("params").and_then(|p| p.get(0)).cloned()).flatten();
+    let mut entry = CallRecord { method: method.clone(), range: None, refused: None, logs: 0, filter };
 
     // Scripted faults first, then the rate, as a provider's edge would.
     let (fault, limits, over_rate) = {

@@ -4,6 +4,7 @@ mod bench_throughput;
 mod contracts;
 mod demo;
 mod ebpf;
+mod purity;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -79,6 +80,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         tokens: u64,
     },
+    /// A fresh backfill behind a provider's eth_getLogs limits: calls and seconds
+    /// beside today's fixed 2,000-block span and the fewest the limits allow
+    /// (a real anvil with a long history behind the fault-injecting proxy).
+    Backfill {
+        #[arg(long, default_value_t = 20_000)]
+        blocks: u64,
+        #[arg(long, default_value_t = 2_000)]
+        tokens: u64,
+    },
     /// Revoke-transaction receipt to the first in-kernel drop of that peer's
     /// packets, p50/p99 over many revocations, WebSocket and HTTP polling.
     Revocation {
@@ -115,6 +125,11 @@ fn main() -> std::process::ExitCode {
             "bench-revocation",
             &["--count", &count.to_string(), "--poll-interval-ms", &poll_interval_ms.to_string()],
             "revocation.json",
+        ),
+        Command::Bench(BenchCommand::Backfill { blocks, tokens }) => util::bench_driver(
+            "bench-backfill",
+            &["--blocks", &blocks.to_string(), "--tokens", &tokens.to_string()],
+            "backfill.json",
         ),
         Command::Bench(BenchCommand::Scale { tokens }) => util::bench_driver("bench-scale", &["--tokens", &tokens.to_string()], "scale.json"),
         Command::Bench(BenchCommand::Flood { seconds }) => util::bench_driver("bench-flood", &["--seconds", &seconds.to_string()], "flood.json"),

@@ -12,22 +12,10 @@ use alloy::providers::{Provider, ProviderBuilder};
 use anyhow::{Context, Result};
 use gateway::chain::contract::DstackAccessNFT;
 use gateway::xdp::PinnedMaps;
+use gateway_tests::bench_args::{arg, json_path};
 use gateway_tests::lab::{Lab, DEV_ADDRESSES, DEV_KEYS};
 use gateway_tests::netns::wait_for;
 use std::time::{Duration, Instant};
-
-fn arg(name: &str, default: u64) -> Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => Ok(args.get(i + 1).context("value")?.parse()?),
-        None => Ok(default),
-    }
-}
-
-fn json_path() -> Option<std::path::PathBuf> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).map(Into::into)
-}
 
 /// `VmHWM` and `VmRSS` of a process, in KiB.
 fn memory_kib(pid: u32) -> Result<(u64, u64)> {
