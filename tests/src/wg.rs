@@ -171,7 +171,7 @@ impl GatewayProcess {
     pub fn start_with(ns: &Netns, dir: &Path, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
         let iface = unique_name("wgg");
         let keys = Keypair::generate(dir, &iface)?;
-        Self::start_as(ns, &iface, keys, peers, &[])
+        Self::start_as(ns, &iface, keys, peers, extra)
     }
 
     /// The same with a given interface name and key (a restart, or a second
