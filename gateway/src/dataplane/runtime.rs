@@ -5,7 +5,7 @@
 //! thread; and a cloneable [`DataplaneHandle`] for the access layer.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -313,8 +313,8 @@ impl Wake {
 
 /// Work one worker passes to the worker that owns the peer.
 enum Work {
-    Datagram(SocketAddr, Vec<u8>),
-    Initiation(u32, SocketAddr, Vec<u8>),
+    Datagram(SocketAddr, Option<IpAddr>, Vec<u8>),
+    Initiation(u32, SocketAddr, Option<IpAddr>, Vec<u8>),
     Plain(Vec<u8>),
     /// A TUN read as it came (virtio header first), segmented by the owner.
     TunRead(Vec<u8>),
@@ -376,8 +376,8 @@ fn write_tun(tun: &Tun, packet: &[u8]) {
 }
 
 impl PacketSink for KernelSink<'_> {
-    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
-        self.outgoing.push(to, datagram);
+    fn send_udp(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]) {
+        self.outgoing.push(to, from, datagram);
     }
 
     fn write_tun(&mut self, packet: &[u8]) {
@@ -387,8 +387,8 @@ impl PacketSink for KernelSink<'_> {
 
     fn hand_off(&mut self, shard: u32, work: Handoff<'_>) {
         let work = match work {
-            Handoff::Datagram { from, datagram } => Work::Datagram(from, datagram.to_vec()),
-            Handoff::Initiation { slot, from, datagram } => Work::Initiation(slot, from, datagram.to_vec()),
+            Handoff::Datagram { from, local, datagram } => Work::Datagram(from, local, datagram.to_vec()),
+            Handoff::Initiation { slot, from, local, datagram } => Work::Initiation(slot, from, local, datagram.to_vec()),
             Handoff::Plain(packet) => Work::Plain(packet.to_vec()),
         };
         self.queue(shard as usize, work);
@@ -466,8 +466,10 @@ impl Worker {
                 for work in inbox.try_iter().take(HANDOFF_BATCH) {
                     taken += 1;
                     match work {
-                        Work::Datagram(from, datagram) => device.handle_datagram(from, &datagram, &mut sink),
-                        Work::Initiation(slot, from, datagram) => device.handle_initiation_for(slot, from, &datagram, &mut sink),
+                        Work::Datagram(from, local, datagram) => device.handle_datagram(from, local, &datagram, &mut sink),
+                        Work::Initiation(slot, from, local, datagram) => {
+                            device.handle_initiation_for(slot, from, local, &datagram, &mut sink)
+                        }
                         Work::Plain(packet) => device.handle_tun_packet(&packet, &mut sink),
                         Work::TunRead(mut read) => {
                             segment_tun_read(&mut device, &mut read, &mut segment, &mut sink);
@@ -526,7 +528,7 @@ impl Worker {
                             break;
                         }
                     };
-                    batch.for_each(|from, datagram| device.handle_datagram(from, datagram, &mut sink));
+                    batch.for_each(|from, local, datagram| device.handle_datagram(from, local, datagram, &mut sink));
                     sink.flush();
                     if received < RECV_BATCH {
                         break;

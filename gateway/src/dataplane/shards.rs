@@ -214,13 +214,13 @@ mod tests {
 
     #[derive(Debug)]
     enum Owned {
-        Datagram(SocketAddr, Vec<u8>),
-        Initiation(u32, SocketAddr, Vec<u8>),
+        Datagram(SocketAddr, Option<std::net::IpAddr>, Vec<u8>),
+        Initiation(u32, SocketAddr, Option<std::net::IpAddr>, Vec<u8>),
         Plain(Vec<u8>),
     }
 
     impl PacketSink for Outputs {
-        fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
+        fn send_udp(&mut self, to: SocketAddr, _from: Option<std::net::IpAddr>, datagram: &[u8]) {
             self.udp.push((to, datagram.to_vec()));
         }
         fn write_tun(&mut self, packet: &[u8]) {
@@ -228,8 +228,8 @@ mod tests {
         }
         fn hand_off(&mut self, shard: u32, work: Handoff<'_>) {
             let owned = match work {
-                Handoff::Datagram { from, datagram } => Owned::Datagram(from, datagram.to_vec()),
-                Handoff::Initiation { slot, from, datagram } => Owned::Initiation(slot, from, datagram.to_vec()),
+                Handoff::Datagram { from, local, datagram } => Owned::Datagram(from, local, datagram.to_vec()),
+                Handoff::Initiation { slot, from, local, datagram } => Owned::Initiation(slot, from, local, datagram.to_vec()),
                 Handoff::Plain(p) => Owned::Plain(p.to_vec()),
             };
             self.handoffs.push_back((shard, owned));
@@ -242,8 +242,8 @@ mod tests {
             let shard = &mut shards[to as usize];
             assert_eq!(shard.shard().index, to);
             match work {
-                Owned::Datagram(from, d) => shard.handle_datagram(from, &d, out),
-                Owned::Initiation(slot, from, d) => shard.handle_initiation_for(slot, from, &d, out),
+                Owned::Datagram(from, local, d) => shard.handle_datagram(from, local, &d, out),
+                Owned::Initiation(slot, from, local, d) => shard.handle_initiation_for(slot, from, local, &d, out),
                 Owned::Plain(p) => shard.handle_tun_packet(&p, out),
             }
         }
@@ -315,12 +315,12 @@ mod tests {
             wire.extend(out.udp.drain(..).map(|(_, d)| (i, d)));
             let mut gw_out = Outputs::default();
             while let Some((client, d)) = wire.pop_front() {
-                shards[0].handle_datagram(clients[client].0, &d, &mut gw_out);
+                shards[0].handle_datagram(clients[client].0, None, &d, &mut gw_out);
                 settle(&mut shards, &mut gw_out);
                 for (to, reply) in gw_out.udp.drain(..) {
                     let c = clients.iter().position(|(a, _)| *a == to).unwrap();
                     let mut back = Outputs::default();
-                    clients[c].1.handle_datagram(gw_addr, &reply, &mut back);
+                    clients[c].1.handle_datagram(gw_addr, None, &reply, &mut back);
                     wire.extend(back.udp.drain(..).map(|(_, d)| (c, d)));
                 }
             }
@@ -335,14 +335,14 @@ mod tests {
         clients[0].1.handle_tun_packet(&p2p, &mut out);
         let mut gw_out = Outputs::default();
         for (_, d) in out.udp.drain(..) {
-            shards[0].handle_datagram(clients[0].0, &d, &mut gw_out);
+            shards[0].handle_datagram(clients[0].0, None, &d, &mut gw_out);
         }
         settle(&mut shards, &mut gw_out);
         assert!(gw_out.tun.is_empty(), "no TUN round trip");
         let (to, datagram) = gw_out.udp.pop().unwrap();
         assert_eq!(to, clients[1].0);
         let mut got = Outputs::default();
-        clients[1].1.handle_datagram(gw_addr, &datagram, &mut got);
+        clients[1].1.handle_datagram(gw_addr, None, &datagram, &mut got);
         assert_eq!(got.tun, vec![p2p]);
         // A TUN packet for node 3 read on shard 0.
         let mut gw_out = Outputs::default();
