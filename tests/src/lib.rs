@@ -4,6 +4,8 @@
 pub mod anvil;
 pub mod backfill_sim;
 pub mod bench_args;
+pub mod container;
+pub mod container_story;
 pub mod cutproxy;
 pub mod ha;
 pub mod history;
