@@ -9,8 +9,9 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256};
 use alloy::providers::Provider;
 use gateway::chain::contract::DstackAccessNFT;
-use gateway::chain::cursor::{self, Cursor};
-use gateway::chain::event::{ChainEvent, TokenId};
+use gateway::store::cursor_file as cursor;
+use gateway_core::chain::Cursor;
+use gateway_core::chain::{ChainEvent, TokenId};
 use gateway::chain::follower::StartState;
 use gateway_tests::anvil::{collect_until_synced, spawn_follower, test_key, TestChain};
 
@@ -125,7 +126,7 @@ async fn a_restarted_follower_resumes_from_its_cursor_without_loss_or_duplicates
     while synced_count < 2 {
         let event = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.unwrap().unwrap();
         if let ChainEvent::Synced { block_number, block_hash, .. } = &event {
-            cursor::store(&cursor_path, &Cursor { block_number: *block_number, block_hash: block_hash.clone() }).unwrap();
+            cursor::store(&cursor_path, &Cursor { block_number: *block_number, block_hash: *block_hash }).unwrap();
             synced_count += 1;
             committed = applied.len() + 1;
         }

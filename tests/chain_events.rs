@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use gateway::chain::contract::address_string;
-use gateway::chain::event::{ChainEvent, SnapshotCause};
+use gateway_core::chain::{Address, ChainEvent, SnapshotCause};
 use gateway::chain::follower::StartState;
 use gateway_tests::anvil::{spawn_follower, test_key, wait_for, TestChain};
 
@@ -26,9 +25,9 @@ async fn mint_is_a_grant_with_tx_hash_and_block_and_revoke_follows() {
     };
     assert_eq!(token_id, minted.token_id);
     assert_eq!(node_id, "node-a");
-    assert_eq!(granted_owner, address_string(owner));
+    assert_eq!(granted_owner, Address::from(owner));
     assert_eq!(public_key, test_key(1));
-    assert_eq!(meta.tx_hash, minted.tx.tx_hash);
+    assert_eq!(meta.tx_hash.to_string(), minted.tx.tx_hash);
     assert_eq!(meta.block_number, minted.tx.block_number);
     wait_for(&mut events, WAIT, |e| {
         matches!(e, ChainEvent::Synced { block_number, .. } if *block_number >= minted.tx.block_number)
@@ -41,7 +40,7 @@ async fn mint_is_a_grant_with_tx_hash_and_block_and_revoke_follows() {
     eprintln!("Revoked delivered {:?} after the receipt (HTTP polling every 50 ms)", receipt_seen.elapsed());
     let ChainEvent::Revoked { token_id: revoked_id, node_id, meta } = event else { unreachable!() };
     assert_eq!((revoked_id, node_id.as_str()), (token_id, "node-a"));
-    assert_eq!(meta.tx_hash, revoked.tx_hash);
+    assert_eq!(meta.tx_hash.to_string(), revoked.tx_hash);
     assert_eq!(meta.block_number, revoked.block_number);
 }
 
@@ -59,12 +58,12 @@ async fn transfer_unbinds_the_key_until_the_new_owner_binds_one() {
     let (event, _) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Transferred { .. })).await;
     assert!(
         matches!(&event, ChainEvent::Transferred { token_id, from, to, .. }
-            if *token_id == minted.token_id && *from == address_string(alice) && *to == address_string(bob)),
+            if *token_id == minted.token_id && *from == Address::from(alice) && *to == Address::from(bob)),
         "{event:?}"
     );
     let info = chain.admin.info(chain.contract, id).await.unwrap();
     assert_eq!(info.snapshot.public_key, "", "the old owner's key must be unbound");
-    assert_eq!(info.snapshot.owner, Some(address_string(bob)));
+    assert_eq!(info.snapshot.owner, Some(Address::from(bob)));
     assert!(info.snapshot.is_active);
 
     // The old owner can no longer bind a key; the new owner can.
@@ -72,12 +71,12 @@ async fn transfer_unbinds_the_key_until_the_new_owner_binds_one() {
     assert!(format!("{refused:#}").contains("caller does not own the token"), "{refused:#}");
     chain.session(2).await.rekey(chain.contract, id, &test_key(12)).await.unwrap();
     let (snapshot, seen) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Snapshot { .. })).await;
-    assert!(seen.iter().any(|e| matches!(e, ChainEvent::KeyUpdated { owner, .. } if *owner == address_string(bob))));
+    assert!(seen.iter().any(|e| matches!(e, ChainEvent::KeyUpdated { owner, .. } if *owner == Address::from(bob))));
     let ChainEvent::Snapshot { snapshot, cause } = snapshot else { unreachable!() };
     assert_eq!(cause, SnapshotCause::KeyUpdated);
     assert_eq!(snapshot.token_id, minted.token_id);
     assert_eq!(snapshot.public_key, test_key(12));
-    assert_eq!(snapshot.owner, Some(address_string(bob)));
+    assert_eq!(snapshot.owner, Some(Address::from(bob)));
 }
 
 #[tokio::test]
@@ -92,7 +91,7 @@ async fn rekey_replaces_the_key_and_frees_the_old_one() {
     let (event, _) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::KeyUpdated { .. })).await;
     assert!(
         matches!(&event, ChainEvent::KeyUpdated { owner, public_key, meta }
-            if *owner == address_string(alice) && *public_key == test_key(21) && meta.tx_hash == rekeyed.tx_hash),
+            if *owner == Address::from(alice) && *public_key == test_key(21) && meta.tx_hash.to_string() == rekeyed.tx_hash),
         "{event:?}"
     );
     let (event, _) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Snapshot { .. })).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alloy::primitives::U256;
 use alloy::providers::Provider;
-use gateway::chain::event::{ChainEvent, SnapshotCause};
+use gateway_core::chain::{ChainEvent, SnapshotCause};
 use gateway::chain::follower::StartState;
 use gateway_tests::anvil::{spawn_follower, test_key, wait_for, TestChain};
 use gateway_tests::proxy::TcpProxy;
@@ -51,7 +51,7 @@ async fn a_reorg_undoes_a_grant() {
     .await;
     let ChainEvent::Synced { block_number, block_hash, .. } = synced else { unreachable!() };
     let block = provider.get_block_by_number(block_number.into()).await.unwrap().unwrap();
-    assert_eq!(block_hash, format!("{:#x}", block.header.hash));
+    assert_eq!(block_hash, block.header.hash.into());
 }
 
 #[tokio::test]
@@ -155,7 +155,7 @@ async fn reconcile_rereads_every_known_token_and_corrects_drift() {
     // hand-edited registry); the follower's reconcile must say so.
     let mut config = chain.follower_config(vec![chain.http_url()]);
     config.reconcile_interval = Duration::from_millis(300);
-    let start = StartState { cursor: None, known_tokens: [(99, Some("0x01".to_string()))].into_iter().collect() };
+    let start = StartState { cursor: None, known_tokens: [(99, Some(gateway_core::testing::owner(1)))].into_iter().collect() };
     let (mut events, _task) = spawn_follower(config, start);
 
     let mut reconciled = std::collections::BTreeMap::new();
@@ -227,8 +227,8 @@ async fn a_reorg_while_the_follower_was_down_is_found_from_the_persisted_cursor(
     chain.mine(3).await;
 
     let start = StartState {
-        cursor: Some(gateway::chain::cursor::Cursor { block_number, block_hash }),
-        known_tokens: [(minted.token_id, Some(gateway::chain::contract::address_string(chain.address(1))))]
+        cursor: Some(gateway_core::chain::Cursor { block_number, block_hash }),
+        known_tokens: [(minted.token_id, Some(chain.address(1).into()))]
             .into_iter()
             .collect(),
     };

@@ -7,8 +7,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use gateway::chain::{ChainEvent, LogMeta};
-use gateway::registry::{Network, Registry, RegistryStore};
+use gateway_core::chain::{ChainEvent, LogMeta};
+use gateway::store::RegistryStore;
+use gateway_core::registry::{Network, Registry};
 use gateway_tests::netns::{gateway_bin, require_root, unique_name, wait_for, Netns, VethPair};
 use gateway_tests::wg::{wg_dump, GatewayProcess, Keypair, ScratchDir, TUNNEL_PREFIX, WG_PORT};
 
@@ -44,13 +45,14 @@ fn a_rendered_config_brings_a_node_up_with_wg_quick() -> Result<()> {
     // The chain's view, as the gateway would have persisted it: token 1 is node-a.
     let node_keys = Keypair::generate(dir.path(), "node-a")?;
     let network = Network { cidr: format!("{TUNNEL_PREFIX}.0/24").parse()?, dns_server: format!("{TUNNEL_PREFIX}.1").parse()? };
-    let (store, _) = RegistryStore::open(dir.path().join("registry.json"), CONTRACT, network)?;
-    let mut registry = Registry::new(CONTRACT.to_lowercase(), network);
-    let meta = LogMeta { block_number: 3, block_hash: format!("0x{:064x}", 3), tx_hash: format!("0x{:064x}", 0xabc), log_index: 0 };
+    let contract = CONTRACT.parse()?;
+    let (store, _) = RegistryStore::open(dir.path().join("registry.json"), contract, network)?;
+    let mut registry = Registry::new(contract, network);
+    let meta = LogMeta { block_number: 3, block_hash: format!("0x{:064x}", 3).parse()?, tx_hash: format!("0x{:064x}", 0xabc).parse()?, log_index: 0 };
     let granted = ChainEvent::Granted {
         token_id: 1,
         node_id: "node-a".into(),
-        owner: "0x70997970c51812dc3a010c7d01b50e0d17dc79c8".into(),
+        owner: "0x70997970c51812dc3a010c7d01b50e0d17dc79c8".parse()?,
         public_key: node_keys.public.clone(),
         meta,
     };

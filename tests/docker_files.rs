@@ -142,7 +142,7 @@ fn nginx_is_reachable_only_through_the_tunnel() {
         .expect("nginx.conf bind mount");
     let text = read(&format!("docker/{conf}"));
     let config = compose_gateway_config();
-    let network = gateway::registry::Network::from_config(&config.network).unwrap();
+    let network = config.network.network().unwrap();
     let listens: Vec<&str> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("listen "))

@@ -34,6 +34,7 @@ fn non_test_sources(dir: &Path, out: &mut Vec<String>) {
 fn metric_names_in_code() -> BTreeSet<String> {
     let mut sources = Vec::new();
     non_test_sources(&repo().join("gateway/src"), &mut sources);
+    non_test_sources(&repo().join("gateway-core/src"), &mut sources);
     let mut names = BTreeSet::new();
     for text in sources {
         for (i, _) in text.match_indices("\"gw_") {
@@ -92,9 +93,9 @@ fn every_configuration_key_is_documented() {
 
 #[test]
 fn every_access_reason_is_explained() {
-    let reasons: Vec<String> = read("gateway/src/registry/reason.rs")
+    let reasons: Vec<String> = read("gateway-core/src/registry/reason.rs")
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("Reason::").and_then(|r| r.split_once("=> \"")).map(|(_, n)| n.trim_end_matches("\",").to_string()))
+        .filter_map(|l| l.trim().strip_prefix("AccessReason::").and_then(|r| r.split_once("=> \"")).map(|(_, n)| n.trim_end_matches("\",").to_string()))
         .collect();
     assert!(reasons.len() >= 14, "{reasons:?}");
     let doc = read("docs/ACCESS_CONTROL.md");

@@ -8,9 +8,9 @@ use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::Address;
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
-use gateway::chain::backoff::Backoff;
-use gateway::chain::event::ChainEvent;
 use gateway::chain::follower::{Follower, FollowerConfig, StartState};
+use gateway_core::chain::backoff::Backoff;
+use gateway_core::chain::ChainEvent;
 use gateway::node::admin::Session;
 use tokio::sync::mpsc;
 

@@ -4,7 +4,9 @@
 pub mod anvil;
 pub mod bench_args;
 pub mod cutproxy;
+pub mod ha;
 pub mod history;
+pub mod keepalived;
 pub mod lab;
 pub mod minimal_nft;
 pub mod netns;
@@ -15,4 +17,5 @@ pub mod provider_limits;
 pub mod provider_proxy;
 pub mod proxy;
 pub mod skip;
+pub mod stats;
 pub mod wg;

@@ -4,6 +4,7 @@ mod bench_throughput;
 mod contracts;
 mod demo;
 mod ebpf;
+mod purity;
 mod util;
 
 use clap::{Parser, Subcommand};

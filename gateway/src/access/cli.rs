@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use super::decision::{decide_str, Decision};
-use crate::registry::{Registry, RegistryDocument};
+use gateway_core::access::{decide_str, AccessReason, Decision};
+use gateway_core::registry::{Registry, RegistryDocument};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AccessCommand {
@@ -47,7 +47,7 @@ pub enum AccessCommand {
 /// non-zero exit status for scripts.
 #[derive(Debug, thiserror::Error)]
 #[error("access denied: {0}")]
-pub struct Denied(pub crate::registry::Reason);
+pub struct Denied(pub AccessReason);
 
 pub fn run(cmd: AccessCommand) -> anyhow::Result<()> {
     match cmd {
@@ -74,9 +74,9 @@ pub fn from_registry_file(path: &std::path::Path, public_key: &str) -> anyhow::R
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let doc: RegistryDocument =
         serde_json::from_slice(&bytes).with_context(|| format!("{} is not a registry document", path.display()))?;
-    let contract = doc.contract_address.clone();
+    let contract = doc.contract_address;
     let network = doc.network;
-    let registry = Registry::from_document(doc, &contract, network).with_context(|| format!("loading {}", path.display()))?;
+    let registry = Registry::from_document(doc, contract, network).with_context(|| format!("loading {}", path.display()))?;
     Ok(decide_str(&registry, public_key))
 }
 
@@ -84,18 +84,18 @@ pub fn from_registry_file(path: &std::path::Path, public_key: &str) -> anyhow::R
 /// follower, applies every event to a fresh registry, and decides from it.
 pub fn from_chain(rpc: &str, contract: &str, from_block: u64, cidr: &str, public_key: &str) -> anyhow::Result<Decision> {
     use crate::chain::follower::{Follower, FollowerConfig};
-    use crate::chain::ChainEvent;
-    let address = contract.parse().with_context(|| format!("--contract {contract:?} is not an address"))?;
-    let network = crate::registry::Network { cidr: cidr.parse().with_context(|| format!("--cidr {cidr}"))?, dns_server: std::net::Ipv4Addr::UNSPECIFIED };
+    use gateway_core::chain::ChainEvent;
+    let address: gateway_core::chain::Address = contract.parse().with_context(|| format!("--contract {contract:?} is not an address"))?;
+    let network = gateway_core::registry::Network { cidr: cidr.parse().with_context(|| format!("--cidr {cidr}"))?, dns_server: std::net::Ipv4Addr::UNSPECIFIED };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel(10_000);
-        let mut config = FollowerConfig::new(vec![rpc.to_string()], address);
+        let mut config = FollowerConfig::new(vec![rpc.to_string()], address.into());
         config.start_block = from_block;
         let follower = Follower::new(config, Default::default(), tx)?;
         let task = tokio::spawn(follower.run());
-        let mut registry = Registry::new(contract.to_lowercase(), network);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut registry = Registry::new(address, network);
+        let now = crate::clock::unix_now();
         loop {
             let event = tokio::time::timeout(Duration::from_secs(60), rx.recv())
                 .await
@@ -148,8 +148,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::registry::testing::*;
-    use crate::registry::{Reason, RegistryStore};
+    use crate::store::RegistryStore;
+    use gateway_core::testing::*;
 
     #[test]
     fn answers_from_a_registry_file() {
@@ -164,9 +164,9 @@ mod tests {
         let d = from_registry_file(&path, &key_b64(11)).unwrap();
         assert_eq!((d.allowed, d.token_id, d.http_status()), (true, Some(1), 200));
         assert_eq!(d.summary(), format!("allowed (granted): token 1, node node-1, tunnel ip 10.88.0.2, owner {}", owner(1)));
-        assert_eq!(from_registry_file(&path, &key_b64(22)).unwrap().reason, Reason::Revoked);
+        assert_eq!(from_registry_file(&path, &key_b64(22)).unwrap().reason, AccessReason::Revoked);
         let bad = from_registry_file(&path, "nope").unwrap();
-        assert_eq!((bad.reason, bad.http_status()), (Reason::InvalidKey, 400));
+        assert_eq!((bad.reason, bad.http_status()), (AccessReason::InvalidKey, 400));
     }
 
     #[test]
@@ -175,7 +175,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut reg = registry();
         reg.apply(&granted(1, 11, 10, 0), 100);
-        let answer = serde_json::to_string(&crate::access::decide(&reg, &key(11))).unwrap();
+        let answer = serde_json::to_string(&gateway_core::access::decide(&reg, &key(11))).unwrap();
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
             let mut request = Vec::new();

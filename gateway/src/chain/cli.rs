@@ -9,9 +9,10 @@ use alloy::primitives::Address;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use super::cursor::{self, Cursor};
-use super::event::ChainEvent;
+use gateway_core::chain::{ChainEvent, Cursor};
+
 use super::follower::{Follower, FollowerConfig, StartState};
+use crate::store::cursor_file as cursor;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ChainCommand {
@@ -40,7 +41,7 @@ pub struct FollowArgs {
     #[arg(long, default_value_t = 300)]
     pub reconcile_secs: u64,
     /// Largest block range per eth_getLogs.
-    #[arg(long, default_value_t = super::range::DEFAULT_MAX_BLOCK_SPAN)]
+    #[arg(long, default_value_t = gateway_core::chain::range::DEFAULT_MAX_BLOCK_SPAN)]
     pub max_block_span: u64,
     /// Resume from this cursor file and advance it after printing each `Synced`.
     #[arg(long)]
@@ -84,7 +85,7 @@ async fn follow(args: FollowArgs) -> anyhow::Result<()> {
         stdout.flush()?;
         if let ChainEvent::Synced { block_number, block_hash, head } = &event {
             if let Some(path) = &args.cursor {
-                cursor::store(path, &Cursor { block_number: *block_number, block_hash: block_hash.clone() })?;
+                cursor::store(path, &Cursor { block_number: *block_number, block_hash: *block_hash })?;
             }
             if args.exit_when_synced && block_number >= head {
                 break;
@@ -118,7 +119,7 @@ pub fn describe(event: &ChainEvent) -> String {
             s.node_id,
             s.public_key,
             s.is_active,
-            s.owner.as_deref().unwrap_or("none"),
+            s.owner.map_or_else(|| "none".to_string(), |o| o.to_string()),
             s.block_number
         ),
         ChainEvent::Synced { block_number, head, .. } => format!("synced   block {block_number} (head {head})"),

@@ -18,12 +18,13 @@ use alloy::rpc::types::{Filter, Log};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::backoff::Backoff;
-use super::confirm::{HeldGrants, Release};
-use super::contract::{self, DecodeError, DstackAccessNFT};
-use super::cursor::Cursor;
-use super::event::{ChainEvent, SnapshotCause, TokenId, TokenSnapshot};
-use super::range::{AdaptiveSpan, BlockRange, DEFAULT_MAX_BLOCK_SPAN};
+use gateway_core::chain::abi::{self, DecodeError, RawLog};
+use gateway_core::chain::backoff::Backoff;
+use gateway_core::chain::confirm::{HeldGrants, Release};
+use gateway_core::chain::range::{AdaptiveSpan, BlockRange, DEFAULT_MAX_BLOCK_SPAN};
+use gateway_core::chain::{BlockHash, ChainEvent, Cursor, SnapshotCause, TokenId, TokenSnapshot};
+
+use super::contract::DstackAccessNFT;
 use super::rpc::{CallError, RpcError, RpcPool, DEFAULT_CALL_TIMEOUT};
 
 /// How often an unchanged `Synced` is repeated as a liveness heartbeat.
@@ -73,7 +74,7 @@ impl FollowerConfig {
 #[derive(Clone, Debug, Default)]
 pub struct StartState {
     pub cursor: Option<Cursor>,
-    pub known_tokens: BTreeMap<TokenId, Option<String>>,
+    pub known_tokens: BTreeMap<TokenId, Option<gateway_core::chain::Address>>,
 }
 
 enum StepError {
@@ -112,8 +113,8 @@ pub struct Follower {
     /// delivered cursor while grants are held).
     scanned: Option<(u64, B256)>,
     last_synced: Option<(u64, B256)>,
-    /// Token -> owner (lowercase hex), for reconcile and for resolving `PublicKeyUpdated`.
-    known: BTreeMap<TokenId, Option<String>>,
+    /// Token -> owner, for reconcile and for resolving `PublicKeyUpdated`.
+    known: BTreeMap<TokenId, Option<gateway_core::chain::Address>>,
     held: HeldGrants,
     /// Hashes of recently scanned blocks, to find the common ancestor after a reorg.
     recent_hashes: BTreeMap<u64, B256>,
@@ -138,9 +139,7 @@ impl Follower {
         let mut recent_hashes = BTreeMap::new();
         let scanned = match &start.cursor {
             Some(cursor) => {
-                let hash: B256 = cursor.block_hash.parse().map_err(|err| {
-                    anyhow::anyhow!("cursor block hash {:?} is not a 32-byte hex hash: {err}", cursor.block_hash)
-                })?;
+                let hash = B256::from(cursor.block_hash);
                 recent_hashes.insert(cursor.block_number, hash);
                 Some((cursor.block_number, hash))
             }
@@ -275,7 +274,7 @@ impl Follower {
         };
         let filter = Filter::new()
             .address(self.config.contract)
-            .event_signature(contract::access_event_topics())
+            .event_signature(abi::access_event_topics())
             .from_block(range.from)
             .to_block(range.to);
         let fetched = self
@@ -306,7 +305,7 @@ impl Follower {
         for log in logs {
             // Grants confirmed before this log go out first, keeping chain order.
             self.release_confirmed(head).await?;
-            match contract::decode_log(log) {
+            match abi::decode_log(&raw_log(log)) {
                 Ok(event) => self.handle_event(event).await?,
                 Err(DecodeError::OtherEvent) => {}
                 Err(err) => tracing::warn!(
@@ -337,19 +336,19 @@ impl Follower {
                 self.note_recent(meta.block_number, *token_id);
                 self.held.touch(*token_id);
                 if let Some(owner) = self.known.get_mut(token_id) {
-                    *owner = Some(to.clone());
+                    *owner = Some(*to);
                 }
                 self.emit(event).await
             }
             ChainEvent::KeyUpdated { owner, meta, .. } => {
-                let owner = owner.clone();
+                let owner = *owner;
                 let block = meta.block_number;
                 self.held.touch_owned_by(&owner);
                 self.emit(event).await?;
                 let owned: Vec<TokenId> = self
                     .known
                     .iter()
-                    .filter(|(_, known_owner)| known_owner.as_deref() == Some(owner.as_str()))
+                    .filter(|(_, known_owner)| **known_owner == Some(owner))
                     .map(|(&token, _)| token)
                     .collect();
                 for token_id in owned {
@@ -367,7 +366,7 @@ impl Follower {
             match release {
                 Release::Grant(event) => {
                     if let ChainEvent::Granted { token_id, owner, .. } = &event {
-                        self.known.insert(*token_id, Some(owner.clone()));
+                        self.known.insert(*token_id, Some(*owner));
                     }
                     self.emit(event).await?;
                 }
@@ -407,7 +406,7 @@ impl Follower {
         }
         self.last_heartbeat = std::time::Instant::now();
         self.last_synced = Some((number, hash));
-        self.emit(ChainEvent::Synced { block_number: number, block_hash: contract::hash_string(hash), head }).await
+        self.emit(ChainEvent::Synced { block_number: number, block_hash: BlockHash::from(hash), head }).await
     }
 
     /// The block at our cursor changed: find the newest block we scanned that
@@ -480,7 +479,7 @@ impl Follower {
             let snapshot = read_token(&mut self.rpc, self.config.contract, token_id, head).await?;
             // Only once read: a failed read is retried on the next turn.
             self.reconcile_queue.pop_first();
-            self.known.insert(token_id, snapshot.owner.clone());
+            self.known.insert(token_id, snapshot.owner);
             self.emit(ChainEvent::Snapshot { snapshot, cause: SnapshotCause::Reconcile }).await?;
         }
         Ok(())
@@ -489,7 +488,7 @@ impl Follower {
     async fn send_snapshot(&mut self, token_id: TokenId, cause: SnapshotCause) -> StepResult {
         let head = latest_block(&mut self.rpc).await?;
         let snapshot = read_token(&mut self.rpc, self.config.contract, token_id, head).await?;
-        self.known.insert(token_id, snapshot.owner.clone());
+        self.known.insert(token_id, snapshot.owner);
         self.emit(ChainEvent::Snapshot { snapshot, cause }).await
     }
 
@@ -513,6 +512,20 @@ impl Follower {
 
     async fn emit(&self, event: ChainEvent) -> StepResult {
         self.events.send(event).await.map_err(|_| StepError::Closed)
+    }
+}
+
+/// An alloy log as the core's decoder takes it.
+fn raw_log(log: &Log) -> RawLog {
+    RawLog {
+        address: log.inner.address.into(),
+        topics: log.inner.data.topics().to_vec(),
+        data: log.inner.data.data.clone(),
+        block_number: log.block_number,
+        block_hash: log.block_hash.map(BlockHash::from),
+        tx_hash: log.transaction_hash.map(gateway_core::chain::TxHash::from),
+        log_index: log.log_index,
+        removed: log.removed,
     }
 }
 
@@ -544,7 +557,7 @@ pub async fn read_token(
     let owner = rpc
         .call("ownerOf", |p| async move {
             match DstackAccessNFT::new(contract, p).ownerOf(id).block(block_number.into()).call().await {
-                Ok(owner) => Ok(Some(contract::address_string(owner))),
+                Ok(owner) => Ok(Some(gateway_core::chain::Address::from(owner))),
                 Err(err) => match CallError::from(err) {
                     CallError::Rejected(_) => Ok(None),
                     transport => Err(transport),

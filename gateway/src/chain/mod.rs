@@ -1,14 +1,7 @@
-//! Follows the access contract on chain (I/O edge, alloy) and turns it into
-//! plain [`ChainEvent`] values for the registry.
+//! Follows the access contract on chain (I/O edge, alloy): runs the core's
+//! follower logic against real RPC endpoints and hands its `ChainEvent`s on.
 
-pub mod backoff;
 pub mod cli;
-pub mod confirm;
 pub mod contract;
-pub mod cursor;
-pub mod event;
 pub mod follower;
-pub mod range;
 pub mod rpc;
-
-pub use event::*;

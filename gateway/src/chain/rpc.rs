@@ -9,7 +9,7 @@ use alloy::rpc::types::Header;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use super::backoff::{try_order, Backoff, EndpointHealth};
+use gateway_core::chain::backoff::{try_order, Backoff, EndpointHealth};
 
 /// A hung endpoint must not stall the follower; a healthy node answers a
 /// 2,000-block `eth_getLogs` well within this.
@@ -121,7 +121,7 @@ impl RpcPool {
             self.recheck_preferred().await;
         }
         let mut last = String::from("no endpoint tried");
-        for index in try_order(&self.health(), self.current, Instant::now()) {
+        for index in try_order(&self.health(), self.current, mono_now()) {
             match self.attempt(index, what, self.call_timeout, &op).await {
                 Ok(value) => {
                     self.succeed(index);
@@ -170,7 +170,7 @@ impl RpcPool {
         // The current endpoint failing is the ordinary failover's business.
         let Some(current_head) = self.head(current, self.call_timeout).await else { return };
         for index in 0..current {
-            if !self.endpoints[index].health.is_available(Instant::now()) {
+            if !self.endpoints[index].health.is_available(mono_now()) {
                 continue;
             }
             match self.head(index, self.call_timeout.min(RECHECK_TIMEOUT)).await {
@@ -268,10 +268,14 @@ impl RpcPool {
     fn fail(&mut self, index: usize, what: &'static str, error: &str) {
         let endpoint = &mut self.endpoints[index];
         tracing::warn!(endpoint = %endpoint.label, call = what, error = %redact_error(error, &endpoint.url, &endpoint.label), "RPC call failed");
-        endpoint.health.record_failure(&self.backoff, Instant::now());
+        endpoint.health.record_failure(&self.backoff, mono_now());
         // A broken WebSocket stays broken: reconnect on the next attempt.
         endpoint.provider = None;
     }
+}
+
+fn mono_now() -> gateway_core::time::MonoTime {
+    gateway_core::time::MonoTime::from_nanos(crate::xdp::monotonic_now_ns())
 }
 
 /// `scheme://host:port`, plus `/…` when the URL had a path or query that may

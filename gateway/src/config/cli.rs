@@ -10,7 +10,8 @@ use anyhow::{bail, Context as _};
 
 use super::render::{find_node, render, NodeConfigInput, PrivateKey};
 use super::Config;
-use crate::registry::{Network, RegistryStore, WgKey};
+use crate::store::RegistryStore;
+use gateway_core::registry::WgKey;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ConfigCommand {
@@ -53,9 +54,9 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
 /// Gathers the inputs from files and renders.
 pub fn render_from_files(args: &RenderArgs) -> anyhow::Result<String> {
     let config = Config::load(&args.config).with_context(|| format!("loading {}", args.config.display()))?;
-    let network = Network::from_config(&config.network)?;
+    let network = config.network.network()?;
     let registry_path = args.registry.clone().unwrap_or_else(|| config.gateway.state_dir.join("registry.json"));
-    let (_, loaded) = RegistryStore::open(&registry_path, &config.chain.contract, network)?;
+    let (_, loaded) = RegistryStore::open(&registry_path, config.chain.contract_address()?, network)?;
     let Some(registry) = loaded else {
         bail!(
             "no registry at {}: the gateway writes it once it has synced with the chain (`gateway run`); pass --registry to read another file",
@@ -113,8 +114,9 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
-    use crate::registry::testing::{granted, key_b64};
-    use crate::registry::Registry;
+    use gateway_core::chain::Address;
+    use gateway_core::registry::Registry;
+    use gateway_core::testing::{granted, granted_raw, key_b64};
 
     const CONTRACT: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 
@@ -130,10 +132,11 @@ mod tests {
             ),
         )
         .unwrap();
-        let network = Network::from_config(&crate::config::NetworkSection::default()).unwrap();
-        let (store, _) = RegistryStore::open(dir.join("registry.json"), CONTRACT, network).unwrap();
-        let mut reg = Registry::new(CONTRACT.to_lowercase(), network);
-        reg.apply(&crate::registry::testing::granted_raw(1, "node-1", bound, 10, 0), 100);
+        let network = crate::config::NetworkSection::default().network().unwrap();
+        let contract = Address::parse(CONTRACT).unwrap();
+        let (store, _) = RegistryStore::open(dir.join("registry.json"), contract, network).unwrap();
+        let mut reg = Registry::new(contract, network);
+        reg.apply(&granted_raw(1, "node-1", bound, 10, 0), 100);
         reg.apply(&granted(2, 22, 10, 1), 100);
         store.save(&reg).unwrap();
         RenderArgs {

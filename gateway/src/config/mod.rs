@@ -5,20 +5,16 @@
 pub mod cli;
 pub mod render;
 
+use gateway_core::access::Staleness;
+use gateway_core::chain::Address;
+use gateway_core::plan::PlanConfig;
+use gateway_core::registry::{CidrError, Network};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// What to do when the chain has not been heard from for `max_staleness_s`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StalePolicy {
-    /// Deny every key (the safe default: the chain is the only authority).
-    #[default]
-    FailClosed,
-    /// Keep serving the last known good state.
-    FailOpen,
-}
+pub use gateway_core::access::StalePolicy;
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -82,6 +78,43 @@ pub struct NetworkSection {
     pub dns_server: String,
     /// Suffix of node hostnames (`<node_id>.<domain>`).
     pub domain: String,
+}
+
+/// Why `[network]` of the configuration does not make a tunnel network.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkConfigError {
+    #[error("network.cidr: {0}")]
+    Cidr(#[from] CidrError),
+    #[error("network.dns_server: `{0}` is not an IPv4 address")]
+    DnsServer(String),
+}
+
+impl NetworkSection {
+    /// The tunnel network from `cidr` and `dns_server`.
+    pub fn network(&self) -> Result<Network, NetworkConfigError> {
+        let cidr = self.cidr.parse()?;
+        let dns_server = self.dns_server.parse().map_err(|_| NetworkConfigError::DnsServer(self.dns_server.clone()))?;
+        Ok(Network { cidr, dns_server })
+    }
+}
+
+impl ChainSection {
+    /// `contract`, parsed (validation has checked it).
+    pub fn contract_address(&self) -> Result<Address, gateway_core::chain::HexIdError> {
+        Address::parse(&self.contract)
+    }
+
+    /// `max_staleness_s` and `on_stale`.
+    pub fn staleness(&self) -> Staleness {
+        Staleness { max_age_secs: self.max_staleness_s, policy: self.on_stale }
+    }
+}
+
+impl XdpSection {
+    /// `deny_seconds`, for the planner.
+    pub fn plan_config(&self) -> PlanConfig {
+        PlanConfig { deny_for: Duration::from_secs(self.deny_seconds) }
+    }
 }
 
 impl Default for NetworkSection {
@@ -268,7 +301,7 @@ impl Config {
             }
         }
         let c = &self.chain.contract;
-        if !(c.len() == 42 && c.starts_with("0x") && c[2..].bytes().all(|b| b.is_ascii_hexdigit())) {
+        if self.chain.contract_address().is_err() {
             out.push(err("chain.contract", format!("{c:?} is not a 20-byte hex address"), "set the DstackAccessNFT address, 0x followed by 40 hex digits (GATEWAY_CHAIN_CONTRACT)"));
         }
         if self.chain.poll_interval_ms == 0 {
@@ -456,6 +489,17 @@ listen = "localhost"
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["chain.rpc_urls[0]", "chain.contract", "network.cidr", "xdp.iface", "http.listen"]);
         assert!(problems.iter().all(|p| !p.fix.is_empty()));
+    }
+
+    #[test]
+    fn network_errors_name_the_field() {
+        let mut s = NetworkSection::default();
+        assert_eq!(s.network().map(|n| n.gateway_ip()), Ok(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+        s.cidr = "10.0.0.1/24".into();
+        assert!(s.network().unwrap_err().to_string().starts_with("network.cidr"));
+        s.cidr = "10.0.0.0/24".into();
+        s.dns_server = "dns".into();
+        assert!(s.network().unwrap_err().to_string().starts_with("network.dns_server"));
     }
 
     #[test]

@@ -7,10 +7,9 @@ use std::fmt::Write as _;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use crate::chain::TokenId;
-use crate::registry::document::hostname;
-use crate::registry::network::PlacementError;
-use crate::registry::{Network, Reason, Registry, TokenView, WgKey};
+use gateway_core::chain::TokenId;
+use gateway_core::registry::document::hostname;
+use gateway_core::registry::{AccessReason, Network, PlacementError, Registry, TokenView, WgKey};
 
 /// What the placeholder line says when no private key is filled in.
 pub const PRIVATE_KEY_PLACEHOLDER: &str = "<paste yours>";
@@ -48,7 +47,7 @@ pub struct NodeConfigInput<'a> {
     pub token_id: TokenId,
     pub node_id: &'a str,
     /// The token's standing in the registry, shown as a comment.
-    pub standing: Reason,
+    pub standing: AccessReason,
     /// The key bound on chain, if any: a filled-in private key must match it.
     pub bound_key: Option<WgKey>,
     pub gateway_public_key: &'a WgKey,
@@ -153,7 +152,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::registry::testing::{granted, granted_raw, key, key_b64, registry, revoked};
+    use gateway_core::testing::{granted, granted_raw, key, key_b64, registry, revoked};
 
     fn net(cidr: &str) -> Network {
         Network { cidr: cidr.parse().unwrap(), dns_server: "10.0.0.1".parse().unwrap() }
@@ -165,7 +164,7 @@ mod tests {
             domain: "vpn.dstack",
             token_id,
             node_id: "node-a",
-            standing: Reason::Granted,
+            standing: AccessReason::Granted,
             bound_key: None,
             gateway_public_key: gw,
             endpoint: "gw.example.com:51820",

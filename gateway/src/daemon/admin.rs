@@ -2,12 +2,14 @@
 //! and access decisions, read from the control core, the data plane, the
 //! pinned XDP maps and the loop's status (I/O edge: reads only).
 
-use crate::chain::ChainEvent;
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::control::Control;
 use crate::dataplane::DataplaneHandle;
-use crate::http::{AdminView, Family, MetricKind, Readiness, Sample};
+use crate::http::{AdminView, Readiness};
 use gateway_common::XdpVerdict;
+use gateway_core::chain::ChainEvent;
+use gateway_core::control::Control;
+use gateway_core::metrics::{Family, MetricKind, Sample};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +19,7 @@ use std::time::Duration;
 const REVOCATION_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 /// What the loop learns that the control core does not keep.
-pub struct Status {
+pub(super) struct Status {
     pub head: Option<u64>,
     pub synced_block: Option<u64>,
     pub chain_unavailable: bool,
@@ -31,7 +33,7 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn new(config: &Config) -> Self {
+    pub(super) fn new(config: &Config) -> Self {
         Status {
             head: None,
             synced_block: None,
@@ -46,7 +48,7 @@ impl Status {
         }
     }
 
-    pub fn observe_chain(&mut self, event: &ChainEvent) {
+    pub(super) fn observe_chain(&mut self, event: &ChainEvent) {
         match event {
             ChainEvent::Synced { block_number, head, .. } => {
                 self.synced_block = Some(*block_number);
@@ -67,7 +69,7 @@ impl Status {
         }
     }
 
-    pub fn record_revocation(&mut self, latency: Duration) {
+    pub(super) fn record_revocation(&mut self, latency: Duration) {
         let secs = latency.as_secs_f64();
         let bucket = REVOCATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(REVOCATION_BUCKETS.len());
         self.revocation_counts[bucket] += 1;
@@ -79,7 +81,7 @@ impl Status {
     }
 }
 
-pub struct Admin {
+pub(super) struct Admin {
     control: Arc<Mutex<Control>>,
     status: Arc<Mutex<Status>>,
     dataplane: DataplaneHandle,
@@ -87,17 +89,13 @@ pub struct Admin {
     dns: Arc<crate::dns::Counters>,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 impl Admin {
-    pub fn new(control: Arc<Mutex<Control>>, status: Arc<Mutex<Status>>, dataplane: DataplaneHandle, config: Config) -> Self {
+    pub(super) fn new(control: Arc<Mutex<Control>>, status: Arc<Mutex<Status>>, dataplane: DataplaneHandle, config: Config) -> Self {
         Admin { control, status, dataplane, config, dns: Arc::default() }
     }
 
     /// What the DNS server counts into.
-    pub fn dns_counters(&self) -> Arc<crate::dns::Counters> {
+    pub(super) fn dns_counters(&self) -> Arc<crate::dns::Counters> {
         self.dns.clone()
     }
 

@@ -4,10 +4,10 @@
 
 use crate::dataplane::peer::PeerConfig;
 use crate::dataplane::runtime::DataplaneHandle;
-use crate::plan::Op;
+use gateway_core::plan::Op;
 use crate::xdp::PinnedMaps;
 
-pub struct Executor {
+pub(super) struct Executor {
     /// `None` when XDP is disabled: its ops succeed as no-ops.
     pub xdp: Option<PinnedMaps>,
     pub dataplane: DataplaneHandle,
@@ -15,7 +15,7 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn apply(&mut self, op: &Op) -> anyhow::Result<()> {
+    pub(super) fn apply(&mut self, op: &Op) -> anyhow::Result<()> {
         match op {
             Op::CloseSlot { slot } => {
                 if let Some(maps) = &mut self.xdp {

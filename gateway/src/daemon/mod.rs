@@ -6,33 +6,28 @@
 mod admin;
 mod executor;
 
-use crate::access::audit_log::AuditLog;
-use crate::access::{AccessConfig, Staleness};
 use crate::chain::follower::{Follower, FollowerConfig, StartState};
-use crate::chain::ChainEvent;
+use crate::clock::unix_now;
 use crate::config::{Config, XdpEnforcement};
-use crate::control::{Control, ControlConfig, Step};
 use crate::dataplane::{Dataplane, DataplaneConfig, DeviceEvent};
-use crate::plan::PlanConfig;
-use crate::registry::store::RegistryStore;
-use crate::registry::{Network, Registry, WgKey};
+use crate::store::{AuditLog, RegistryStore};
 use crate::xdp::{self, AttachOptions, PinDir, PinnedMaps};
+use gateway_core::access::AccessConfig;
+use gateway_core::chain::ChainEvent;
+use gateway_core::control::{Control, ControlConfig, Step};
+use gateway_core::registry::{Network, PeerSlot, Registry, WgKey};
 use admin::{Admin, Status};
 use anyhow::Context;
 use executor::Executor;
 use gateway_common::{XdpConfig, MODE_ENFORCE, MODE_OBSERVE};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Chain events waiting for the loop; the follower blocks beyond this.
 const CHAIN_CHANNEL_DEPTH: usize = 4096;
 /// The loop re-plans at least this often (staleness policy, failed ops).
 const TICK: Duration = Duration::from_secs(1);
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -92,10 +87,9 @@ fn xdp_front(config: &Config) -> anyhow::Result<Option<(PinnedMaps, Vec<u32>)>> 
 fn follower_config(config: &Config) -> anyhow::Result<FollowerConfig> {
     let contract = config
         .chain
-        .contract
-        .parse()
+        .contract_address()
         .with_context(|| format!("chain.contract {:?} is not an address", config.chain.contract))?;
-    let mut f = FollowerConfig::new(config.chain.rpc_urls.clone(), contract);
+    let mut f = FollowerConfig::new(config.chain.rpc_urls.clone(), contract.into());
     f.start_block = config.chain.start_block;
     f.confirmations = config.chain.confirmations;
     f.poll_interval = Duration::from_millis(config.chain.poll_interval_ms);
@@ -106,11 +100,8 @@ fn follower_config(config: &Config) -> anyhow::Result<FollowerConfig> {
 
 fn start_state(registry: &Registry) -> StartState {
     StartState {
-        cursor: registry.cursor().map(|c| crate::chain::cursor::Cursor {
-            block_number: c.block_number,
-            block_hash: c.block_hash.clone(),
-        }),
-        known_tokens: registry.views().map(|v| (v.token_id, v.owner.clone())).collect(),
+        cursor: registry.cursor(),
+        known_tokens: registry.views().map(|v| (v.token_id, v.owner)).collect(),
     }
 }
 
@@ -118,20 +109,21 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let private_key = crate::dataplane::cli::read_private_key(&config.wireguard.private_key_file)?;
     std::fs::create_dir_all(&config.gateway.state_dir)
         .with_context(|| format!("creating state_dir {}", config.gateway.state_dir.display()))?;
-    let network = Network::from_config(&config.network).context("network.cidr")?;
+    let network = config.network.network().context("network.cidr")?;
+    let contract = config.chain.contract_address().context("chain.contract")?;
     let registry_path = config.gateway.state_dir.join("registry.json");
-    let (store, loaded) = RegistryStore::open(&registry_path, &config.chain.contract, network)
+    let (store, loaded) = RegistryStore::open(&registry_path, contract, network)
         .with_context(|| format!("loading {}", registry_path.display()))?;
     let registry = match loaded {
         Some(r) => {
             tracing::info!(path = %registry_path.display(), "registry loaded");
             r.with_domain(config.network.domain.clone())
         }
-        None => Registry::new(config.chain.contract.to_lowercase(), network).with_domain(config.network.domain.clone()),
+        None => Registry::new(contract, network).with_domain(config.network.domain.clone()),
     };
     let control_config = ControlConfig {
-        access: AccessConfig { staleness: Staleness::from_config(&config.chain), ..AccessConfig::default() },
-        plan: PlanConfig::from_config(&config.xdp),
+        access: AccessConfig { staleness: config.chain.staleness(), ..AccessConfig::default() },
+        plan: config.xdp.plan_config(),
     };
     let follower_start = start_state(&registry);
     let control = Control::new(registry, control_config);
@@ -208,7 +200,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
 
     let mut lp = Loop { control, executor: &mut executor, audit: &mut audit, store: &store, status: &status, zone };
-    let start_step = lp.lock().on_start(open_in_kernel.into_iter().map(crate::registry::PeerSlot), unix_now(), xdp::monotonic_now_ns());
+    let start_step = lp.lock().on_start(open_in_kernel.into_iter().map(PeerSlot), unix_now(), xdp::monotonic_now_ns());
     lp.handle(start_step, None);
 
     let mut tick = tokio::time::interval(TICK);
@@ -337,7 +329,7 @@ impl Loop<'_> {
                 if let Some(op) = verdict.deny {
                     let ops = [op];
                     let executor = &mut *self.executor;
-                    if let Err(err) = crate::plan::execute(&ops, control.applied_mut(), |op| executor.apply(op)) {
+                    if let Err(err) = gateway_core::plan::execute(&ops, control.applied_mut(), |op| executor.apply(op)) {
                         tracing::warn!(error = %err, "denying a rejected endpoint");
                     }
                 }
@@ -351,9 +343,9 @@ impl Loop<'_> {
         let control = self.control.clone();
         let mut control = control.lock().unwrap_or_else(|p| p.into_inner());
         if !step.ops.is_empty() {
-            let closes = step.ops.iter().any(|op| matches!(op, crate::plan::Op::CloseSlot { .. }));
+            let closes = step.ops.iter().any(|op| matches!(op, gateway_core::plan::Op::CloseSlot { .. }));
             let executor = &mut *self.executor;
-            let result = crate::plan::execute(&step.ops, control.applied_mut(), |op| {
+            let result = gateway_core::plan::execute(&step.ops, control.applied_mut(), |op| {
                 tracing::info!(?op, "apply");
                 executor.apply(op)
             });
@@ -384,7 +376,7 @@ impl Loop<'_> {
         let mut control = self.lock();
         for peer in peers {
             if let Some(endpoint) = peer.endpoint {
-                control.on_endpoint(crate::registry::PeerSlot(peer.slot), endpoint);
+                control.on_endpoint(PeerSlot(peer.slot), endpoint);
             }
         }
     }

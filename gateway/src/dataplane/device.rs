@@ -38,8 +38,19 @@ const MAX_QUEUED_EVENTS: usize = 1024;
 /// Where the device's output goes: the I/O loop implements it over sockets and
 /// the TUN device, tests over vectors.
 pub trait PacketSink {
-    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]);
+    /// `from`: the local address to send from (`None`: the kernel's choice).
+    fn send_udp(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]);
     fn write_tun(&mut self, packet: &[u8]);
+}
+
+/// A received datagram's two ends: the peer's address, and the local address
+/// it wrote to, which replies leave from. A gateway on a floating address
+/// must answer from that address: a node that saw replies from the host's
+/// own address would roam there and be lost when the address moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UdpPath {
+    pub remote: SocketAddr,
+    pub local: Option<IpAddr>,
 }
 
 /// Something the access layer should know about.
@@ -223,6 +234,7 @@ impl Device {
         }
         if new.endpoint.is_some() && new.endpoint != peer.config.endpoint {
             peer.state.endpoint = new.endpoint;
+            peer.state.local = None;
         }
         peer.config = new;
         Ok(())
@@ -275,6 +287,7 @@ impl Device {
         PeerState {
             tunn,
             endpoint: config.endpoint,
+            local: None,
             rx_bytes: 0,
             tx_bytes: 0,
             dropped_spoofed: 0,
@@ -290,8 +303,10 @@ impl Device {
         }
     }
 
-    /// One UDP datagram from the network.
-    pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], sink: &mut impl PacketSink) {
+    /// One UDP datagram from the network, from `from` to the local address
+    /// `local` (if the socket says).
+    pub fn handle_datagram(&mut self, from: SocketAddr, local: Option<IpAddr>, datagram: &[u8], sink: &mut impl PacketSink) {
+        let path = UdpPath { remote: from, local };
         let (slot, is_init) = match Tunn::parse_incoming_packet(datagram) {
             Err(_) => {
                 self.counters.malformed += 1;
@@ -305,7 +320,7 @@ impl Device {
                     Ok(_) => {}
                     Err(TunnResult::WriteToNetwork(reply)) => {
                         self.counters.cookie_replies += 1;
-                        sink.send_udp(from, reply);
+                        sink.send_udp(from, local, reply);
                         return;
                     }
                     Err(_) => {
@@ -337,7 +352,7 @@ impl Device {
             Ok(Packet::PacketData(p)) => (slot_of_index(p.receiver_idx), false),
         };
         let mut buf = std::mem::take(&mut self.decrypted);
-        self.decapsulate(slot, is_init, from, datagram, &mut buf, sink);
+        self.decapsulate(slot, is_init, path, datagram, &mut buf, sink);
         self.decrypted = buf;
     }
 
@@ -345,11 +360,12 @@ impl Device {
         &mut self,
         slot: u32,
         is_init: bool,
-        from: SocketAddr,
+        path: UdpPath,
         datagram: &[u8],
         buf: &mut [u8],
         sink: &mut impl PacketSink,
     ) {
+        let from = path.remote;
         let Some(peer) = self.peers.get_mut(&slot) else {
             self.counters.unknown_slot += 1;
             return;
@@ -358,7 +374,7 @@ impl Device {
             // Without a Tunn there is no session: only an initiation starts
             // one, or the takeover does.
             if !is_init {
-                self.take_over(slot, from, sink);
+                self.take_over(slot, path, sink);
                 return;
             }
             peer.state.tunn = Some(new_tunn(&self.private_key, &self.rate_limiter, &peer.config));
@@ -371,7 +387,7 @@ impl Device {
                 return;
             }
             TunnResult::Err(err) if !is_init && takeover::names_no_session(&err) => {
-                self.take_over(slot, from, sink);
+                self.take_over(slot, path, sink);
                 return;
             }
             TunnResult::Err(_) => {
@@ -379,27 +395,27 @@ impl Device {
                 return;
             }
             TunnResult::Done => {
-                state.endpoint = Some(from);
+                (state.endpoint, state.local) = (Some(path.remote), path.local);
                 state.rx_bytes += datagram.len() as u64;
                 return;
             }
             TunnResult::WriteToNetwork(reply) => {
                 // A handshake response or the keepalive after one; then
                 // whatever waited for the session.
-                state.endpoint = Some(from);
+                (state.endpoint, state.local) = (Some(path.remote), path.local);
                 state.rx_bytes += datagram.len() as u64;
                 state.tx_bytes += reply.len() as u64;
-                sink.send_udp(from, reply);
+                sink.send_udp(from, path.local, reply);
                 while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], buf) {
                     state.tx_bytes += queued.len() as u64;
-                    sink.send_udp(from, queued);
+                    sink.send_udp(from, path.local, queued);
                 }
                 return;
             }
             TunnResult::WriteToTunnelV4(packet, src) => (packet, IpAddr::V4(src)),
             TunnResult::WriteToTunnelV6(packet, src) => (packet, IpAddr::V6(src)),
         };
-        state.endpoint = Some(from);
+        (state.endpoint, state.local) = (Some(path.remote), path.local);
         state.rx_bytes += datagram.len() as u64;
         if self.routes.lookup(inner_src) != Some(slot) {
             state.dropped_spoofed += 1;
@@ -417,10 +433,11 @@ impl Device {
         }
     }
 
-    /// The hook of [`takeover`]: a packet from `from` named `slot`'s peer but
-    /// no session of it. Initiates a handshake to `from` if the slot's budget
-    /// allows; the endpoint is learned only from the authenticated response.
-    fn take_over(&mut self, slot: u32, from: SocketAddr, sink: &mut impl PacketSink) {
+    /// The hook of [`takeover`]: a packet on `path` named `slot`'s peer but
+    /// no session of it. Initiates a handshake back along `path` if the
+    /// slot's budget allows; the endpoint is learned only from the
+    /// authenticated response.
+    fn take_over(&mut self, slot: u32, path: UdpPath, sink: &mut impl PacketSink) {
         let Some(peer) = self.peers.get_mut(&slot) else { return };
         if !self.takeover.admit(slot, peer.state.tunn.is_some(), std::time::Instant::now()) {
             self.counters.decrypt_errors += 1;
@@ -430,7 +447,7 @@ impl Device {
         let mut out = std::mem::take(&mut self.encrypted);
         if let Some(initiation) = takeover::initiation(tunn, &mut out) {
             peer.state.tx_bytes += initiation.len() as u64;
-            sink.send_udp(from, initiation);
+            sink.send_udp(path.remote, path.local, initiation);
         }
         self.encrypted = out;
     }
@@ -514,7 +531,7 @@ fn send_to_endpoint(state: &mut PeerState, datagram: &[u8], sink: &mut impl Pack
     match state.endpoint {
         Some(endpoint) => {
             state.tx_bytes += datagram.len() as u64;
-            sink.send_udp(endpoint, datagram);
+            sink.send_udp(endpoint, state.local, datagram);
         }
         None => counters.no_endpoint += 1,
     }
@@ -546,12 +563,15 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         udp: Vec<(SocketAddr, Vec<u8>)>,
+        /// The source address of each of `udp`.
+        sources: Vec<Option<IpAddr>>,
         tun: Vec<Vec<u8>>,
     }
 
     impl PacketSink for Recorder {
-        fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
+        fn send_udp(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]) {
             self.udp.push((to, datagram.to_vec()));
+            self.sources.push(from);
         }
         fn write_tun(&mut self, packet: &[u8]) {
             self.tun.push(packet.to_vec());
@@ -635,7 +655,8 @@ mod tests {
             assert!(seen.len() < 1000, "packet storm");
             let Some(node) = nodes.iter_mut().find(|n| n.addr == to) else { continue };
             let mut rec = Recorder::default();
-            node.device.handle_datagram(from, &bytes, &mut rec);
+            // The receiver's own address is where the datagram was sent to.
+            node.device.handle_datagram(from, Some(to.ip()), &bytes, &mut rec);
             node.tun.extend(rec.tun);
             wire.extend(rec.udp.into_iter().map(|(dst, b)| (node.addr, dst, b)));
         }
@@ -663,7 +684,7 @@ mod tests {
         data.extend_from_slice(&(2u32 << 8).to_le_bytes());
         data.resize(64, 0);
         let from = nodes[1].addr;
-        nodes[GW].device.handle_datagram(from, &data, &mut rec);
+        nodes[GW].device.handle_datagram(from, None, &data, &mut rec);
         assert_eq!(has_tunn(&nodes[GW].device, 2), Some(false));
         assert!(rec.udp.is_empty());
         nodes[GW].device.set_takeover(true);
@@ -898,7 +919,7 @@ mod tests {
                         // A receiver index naming the live peer's slot.
                         bytes[4..8].copy_from_slice(&(2u32 << 8 | 1).to_le_bytes());
                     }
-                    nodes[GW].device.handle_datagram(from, &bytes, &mut rec);
+                    nodes[GW].device.handle_datagram(from, None, &bytes, &mut rec);
                 }
             }
             // And the session still works afterwards.
@@ -924,7 +945,7 @@ mod tests {
         let mut rec = Recorder::default();
         let from: SocketAddr = (Ipv4Addr::new(192, 0, 2, 2), 40000).into();
         for (_, init) in &initiations {
-            nodes[GW].device.handle_datagram(from, init, &mut rec);
+            nodes[GW].device.handle_datagram(from, None, init, &mut rec);
         }
         let cookies = rec.udp.iter().filter(|(_, b)| b[0] == 3).count();
         assert!(cookies >= 10, "under load the device answers with cookies ({cookies})");
@@ -1022,7 +1043,7 @@ mod tests {
         let mut rec = Recorder::default();
         for _ in 0..100 {
             for slot in [2, 3, 9] {
-                nodes[GW].device.handle_datagram(attacker, &forged_transport(slot), &mut rec);
+                nodes[GW].device.handle_datagram(attacker, None, &forged_transport(slot), &mut rec);
             }
         }
         // One 148-byte initiation per granted slot, none for slot 9 (no peer).
@@ -1041,7 +1062,7 @@ mod tests {
         assert_eq!(gw.takeover_counters().abandoned, 2);
         // And the budget is back: the next forged packet buys one more.
         let mut rec = Recorder::default();
-        gw.handle_datagram(attacker, &forged_transport(2), &mut rec);
+        gw.handle_datagram(attacker, None, &forged_transport(2), &mut rec);
         assert_eq!(rec.udp.len(), 1);
     }
 
@@ -1056,5 +1077,29 @@ mod tests {
         assert_eq!(initiations(&wire, nodes[GW].addr), 0);
         assert_eq!(nodes[GW].device.counters().decrypt_errors, 1);
         assert_eq!(nodes[GW].device.takeover_counters().disabled, 1);
+    }
+
+    #[test]
+    fn replies_leave_from_the_address_the_node_wrote_to() {
+        let mut nodes = network(&[2]);
+        send_from_tun(&mut nodes, 1, &ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"hi"));
+        // The node wrote to the gateway's (floating) address: traffic the
+        // gateway starts leaves from it too.
+        let mut rec = Recorder::default();
+        nodes[GW].device.handle_tun_packet(&ipv4_packet([10, 9, 0, 1], [10, 9, 0, 2], b"x"), &mut rec);
+        assert_eq!(rec.sources, vec![Some(nodes[GW].addr.ip())]);
+        // A takeover initiation answers from the address the orphan came to.
+        let floating: IpAddr = "192.0.2.100".parse().unwrap();
+        let mut twin = twin_of(&nodes[GW].device);
+        let mut rec = Recorder::default();
+        twin.handle_datagram(nodes[1].addr, Some(floating), &forged_transport(2), &mut rec);
+        assert_eq!(rec.sources, vec![Some(floating)]);
+        // A peer's endpoint set by hand drops what was learned: the kernel picks.
+        let mut config = nodes[GW].device.peer_config(&public(2)).unwrap().clone();
+        config.endpoint = Some(addr("192.0.2.50:1"));
+        nodes[GW].device.reconfigure_peer(config).unwrap();
+        let mut rec = Recorder::default();
+        nodes[GW].device.handle_tun_packet(&ipv4_packet([10, 9, 0, 1], [10, 9, 0, 2], b"y"), &mut rec);
+        assert_eq!(rec.sources, vec![None]);
     }
 }

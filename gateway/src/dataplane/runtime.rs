@@ -3,7 +3,7 @@
 //! [`DataplaneHandle`] for the access layer (I/O edge).
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -245,8 +245,8 @@ fn write_tun(tun: &Tun, packet: &[u8]) {
 }
 
 impl PacketSink for KernelSink<'_> {
-    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
-        self.outgoing.push(to, datagram);
+    fn send_udp(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]) {
+        self.outgoing.push(to, from, datagram);
     }
 
     fn write_tun(&mut self, packet: &[u8]) {
@@ -332,7 +332,7 @@ fn packet_loop(shared: &Shared, tun: &Tun, sockets: &UdpSockets, events: &mpsc::
                         break;
                     }
                 };
-                batch.for_each(|from, datagram| device.handle_datagram(from, datagram, &mut sink));
+                batch.for_each(|from, local, datagram| device.handle_datagram(from, local, datagram, &mut sink));
                 sink.flush();
                 if received < RECV_BATCH {
                     break;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::RwLock;
 
-use crate::registry::Registry;
+use gateway_core::registry::Registry;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Zone {
@@ -43,7 +43,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::registry::testing::{granted_raw, key_b64, registry, revoked};
+    use gateway_core::testing::{granted_raw, key_b64, registry, revoked};
 
     #[test]
     fn a_node_id_resolves_while_its_token_is_granted() {

@@ -2,8 +2,6 @@
 //! `/v1/peers`, `/v1/access/{pubkey}`. The daemon supplies the answers
 //! through [`AdminView`]; this module only serves them.
 
-pub mod prometheus;
 pub mod server;
 
-pub use prometheus::{Family, MetricKind, Sample};
 pub use server::{serve, AdminView, Readiness};

@@ -6,6 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use gateway_core::metrics::Family;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ pub enum Readiness {
 /// read of state the daemon already holds.
 pub trait AdminView: Send + Sync + 'static {
     fn readiness(&self) -> Readiness;
-    fn metrics(&self) -> Vec<super::Family>;
+    fn metrics(&self) -> Vec<Family>;
     fn peers(&self) -> serde_json::Value;
     /// The access decision for a base64 public key: HTTP status and body.
     fn access(&self, public_key: &str) -> (u16, serde_json::Value);
@@ -46,7 +47,7 @@ async fn readyz(State(view): State<Shared>) -> Response {
 }
 
 async fn metrics(State(view): State<Shared>) -> Response {
-    let body = super::prometheus::render(&view.metrics());
+    let body = gateway_core::metrics::render(&view.metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -84,8 +85,9 @@ mod tests {
         fn readiness(&self) -> Readiness {
             self.0.clone()
         }
-        fn metrics(&self) -> Vec<crate::http::Family> {
-            vec![crate::http::Family::new("gw_up", "Up.", crate::http::MetricKind::Gauge).with(crate::http::Sample::new(1.0))]
+        fn metrics(&self) -> Vec<Family> {
+            use gateway_core::metrics::{MetricKind, Sample};
+            vec![Family::new("gw_up", "Up.", MetricKind::Gauge).with(Sample::new(1.0))]
         }
         fn peers(&self) -> serde_json::Value {
             serde_json::json!([{"node_id": "n1"}])

@@ -13,9 +13,9 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::chain::contract::{self, DstackAccessNFT};
-use crate::chain::event::{TokenId, TokenSnapshot};
-use crate::chain::range::{split_ranges, DEFAULT_MAX_BLOCK_SPAN};
 use crate::chain::rpc::RpcPool;
+use gateway_core::chain::range::{split_ranges, DEFAULT_MAX_BLOCK_SPAN};
+use gateway_core::chain::{TokenId, TokenSnapshot};
 
 /// Reads the signer's hex private key from a file: a key never appears on a command line.
 pub fn load_signer(path: &Path) -> anyhow::Result<PrivateKeySigner> {
@@ -225,7 +225,7 @@ impl Session {
                 public_key: access.wireguardPublicKey,
                 created_at: u64::try_from(access.createdAt).unwrap_or(u64::MAX),
                 is_active: access.isActive,
-                owner: Some(contract::address_string(owner)),
+                owner: Some(owner.into()),
                 block_number,
             },
             token_uri,
@@ -257,7 +257,7 @@ impl Session {
         }
         let mut rpc = RpcPool::new(
             &[rpc_url.to_string()],
-            crate::chain::backoff::Backoff::default(),
+            gateway_core::chain::backoff::Backoff::default(),
             crate::chain::rpc::DEFAULT_CALL_TIMEOUT,
         )?;
         let mut snapshots = Vec::with_capacity(tokens.len());

@@ -247,7 +247,7 @@ async fn run_async(cmd: NodeCommand) -> anyhow::Result<()> {
                 s.node_id,
                 if s.public_key.is_empty() { "(unbound)" } else { &s.public_key },
                 s.is_active,
-                s.owner.as_deref().unwrap_or("none"),
+                s.owner.map_or_else(|| "none".to_string(), |o| o.to_string()),
                 s.created_at,
                 info.token_uri
             );
@@ -265,7 +265,7 @@ async fn run_async(cmd: NodeCommand) -> anyhow::Result<()> {
                         s.node_id,
                         if s.public_key.is_empty() { "(unbound)" } else { &s.public_key },
                         if s.is_active { "active" } else { "revoked" },
-                        s.owner.as_deref().unwrap_or("none")
+                        s.owner.map_or_else(|| "none".to_string(), |o| o.to_string())
                     )
                 })
                 .collect::<Vec<_>>()

@@ -7,10 +7,10 @@
 
 use std::io::Write as _;
 use anyhow::{Context, Result};
-use gateway::access::{Access, AccessConfig};
+use gateway_core::access::{Access, AccessConfig};
 use gateway::chain::follower::read_token;
 use gateway::chain::rpc::RpcPool;
-use gateway::registry::{Network, Registry, WgKey};
+use gateway_core::registry::{Network, Registry, WgKey};
 use gateway_tests::lab::{Lab, DEV_ADDRESSES};
 use std::time::{Duration, Instant};
 
@@ -46,11 +46,11 @@ fn main() -> Result<()> {
             let config = gateway::chain::follower::FollowerConfig::new(vec!["http://127.0.0.1:8545".into()], contract);
             let follower = gateway::chain::follower::Follower::new(config, Default::default(), tx)?;
             let task = tokio::spawn(follower.run());
-            let mut registry = Registry::new(contract_s.to_lowercase(), network);
+            let mut registry = Registry::new(contract_s.parse()?, network);
             let now = 1_700_000_000;
             loop {
                 let ev = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await?.context("follower ended")?;
-                let synced = matches!(ev, gateway::chain::ChainEvent::Synced { .. });
+                let synced = matches!(ev, gateway_core::chain::ChainEvent::Synced { .. });
                 let _ = registry.apply(&ev, now);
                 if synced && registry.views().count() as u64 == tokens {
                     break;
@@ -70,7 +70,7 @@ fn main() -> Result<()> {
         })
     })?;
 
-    let access = Access::new(AccessConfig::default());
+    let mut access = Access::new(AccessConfig::default());
     let now = registry.last_sync().unwrap_or(0);
     // Warm: every key decided once, then timed hits.
     for k in &keys {
