@@ -3,6 +3,8 @@
 
 pub mod anvil;
 pub mod bench_args;
+pub mod container;
+pub mod container_story;
 pub mod cutproxy;
 pub mod ha;
 pub mod history;

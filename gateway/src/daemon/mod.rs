@@ -147,6 +147,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         addresses: vec![gateway_net],
         mtu: config.wireguard.mtu,
         uapi: true,
+        workers: 0,
         takeover: config.wireguard.takeover,
     })
     .context("starting the WireGuard data plane")?;
