@@ -131,6 +131,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     // The XDP front first: from here on the kernel enforces the last applied state.
     let xdp = xdp_front(&config)?;
+    if xdp.is_some() && config.xdp.late_gate {
+        xdp::late_gate::install(&PinDir::for_instance(&config.gateway.instance)?)?;
+    }
     let (maps, open_in_kernel) = match xdp {
         Some((maps, open)) => (Some(maps), open),
         None => (None, Vec::new()),
@@ -144,6 +147,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         addresses: vec![gateway_net],
         mtu: config.wireguard.mtu,
         uapi: true,
+        workers: 0,
         takeover: config.wireguard.takeover,
     })
     .context("starting the WireGuard data plane")?;

@@ -41,6 +41,44 @@ pub trait PacketSink {
     /// `from`: the local address to send from (`None`: the kernel's choice).
     fn send_udp(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]);
     fn write_tun(&mut self, packet: &[u8]);
+    /// Work for a peer another shard owns, to be handed to that shard.
+    fn hand_off(&mut self, shard: u32, work: Handoff<'_>);
+}
+
+/// A device split into shards keeps each peer's session on one shard (one
+/// worker thread): the one with `slot % count == index`. Every shard knows
+/// every key and route, so whichever receives a packet can tell the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// An undivided device.
+    pub const SOLE: Shard = Shard { index: 0, count: 1 };
+
+    pub fn owner_of(self, slot: u32) -> u32 {
+        slot % self.count
+    }
+
+    pub fn owns(self, slot: u32) -> bool {
+        self.owner_of(slot) == self.index
+    }
+}
+
+/// What one shard passes to another (see [`PacketSink::hand_off`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff<'a> {
+    /// A datagram naming a peer of the other shard that reached this one
+    /// (no steering program, or a stale one).
+    Datagram { from: SocketAddr, local: Option<IpAddr>, datagram: &'a [u8] },
+    /// A handshake initiation already checked (mac1, load) and decrypted far
+    /// enough to name its peer: the owner goes on from there.
+    Initiation { slot: u32, from: SocketAddr, local: Option<IpAddr>, datagram: &'a [u8] },
+    /// An IP packet to encrypt for a peer of the other shard (peer-to-peer
+    /// forwarding, or a TUN read the kernel queued on this shard's queue).
+    Plain(&'a [u8]),
 }
 
 /// A received datagram's two ends: the peer's address, and the local address
@@ -93,13 +131,54 @@ pub struct DeviceCounters {
     pub no_endpoint: u64,
     pub forwarded: u64,
     pub events_dropped: u64,
+    /// Packets passed to the shard (worker) that owns their peer.
+    pub handed_off: u64,
+    /// Of those, dropped because the owner's queue was full.
+    pub handoffs_dropped: u64,
+}
+
+impl DeviceCounters {
+    /// Adds another shard's counters to these.
+    pub fn add(&mut self, other: &DeviceCounters) {
+        let DeviceCounters {
+            malformed,
+            invalid_mac,
+            cookie_replies,
+            rejected_handshakes,
+            unknown_slot,
+            decrypt_errors,
+            spoofed_source,
+            no_route,
+            no_endpoint,
+            forwarded,
+            events_dropped,
+            handed_off,
+            handoffs_dropped,
+        } = other;
+        self.malformed += malformed;
+        self.invalid_mac += invalid_mac;
+        self.cookie_replies += cookie_replies;
+        self.rejected_handshakes += rejected_handshakes;
+        self.unknown_slot += unknown_slot;
+        self.decrypt_errors += decrypt_errors;
+        self.spoofed_source += spoofed_source;
+        self.no_route += no_route;
+        self.no_endpoint += no_endpoint;
+        self.forwarded += forwarded;
+        self.events_dropped += events_dropped;
+        self.handed_off += handed_off;
+        self.handoffs_dropped += handoffs_dropped;
+    }
 }
 
 pub struct Device {
+    shard: Shard,
     private_key: StaticSecret,
     public_key: X25519Public,
     rate_limiter: Arc<RateLimiter>,
+    /// The peers this shard owns (all of them when undivided).
     peers: BTreeMap<u32, Peer>,
+    /// Every peer's key and routes, whichever shard owns it.
     slot_by_key: HashMap<PublicKey, u32>,
     routes: AllowedIps<u32>,
     events: VecDeque<DeviceEvent>,
@@ -111,11 +190,26 @@ pub struct Device {
 }
 
 impl Device {
+    /// An undivided device.
     pub fn new(private_key: [u8; 32]) -> Self {
+        let mut shards = Self::sharded(private_key, 1);
+        shards.remove(0)
+    }
+
+    /// `count` shards of one device; they share the handshake rate limiter,
+    /// so the load a flood puts on all of them counts once.
+    pub fn sharded(private_key: [u8; 32], count: u32) -> Vec<Self> {
+        let count = count.max(1);
         let private_key = StaticSecret::from(private_key);
         let public_key = X25519Public::from(&private_key);
+        let rate_limiter = Arc::new(RateLimiter::new(&public_key, RATE_LIMITER_LIMIT));
+        (0..count).map(|index| Self::shard_of(Shard { index, count }, private_key.clone(), public_key, rate_limiter.clone())).collect()
+    }
+
+    fn shard_of(shard: Shard, private_key: StaticSecret, public_key: X25519Public, rate_limiter: Arc<RateLimiter>) -> Self {
         Self {
-            rate_limiter: Arc::new(RateLimiter::new(&public_key, RATE_LIMITER_LIMIT)),
+            shard,
+            rate_limiter,
             private_key,
             public_key,
             peers: BTreeMap::new(),
@@ -139,6 +233,31 @@ impl Device {
 
     pub fn counters(&self) -> &DeviceCounters {
         &self.counters
+    }
+
+    /// Hand-offs the I/O layer could not queue (the owner was far behind).
+    pub fn count_handoffs_dropped(&mut self, n: u64) {
+        self.counters.handoffs_dropped += n;
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// The slot of a peer, whichever shard owns it.
+    pub fn slot_of(&self, public_key: &PublicKey) -> Option<u32> {
+        self.slot_by_key.get(public_key).copied()
+    }
+
+    /// Whether this shard holds a peer in `slot` (only the owner can say).
+    pub fn has_slot(&self, slot: u32) -> bool {
+        self.peers.contains_key(&slot)
+    }
+
+    /// The shard that encrypts a packet to this destination, if it routes.
+    pub fn owner_of_destination(&self, packet: &[u8]) -> Option<u32> {
+        let slot = Tunn::dst_address(packet).and_then(|dst| self.routes.lookup(dst))?;
+        Some(self.shard.owner_of(slot))
     }
 
     /// Stateless takeover (on by default): see [`takeover`].
@@ -168,10 +287,36 @@ impl Device {
         for net in &config.allowed_ips {
             self.routes.insert(*net, config.slot);
         }
-        let state = self.new_state(&config);
         self.slot_by_key.insert(config.public_key, config.slot);
-        self.peers.insert(config.slot, Peer { config, state });
+        if self.shard.owns(config.slot) {
+            let state = self.new_state(&config);
+            self.peers.insert(config.slot, Peer { config, state });
+        }
         Ok(())
+    }
+
+    /// On a shard that does not own it: forgets a peer its owner removed.
+    pub fn forget_peer(&mut self, config: &PeerConfig) {
+        if self.slot_by_key.get(&config.public_key) == Some(&config.slot) {
+            self.slot_by_key.remove(&config.public_key);
+        }
+        self.unroute(config.slot, &config.allowed_ips);
+    }
+
+    /// On a shard that does not own it: a peer's allowed IPs changed.
+    pub fn reroute(&mut self, slot: u32, old: &[IpNet], new: &[IpNet]) {
+        self.unroute(slot, old);
+        for net in new {
+            self.routes.insert(*net, slot);
+        }
+    }
+
+    fn unroute(&mut self, slot: u32, nets: &[IpNet]) {
+        for net in nets {
+            if self.routes.get_exact(*net) == Some(slot) {
+                self.routes.remove(*net);
+            }
+        }
     }
 
     /// Removes a peer, dropping its sessions and queued packets at once.
@@ -181,11 +326,7 @@ impl Device {
             .remove(public_key)
             .ok_or_else(|| PeerError::NotFound(super::peer::encode_key(public_key)))?;
         let peer = self.peers.remove(&slot).ok_or(PeerError::NotFound(super::peer::encode_key(public_key)))?;
-        for net in &peer.config.allowed_ips {
-            if self.routes.get_exact(*net) == Some(slot) {
-                self.routes.remove(*net);
-            }
-        }
+        self.unroute(slot, &peer.config.allowed_ips);
         Ok(peer.config)
     }
 
@@ -336,6 +477,11 @@ impl Device {
                     }
                 };
                 match self.slot_by_key.get(&half.peer_static_public) {
+                    Some(&slot) if !self.shard.owns(slot) => {
+                        self.counters.handed_off += 1;
+                        sink.hand_off(self.shard.owner_of(slot), Handoff::Initiation { slot, from, local, datagram });
+                        return;
+                    }
                     Some(slot) => (*slot, true),
                     None => {
                         self.counters.rejected_handshakes += 1;
@@ -351,8 +497,28 @@ impl Device {
             Ok(Packet::PacketCookieReply(p)) => (slot_of_index(p.receiver_idx), false),
             Ok(Packet::PacketData(p)) => (slot_of_index(p.receiver_idx), false),
         };
+        if !self.shard.owns(slot) {
+            self.counters.handed_off += 1;
+            sink.hand_off(self.shard.owner_of(slot), Handoff::Datagram { from, local, datagram });
+            return;
+        }
         let mut buf = std::mem::take(&mut self.decrypted);
         self.decapsulate(slot, is_init, path, datagram, &mut buf, sink);
+        self.decrypted = buf;
+    }
+
+    /// An initiation another shard checked and found to be for `slot`, which
+    /// this shard owns.
+    pub fn handle_initiation_for(
+        &mut self,
+        slot: u32,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+        sink: &mut impl PacketSink,
+    ) {
+        let mut buf = std::mem::take(&mut self.decrypted);
+        self.decapsulate(slot, true, UdpPath { remote: from, local }, datagram, &mut buf, sink);
         self.decrypted = buf;
     }
 
@@ -475,6 +641,11 @@ impl Device {
     }
 
     fn send_to_peer(&mut self, slot: u32, packet: &[u8], sink: &mut impl PacketSink) {
+        if !self.shard.owns(slot) {
+            self.counters.handed_off += 1;
+            sink.hand_off(self.shard.owner_of(slot), Handoff::Plain(packet));
+            return;
+        }
         let Some(peer) = self.peers.get_mut(&slot) else {
             self.counters.no_route += 1;
             return;
@@ -491,7 +662,10 @@ impl Device {
     /// Drives handshake retries, rekeys and keepalives; call a few times a
     /// second (boringtun rounds its timers to the second).
     pub fn tick(&mut self, sink: &mut impl PacketSink) {
-        self.rate_limiter.reset_count();
+        // One limiter for all shards: reset once per tick, not once per shard.
+        if self.shard.index == 0 {
+            self.rate_limiter.reset_count();
+        }
         self.expire_takeovers(std::time::Instant::now());
         let mut out = std::mem::take(&mut self.encrypted);
         for peer in self.peers.values_mut() {
@@ -575,6 +749,9 @@ mod tests {
         }
         fn write_tun(&mut self, packet: &[u8]) {
             self.tun.push(packet.to_vec());
+        }
+        fn hand_off(&mut self, shard: u32, work: Handoff<'_>) {
+            panic!("an undivided device handed {work:?} to shard {shard}");
         }
     }
 

@@ -1,10 +1,12 @@
-//! The kernel handles the data plane reads and writes (I/O edge): a TUN
-//! device (ioctl `TUNSETIFF` with virtio headers and TSO, so TCP moves in
-//! 64 KiB packets both ways) and the WireGuard UDP sockets, IPv4 and IPv6,
-//! read with `recvmmsg` + UDP GRO and written with UDP GSO. Each datagram
-//! comes with the local address it was sent to, and replies can name their
-//! source address (`IP_PKTINFO`), so a gateway holding a floating address
-//! answers from it.
+//! The kernel handles the data plane reads and writes (I/O edge): a
+//! multi-queue TUN device (ioctl `TUNSETIFF` with virtio headers and TSO, so
+//! TCP moves in 64 KiB packets both ways; one queue per worker) and the
+//! WireGuard UDP sockets, IPv4 and IPv6, one pair per worker in a
+//! `SO_REUSEPORT` group steered by the peer's slot (see `steer`), read with
+//! `recvmmsg` + UDP GRO and written with UDP GSO. Each datagram comes with
+//! the local address it was sent to, and replies can name their source
+//! address (`IP_PKTINFO`), so a gateway holding a floating address answers
+//! from it.
 
 use std::ffi::CString;
 use std::io;
@@ -28,12 +30,19 @@ pub struct Tun {
 }
 
 impl Tun {
-    /// Creates (or attaches to) the TUN interface `name`, non-blocking, raw IP
-    /// packets without the packet-information header.
-    pub fn create(name: &str) -> anyhow::Result<Self> {
+    /// Creates the TUN interface `name` with `queues` queues (one file
+    /// descriptor each), non-blocking, raw IP packets without the
+    /// packet-information header. The kernel spreads what it sends over the
+    /// queues by flow, and sends a flow's packets to the queue that last
+    /// wrote that flow (`tun_automq_select_queue`).
+    pub fn create_queues(name: &str, queues: usize) -> anyhow::Result<Vec<Self>> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             bail!("interface name {name:?} must be 1 to {} bytes", libc::IFNAMSIZ - 1);
         }
+        (0..queues.max(1)).map(|_| Self::open_queue(name)).collect()
+    }
+
+    fn open_queue(name: &str) -> anyhow::Result<Self> {
         let path = CString::new("/dev/net/tun").context("tun path")?;
         // SAFETY: plain open(2) on a NUL-terminated path; the result is checked.
         let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
@@ -50,7 +59,9 @@ impl Tun {
         // IFF_VNET_HDR: every packet carries a `virtio_net_hdr`, which lets us
         // hand the kernel merged TCP segments (see `gro`) and take TCP
         // super-packets from it (see `gso`).
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        // IFF_MULTI_QUEUE: each worker reads and writes a queue of its own.
+        ifr.ifr_ifru.ifru_flags =
+            (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_MULTI_QUEUE) as libc::c_short;
         // SAFETY: TUNSETIFF reads an ifreq we own for the duration of the call.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &ifr) };
         if rc < 0 {
@@ -131,17 +142,45 @@ impl UdpSockets {
     /// Binds both families to `port` (0: the kernel picks one for IPv4 and
     /// IPv6 takes the same).
     pub fn bind(port: u16) -> anyhow::Result<Self> {
-        let v4 = bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        let mut group = Self::bind_group(port, 1)?;
+        group.pop().context("no socket bound")
+    }
+
+    /// `workers` pairs of sockets on one port, one pair per worker: with more
+    /// than one, an `SO_REUSEPORT` group per family whose steering program
+    /// (`steer`) hands each datagram to the worker that owns its peer. If the
+    /// kernel refuses the program the hash decides and the workers hand
+    /// datagrams to each other, slower but correct.
+    pub fn bind_group(port: u16, workers: usize) -> anyhow::Result<Vec<Self>> {
+        let workers = workers.max(1);
+        let reuse = workers > 1;
+        let first = bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), reuse)
             .with_context(|| format!("bind UDP 0.0.0.0:{port}"))?;
-        let port = v4.local_addr().context("local_addr")?.port();
-        let v6 = match bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
-            Ok(s) => Some(s),
-            Err(err) => {
-                tracing::warn!(error = %format!("{err:#}"), "no IPv6 listener; IPv4 only");
-                None
+        let port = first.local_addr().context("local_addr")?.port();
+        let mut v4 = vec![first];
+        for _ in 1..workers {
+            v4.push(bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), reuse).with_context(|| format!("bind UDP 0.0.0.0:{port}"))?);
+        }
+        let mut v6: Vec<UdpSocket> = Vec::new();
+        for _ in 0..workers {
+            match bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), reuse) {
+                Ok(s) => v6.push(s),
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "no IPv6 listener; IPv4 only");
+                    v6.clear();
+                    break;
+                }
             }
-        };
-        Ok(Self { v4, v6 })
+        }
+        if reuse {
+            for group in [v4.first(), v6.first()].into_iter().flatten() {
+                if let Err(err) = super::steer::attach(group, workers as u32) {
+                    tracing::warn!(error = %err, "no reuseport steering; workers hand datagrams to each other");
+                }
+            }
+        }
+        let mut v6 = v6.into_iter();
+        Ok(v4.into_iter().map(|v4| Self { v4, v6: v6.next() }).collect())
     }
 
     pub fn port(&self) -> anyhow::Result<u16> {
@@ -156,10 +195,13 @@ impl UdpSockets {
     }
 }
 
-fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
     }
     socket.set_nonblocking(true)?;
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
@@ -168,6 +210,8 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     // whose defaults (~200 KiB) overflow within a millisecond at line rate.
     set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES as libc::c_int);
     set_int_option(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES as libc::c_int);
+    // The late gate (if the daemon installed it) before bind: nothing queues unfiltered.
+    crate::xdp::late_gate::attach(&socket)?;
     socket.bind(&addr.into())?;
     // UDP GRO: the kernel hands us runs of same-sized datagrams from one
     // source as one buffer (split again in `UdpBatch`).
@@ -537,7 +581,7 @@ mod tests {
     #[test]
     fn gso_sends_and_batched_receives_round_trip_over_loopback() {
         let sockets = UdpSockets::bind(0).unwrap();
-        let receiver = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let receiver = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let to = receiver.local_addr().unwrap();
         let mut queue = SendQueue::default();
         let sizes = [1200usize, 1200, 1200, 700, 1200, 64];
