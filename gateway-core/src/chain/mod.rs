@@ -7,6 +7,8 @@ pub mod backoff;
 pub mod confirm;
 pub mod event;
 pub mod ids;
+pub mod log_span;
+pub mod provider;
 pub mod range;
 
 pub use event::{ChainEvent, Cursor, LogMeta, SnapshotCause, TokenSnapshot};

@@ -178,6 +178,9 @@ pub struct XdpSection {
     /// Detach on shutdown; otherwise leave it attached and pinned so the
     /// kernel keeps enforcing the last applied state across a restart.
     pub detach_on_exit: bool,
+    /// The same verdict at the WireGuard sockets (a socket filter), for what
+    /// XDP on `iface` cannot see: other interfaces, loopback.
+    pub late_gate: bool,
 }
 
 impl Default for XdpSection {
@@ -191,6 +194,7 @@ impl Default for XdpSection {
             handshake_burst: 40,
             deny_seconds: 300,
             detach_on_exit: false,
+            late_gate: true,
         }
     }
 }

@@ -125,7 +125,7 @@ impl Admin {
         if !self.config.xdp.enabled {
             return Vec::new();
         }
-        let stats = match crate::xdp::PinnedMaps::open_instance(&self.config.gateway.instance).and_then(|m| Ok(m.stats.read()?)) {
+        let stats = match crate::xdp::PinnedMaps::open_instance(&self.config.gateway.instance).and_then(|m| Ok((m.stats.read()?, m.late_stats.read()?))) {
             Ok(s) => s,
             Err(err) => {
                 tracing::warn!(error = %err, "reading XDP counters");
@@ -133,14 +133,13 @@ impl Admin {
             }
         };
         let mut packets = Family::new("gw_xdp_packets_total", "Packets seen by the XDP front, by verdict reason.", MetricKind::Counter);
+        let mut late = Family::new("gw_late_gate_datagrams_total", "Datagrams the late gate at the WireGuard sockets judged, by verdict reason.", MetricKind::Counter);
         for r in XdpVerdict::ALL {
-            packets.samples.push(
-                Sample::new(stats.get(r) as f64)
-                    .label("reason", r.name())
-                    .label("verdict", if r.is_drop() { "drop" } else { "pass" }),
-            );
+            let verdict = if r.is_drop() { "drop" } else { "pass" };
+            packets.samples.push(Sample::new(stats.0.get(r) as f64).label("reason", r.name()).label("verdict", verdict));
+            late.samples.push(Sample::new(stats.1.get(r) as f64).label("reason", r.name()).label("verdict", verdict));
         }
-        vec![packets]
+        vec![packets, late]
     }
 
     fn dataplane_families(&self) -> Vec<Family> {

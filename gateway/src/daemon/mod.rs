@@ -137,6 +137,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     // The XDP front first: from here on the kernel enforces the last applied state.
     let xdp = xdp_front(&config)?;
+    if xdp.is_some() && config.xdp.late_gate {
+        xdp::late_gate::install(&PinDir::for_instance(&config.gateway.instance)?)?;
+    }
     let (maps, open_in_kernel) = match xdp {
         Some((maps, open)) => (Some(maps), open),
         None => (None, Vec::new()),
