@@ -4,6 +4,7 @@
 
 pub mod abi;
 pub mod backoff;
+pub mod chain_id;
 pub mod confirm;
 pub mod event;
 pub mod ids;
