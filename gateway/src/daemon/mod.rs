@@ -198,20 +198,30 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let admin = Arc::new(Admin::new(control.clone(), status.clone(), dataplane.handle(), config.clone()));
-    let http_task = if config.http.enabled {
-        let listen = config.http.listen.parse().context("http.listen")?;
-        let mut rx = shutdown_rx.clone();
+    let http_tasks = if config.http.enabled {
         let view: Arc<dyn crate::http::AdminView> = admin.clone();
-        Some(tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.changed().await;
-            };
-            if let Err(err) = crate::http::serve(listen, view, stop).await {
-                tracing::error!(error = %err, "admin HTTP server stopped");
-            }
-        }))
+        let token = crate::http::ApiToken::configured(&config.http).context("http.api_token_file")?;
+        let routers = crate::http::routers(view, token);
+        let mut surfaces = vec![(config.http.listen.parse().context("http.listen")?, routers.api, "admin")];
+        if let Some(metrics_listen) = config.http.metrics_listen()? {
+            surfaces.push((metrics_listen, routers.metrics, "metrics"));
+        }
+        surfaces
+            .into_iter()
+            .map(|(listen, router, what)| {
+                let mut rx = shutdown_rx.clone();
+                tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.changed().await;
+                    };
+                    if let Err(err) = crate::http::serve(listen, router, what, stop).await {
+                        tracing::error!(error = %err, "{what} HTTP server stopped");
+                    }
+                })
+            })
+            .collect()
     } else {
-        None
+        Vec::new()
     };
 
     let zone = {
@@ -265,7 +275,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     if config.xdp.enabled && config.xdp.detach_on_exit {
         xdp::detach(&config.gateway.instance)?;
     }
-    for task in [http_task, dns_task].into_iter().flatten() {
+    for task in http_tasks.into_iter().chain(dns_task) {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tracing::info!("stopped");
