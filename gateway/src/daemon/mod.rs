@@ -342,7 +342,11 @@ impl Loop<'_> {
         if !step.ops.is_empty() {
             let closes = step.ops.iter().any(|op| matches!(op, gateway_core::plan::Op::CloseSlot { .. }));
             let executor = &mut *self.executor;
+            let mut first = true;
             let result = gateway_core::plan::execute(&step.ops, control.applied_mut(), |op| {
+                if !std::mem::take(&mut first) {
+                    crate::fault::point("plan.between_ops");
+                }
                 tracing::info!(?op, "apply");
                 executor.apply(op)
             });
