@@ -48,6 +48,12 @@ pub struct FollowerConfig {
     pub max_reorg_depth: u64,
     pub backoff: Backoff,
     pub call_timeout: Duration,
+    /// The chain every endpoint must serve (`eth_chainId` on connect);
+    /// `None`: the first endpoint that answers sets it.
+    pub chain_id: Option<u64>,
+    /// Send a `ChainEvent::EndpointChecked` for each connect's chain check
+    /// (the daemon's readiness and metrics); off, they are only logged.
+    pub report_chain_checks: bool,
 }
 
 impl FollowerConfig {
@@ -65,6 +71,8 @@ impl FollowerConfig {
             max_reorg_depth: 128,
             backoff: Backoff::default(),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            chain_id: None,
+            report_chain_checks: false,
         }
     }
 }
@@ -135,7 +143,8 @@ impl Follower {
         start: StartState,
         events: mpsc::Sender<ChainEvent>,
     ) -> anyhow::Result<Self> {
-        let rpc = RpcPool::new(&config.rpc_urls, config.backoff, config.call_timeout)?;
+        let rpc = RpcPool::new(&config.rpc_urls, config.backoff, config.call_timeout)?
+            .with_chain_check(config.chain_id, config.report_chain_checks.then(|| events.clone()));
         let mut recent_hashes = BTreeMap::new();
         let scanned = match &start.cursor {
             Some(cursor) => {
