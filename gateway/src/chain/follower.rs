@@ -135,6 +135,8 @@ pub struct Follower {
     span: AdaptiveSpan,
     outage_failures: u32,
     last_heartbeat: std::time::Instant,
+    /// The transfer last read back, so its two logs cost one read.
+    last_transfer_read: Option<(TokenId, gateway_core::chain::TxHash)>,
 }
 
 impl Follower {
@@ -172,6 +174,7 @@ impl Follower {
             outage_failures: 0,
             // Due at once: the first step after a restart reports freshness.
             last_heartbeat: std::time::Instant::now() - SYNCED_HEARTBEAT,
+            last_transfer_read: None,
         })
     }
 
@@ -342,12 +345,22 @@ impl Follower {
                 self.emit(event).await
             }
             ChainEvent::Transferred { token_id, to, meta, .. } => {
-                self.note_recent(meta.block_number, *token_id);
-                self.held.touch(*token_id);
-                if let Some(owner) = self.known.get_mut(token_id) {
+                let (token_id, tx_hash) = (*token_id, meta.tx_hash);
+                self.note_recent(meta.block_number, token_id);
+                self.held.touch(token_id);
+                if let Some(owner) = self.known.get_mut(&token_id) {
                     *owner = Some(*to);
                 }
-                self.emit(event).await
+                self.emit(event).await?;
+                // The key goes at once; what the contract makes of a
+                // transfer (ERC-721's `Transfer` alone says nothing of the
+                // key) is read back: once per transaction, which the
+                // reference contract logs twice (`Transfer`, `NodeAccessTransferred`).
+                if self.last_transfer_read != Some((token_id, tx_hash)) {
+                    self.last_transfer_read = Some((token_id, tx_hash));
+                    self.send_snapshot(token_id, SnapshotCause::Reconcile).await?;
+                }
+                Ok(())
             }
             ChainEvent::KeyUpdated { owner, meta, .. } => {
                 let owner = *owner;

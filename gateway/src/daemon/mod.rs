@@ -61,6 +61,8 @@ fn xdp_front(config: &Config) -> anyhow::Result<Option<(PinnedMaps, Vec<u32>)>> 
         },
         handshake_rate_per_sec: config.xdp.handshake_rate_per_sec,
         handshake_burst: config.xdp.handshake_burst,
+        unproven_rate_per_sec: xdp::maps::per_cpu_share(config.xdp.unproven_handshake_rate_per_sec),
+        unproven_burst: xdp::maps::per_cpu_share(config.xdp.unproven_handshake_burst),
         ..XdpConfig::default()
     };
     if pins.is_attached() {
@@ -71,6 +73,8 @@ fn xdp_front(config: &Config) -> anyhow::Result<Option<(PinnedMaps, Vec<u32>)>> 
                 current.mode = wanted.mode;
                 current.handshake_rate_per_sec = wanted.handshake_rate_per_sec;
                 current.handshake_burst = wanted.handshake_burst;
+                current.unproven_rate_per_sec = wanted.unproven_rate_per_sec;
+                current.unproven_burst = wanted.unproven_burst;
                 maps.config.set(current)?;
                 let open = maps.allow.open_slots()?;
                 tracing::info!(instance = pins.instance(), open_slots = open.len(), "adopted the attached XDP program");
@@ -194,20 +198,30 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let admin = Arc::new(Admin::new(control.clone(), status.clone(), dataplane.handle(), config.clone()));
-    let http_task = if config.http.enabled {
-        let listen = config.http.listen.parse().context("http.listen")?;
-        let mut rx = shutdown_rx.clone();
+    let http_tasks = if config.http.enabled {
         let view: Arc<dyn crate::http::AdminView> = admin.clone();
-        Some(tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.changed().await;
-            };
-            if let Err(err) = crate::http::serve(listen, view, stop).await {
-                tracing::error!(error = %err, "admin HTTP server stopped");
-            }
-        }))
+        let token = crate::http::ApiToken::configured(&config.http).context("http.api_token_file")?;
+        let routers = crate::http::routers(view, token);
+        let mut surfaces = vec![(config.http.listen.parse().context("http.listen")?, routers.api, "admin")];
+        if let Some(metrics_listen) = config.http.metrics_listen()? {
+            surfaces.push((metrics_listen, routers.metrics, "metrics"));
+        }
+        surfaces
+            .into_iter()
+            .map(|(listen, router, what)| {
+                let mut rx = shutdown_rx.clone();
+                tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.changed().await;
+                    };
+                    if let Err(err) = crate::http::serve(listen, router, what, stop).await {
+                        tracing::error!(error = %err, "{what} HTTP server stopped");
+                    }
+                })
+            })
+            .collect()
     } else {
-        None
+        Vec::new()
     };
 
     let zone = {
@@ -261,7 +275,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     if config.xdp.enabled && config.xdp.detach_on_exit {
         xdp::detach(&config.gateway.instance)?;
     }
-    for task in [http_task, dns_task].into_iter().flatten() {
+    for task in http_tasks.into_iter().chain(dns_task) {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tracing::info!("stopped");
@@ -369,7 +383,11 @@ impl Loop<'_> {
         if !step.ops.is_empty() {
             let closes = step.ops.iter().any(|op| matches!(op, gateway_core::plan::Op::CloseSlot { .. }));
             let executor = &mut *self.executor;
+            let mut first = true;
             let result = gateway_core::plan::execute(&step.ops, control.applied_mut(), |op| {
+                if !std::mem::take(&mut first) {
+                    crate::fault::point("plan.between_ops");
+                }
                 tracing::info!(?op, "apply");
                 executor.apply(op)
             });
@@ -406,9 +424,16 @@ impl Loop<'_> {
     }
 
     /// Tells the control core where peers are, so a revocation can deny
-    /// the endpoint in the kernel.
+    /// the endpoint in the kernel, and the kernel which endpoints are live.
     fn learn_endpoints(&mut self) {
         let peers = self.executor.dataplane.peers();
+        if let Some(maps) = &mut self.executor.xdp {
+            // Their initiations keep their own buckets, off the unproven budget.
+            let live = peers.iter().filter_map(|p| Some((p.endpoint?, p.since_last_handshake?)));
+            if let Err(err) = maps.live.refresh(live, xdp::monotonic_now_ns()) {
+                tracing::warn!(error = %err, "marking live peer endpoints in the kernel");
+            }
+        }
         let mut control = self.lock();
         for peer in peers {
             if let Some(endpoint) = peer.endpoint {
