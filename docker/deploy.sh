@@ -2,6 +2,9 @@
 # The compose demo's one-shot deployer: keys for the gateway and two nodes,
 # the DstackAccessNFT contract on the dev chain, one access token per node.
 # Writes /run/shared/deploy.env last, so its presence means "all done".
+#
+#   deploy.sh               deploy and mint (the deployer service)
+#   deploy.sh revoke TOKEN  the contract owner revokes a token
 set -eu
 umask 077
 
@@ -12,6 +15,12 @@ export GATEWAY_RPC_URL="${GATEWAY_RPC_URL:-http://anvil:8545}"
 # test key that owns the contract on the dev chain, never a real secret.
 printf '%s\n' 0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80 > /tmp/signer.key
 export GATEWAY_SIGNER_KEY=/tmp/signer.key
+
+if [ "${1:-}" = revoke ]; then
+  : "${2:?usage: deploy.sh revoke TOKEN}"
+  . "$SHARED/deploy.env"
+  exec gateway node revoke "$2" --contract "$GATEWAY_CHAIN_CONTRACT" --json
+fi
 
 if [ -s "$SHARED/deploy.env" ]; then
   . "$SHARED/deploy.env"

@@ -32,6 +32,8 @@ fn access_layer_adds_rekeys_and_removes_a_peer_live() -> Result<()> {
         addresses: vec![format!("{TUNNEL_PREFIX}.1/24").parse()?],
         mtu: 1420,
         uapi: false,
+        // Two shards whatever the machine: peers on both, hand-offs between.
+        workers: 2,
         takeover: true,
     };
     // Created inside the namespace; its threads and sockets stay there.

@@ -39,6 +39,15 @@ pub trait Packet {
         Some(if cfg!(target_endian = "little") { a | (b << 32) } else { (a << 32) | b })
     }
 
+    /// `v` unchanged, but with whatever a static analyser knows about it
+    /// forgotten. The BPF verifier checks a bounded loop once for every
+    /// distinct path into it; forgetting the offsets the paths differ in
+    /// lets it check the loop once. Userspace has nothing to forget.
+    #[inline(always)]
+    fn forget(&self, v: usize) -> usize {
+        v
+    }
+
     #[inline(always)]
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -381,7 +390,7 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     pkt: &P,
     cfg: &XdpConfig,
     gate: &mut G,
-    now_ns: impl FnOnce() -> u64,
+    mut now_ns: impl FnMut() -> u64,
 ) -> XdpVerdict {
     let (off, ethertype) = match locate_l3(pkt) {
         Ok(l3) => l3,
@@ -396,7 +405,96 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     };
     match ip {
         Err(verdict) => verdict,
-        Ok(ip) => classify_ip(pkt, ip, cfg, gate, now_ns),
+        Ok(ip) => classify_ip(pkt, ip, cfg, gate, &mut now_ns, Coalesced::ONE),
+    }
+}
+
+/// UDP GRO: the kernel may hand a socket that asked for it (`UDP_GRO`)
+/// several datagrams of one flow as one buffer: one IP and UDP header, then
+/// the payloads, `segment` bytes each but the last. The late gate judges
+/// each payload as the datagram it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coalesced {
+    /// Payload bytes per datagram (the buffer's `gso_size`).
+    pub segment: usize,
+    /// Datagrams in the buffer (`gso_segs`); 0 or 1: a plain datagram.
+    pub count: usize,
+}
+
+impl Coalesced {
+    pub const ONE: Coalesced = Coalesced { segment: 0, count: 1 };
+}
+
+/// The most datagrams UDP GRO puts in one buffer (the kernel's
+/// `UDP_GRO_CNT_MAX`); a buffer claiming more is malformed.
+pub const MAX_COALESCED: usize = 64;
+
+/// The verdict at a WireGuard socket (the late gate): the same rules for a
+/// datagram whose IP header is at offset 0, after the kernel reassembled it,
+/// whatever interface it came by. `pkt.len()` is the length the IP header
+/// declares (the kernel trimmed the buffer to it before UDP saw it).
+#[inline(always)]
+pub fn classify_datagram<P: Packet + ?Sized, G: Gate>(
+    pkt: &P,
+    cfg: &XdpConfig,
+    gate: &mut G,
+    mut now_ns: impl FnMut() -> u64,
+    coalesced: Coalesced,
+) -> XdpVerdict {
+    let version = match pkt.u8_at(0) {
+        Some(v) => v >> 4,
+        None => return XdpVerdict::PassNotIp,
+    };
+    let ip = if version == 4 {
+        locate_v4(pkt, 0)
+    } else if version == 6 {
+        locate_v6(pkt, 0)
+    } else {
+        Err(XdpVerdict::PassNotIp)
+    };
+    match ip {
+        Err(verdict) => verdict,
+        Ok(ip) => classify_ip(pkt, ip, cfg, gate, &mut now_ns, coalesced),
+    }
+}
+
+/// The length an IP header at offset 0 declares (0 when there is none).
+#[inline(always)]
+pub fn declared_ip_len<P: Packet + ?Sized>(pkt: &P) -> usize {
+    match pkt.u8_at(0).map(|b| b >> 4) {
+        Some(4) => pkt.be16_at(2).map_or(0, |l| l as usize),
+        Some(6) => pkt.be16_at(4).map_or(0, |l| IPV6_HDR_LEN + l as usize),
+        _ => 0,
+    }
+}
+
+/// An IP datagram as the late gate sees it, in userspace (tests and the
+/// equivalence check): the bytes from the IP header on, its length the one
+/// the header declares.
+pub struct IpDatagram<'a> {
+    bytes: &'a [u8],
+    len: usize,
+}
+
+impl<'a> IpDatagram<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        let len = declared_ip_len(bytes);
+        IpDatagram { bytes, len }
+    }
+}
+
+impl Packet for IpDatagram<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        self.bytes.u8_at(off)
+    }
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        self.bytes.be16_at(off)
+    }
+    fn ne32_at(&self, off: usize) -> Option<u32> {
+        self.bytes.ne32_at(off)
     }
 }
 
@@ -408,7 +506,8 @@ fn classify_ip<P: Packet + ?Sized, G: Gate>(
     ip: Ip,
     cfg: &XdpConfig,
     gate: &mut G,
-    now_ns: impl FnOnce() -> u64,
+    now_ns: &mut impl FnMut() -> u64,
+    coalesced: Coalesced,
 ) -> XdpVerdict {
     match ip {
         Ip::Later(key) => match gate.fragment(frag_slot_of(&key, cfg.hash_seed), &key) {
@@ -420,9 +519,9 @@ fn classify_ip<P: Packet + ?Sized, G: Gate>(
             record(gate, cfg, &key, verdict);
             verdict
         }
-        Ip::Udp(located, Frag::Whole) => classify_udp(pkt, &located, false, cfg, gate, now_ns),
+        Ip::Udp(located, Frag::Whole) => classify_udp(pkt, &located, false, cfg, gate, now_ns, coalesced),
         Ip::Udp(located, Frag::First(key)) => {
-            let verdict = classify_udp(pkt, &located, true, cfg, gate, now_ns);
+            let verdict = classify_udp(pkt, &located, true, cfg, gate, now_ns, Coalesced::ONE);
             record(gate, cfg, &key, verdict);
             verdict
         }
@@ -435,9 +534,10 @@ fn record<G: Gate>(gate: &mut G, cfg: &XdpConfig, key: &FragKey, verdict: XdpVer
     gate.record_fragment(frag_slot_of(key, cfg.hash_seed), key, entry);
 }
 
-/// The UDP layer and the WireGuard message. In a first fragment the UDP
-/// length names the reassembled datagram (the one the socket would get), so
-/// sizes are judged on it; the frame only has to show the fields read.
+/// The UDP layer, then the WireGuard message (or each coalesced one). In a
+/// first fragment the UDP length names the reassembled datagram (the one
+/// the socket would get), so sizes are judged on it; the frame only has to
+/// show the fields read.
 #[inline(always)]
 fn classify_udp<P: Packet + ?Sized, G: Gate>(
     pkt: &P,
@@ -445,17 +545,13 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
     first_fragment: bool,
     cfg: &XdpConfig,
     gate: &mut G,
-    now_ns: impl FnOnce() -> u64,
+    now_ns: &mut impl FnMut() -> u64,
+    coalesced: Coalesced,
 ) -> XdpVerdict {
     let l4 = located.l4;
-    // What a read past the end of the frame means: a whole datagram cut
-    // short is malformed (or, inside the UDP header, not for us); a first
-    // fragment that does not show the fields is too short to judge.
-    let (cut_udp, cut_msg) = if first_fragment {
-        (XdpVerdict::DropFragmentTooShort, XdpVerdict::DropFragmentTooShort)
-    } else {
-        (XdpVerdict::PassOtherPort, XdpVerdict::DropMalformed)
-    };
+    // A UDP header cut short: not for us in a whole datagram; too short to
+    // judge in a first fragment.
+    let cut_udp = if first_fragment { XdpVerdict::DropFragmentTooShort } else { XdpVerdict::PassOtherPort };
     // One read at a time, in increasing offset order, with an early return
     // each. A combined match lets LLVM read a register on a path where it was
     // never written, and a read whose bounds check is implied by an earlier
@@ -482,14 +578,102 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
         return XdpVerdict::DropMalformed;
     }
     let msg = l4 + UDP_HDR_LEN;
-    let msg_len = udp_len - UDP_HDR_LEN;
+    let total = udp_len - UDP_HDR_LEN;
+    if coalesced.count <= 1 {
+        return classify_message(pkt, located, src_port, msg, total, first_fragment, cfg, gate, now_ns);
+    }
+    // Coalesced datagrams, all of one flow: the first is judged like a
+    // datagram of its own; every later one must be a transport message
+    // (WireGuard never sends handshake messages back to back, and only
+    // transport sizes repeat) to an open slot, or the buffer drops.
+    if coalesced.segment == 0 || coalesced.count > MAX_COALESCED {
+        return XdpVerdict::DropMalformed;
+    }
+    let segment = coalesced.segment;
+    let first_len = if total < segment { total } else { segment };
+    let first = classify_message(pkt, located, src_port, msg, first_len, false, cfg, gate, now_ns);
+    if first.is_drop() || total <= segment {
+        return first;
+    }
+    if segment < WG_TRANSPORT_MIN_LEN || (total - 1) / segment >= MAX_COALESCED {
+        return XdpVerdict::DropMalformed;
+    }
+    // Reached with a different offset from each IP layout (options,
+    // extension chains): forgotten, so the verifier checks the loop once.
+    let base = pkt.forget(msg);
+    let total = pkt.forget(total);
+    let segment = pkt.forget(segment);
+    let mut start = segment;
+    let mut k = 1;
+    while k < MAX_COALESCED {
+        if start >= total {
+            return first;
+        }
+        if total - start < WG_TRANSPORT_MIN_LEN {
+            return XdpVerdict::DropMalformed;
+        }
+        // Type (with its three zero bytes) and receiver index in one read.
+        let head = match pkt.ne64_at(base + start) {
+            Some(h) => u64::from_le(h),
+            None => return XdpVerdict::DropMalformed,
+        };
+        if head as u32 != WG_TRANSPORT as u32 {
+            return XdpVerdict::DropMalformed;
+        }
+        if !gate.slot_allowed(slot_of_index((head >> 32) as u32)) {
+            return XdpVerdict::DropUnknownSlot;
+        }
+        start += segment;
+        k += 1;
+    }
+    if start >= total {
+        first
+    } else {
+        XdpVerdict::DropMalformed
+    }
+}
+
+/// What the message alone says: a verdict, or "an initiation", which the
+/// endpoint rules decide.
+enum Message {
+    Judged(XdpVerdict),
+    Initiation,
+}
+
+/// One WireGuard message of `msg_len` bytes at `msg`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn classify_message<P: Packet + ?Sized, G: Gate>(
+    pkt: &P,
+    located: &Located,
+    src_port: u16,
+    msg: usize,
+    msg_len: usize,
+    first_fragment: bool,
+    cfg: &XdpConfig,
+    gate: &mut G,
+    now_ns: &mut impl FnMut() -> u64,
+) -> XdpVerdict {
+    // A message cut short: malformed, or too short to judge in a first fragment.
+    let cut_msg = if first_fragment { XdpVerdict::DropFragmentTooShort } else { XdpVerdict::DropMalformed };
+    match message_verdict(pkt, msg, msg_len, cut_msg, gate) {
+        Message::Judged(verdict) => verdict,
+        Message::Initiation => initiation_verdict(pkt, located, src_port, cfg, gate, now_ns),
+    }
+}
+
+/// The type and size of the message at `msg`, and for those that carry a
+/// receiver index, whether its slot is open. `cut_msg` is the verdict when
+/// the frame ends before the fields.
+#[inline(always)]
+fn message_verdict<P: Packet + ?Sized, G: Gate>(pkt: &P, msg: usize, msg_len: usize, cut_msg: XdpVerdict, gate: &mut G) -> Message {
     let header = match pkt.le32_at(msg) {
         Some(h) => h,
-        None => return cut_msg,
+        None => return Message::Judged(cut_msg),
     };
     // The type is a little-endian u32 on the wire: the three high bytes are zero.
     if header > 0xff {
-        return XdpVerdict::DropMalformed;
+        return Message::Judged(XdpVerdict::DropMalformed);
     }
     let kind = header as u8;
     let (expected_ok, receiver_offset, pass) = match kind {
@@ -509,23 +693,35 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
             WG_TRANSPORT_RECEIVER_OFFSET,
             XdpVerdict::PassTransport,
         ),
-        _ => return XdpVerdict::DropMalformed,
+        _ => return Message::Judged(XdpVerdict::DropMalformed),
     };
     if !expected_ok {
-        return XdpVerdict::DropMalformed;
+        return Message::Judged(XdpVerdict::DropMalformed);
     }
-    if kind != WG_HANDSHAKE_INIT {
-        let receiver = match pkt.le32_at(msg + receiver_offset) {
-            Some(r) => r,
-            None => return cut_msg,
-        };
-        if !gate.slot_allowed(slot_of_index(receiver)) {
-            return XdpVerdict::DropUnknownSlot;
-        }
-        return pass;
+    if kind == WG_HANDSHAKE_INIT {
+        return Message::Initiation;
     }
-    // A handshake initiation: its sender's key is encrypted, so only the
-    // endpoint can be judged here.
+    let receiver = match pkt.le32_at(msg + receiver_offset) {
+        Some(r) => r,
+        None => return Message::Judged(cut_msg),
+    };
+    if !gate.slot_allowed(slot_of_index(receiver)) {
+        return Message::Judged(XdpVerdict::DropUnknownSlot);
+    }
+    Message::Judged(pass)
+}
+
+/// A handshake initiation: its sender's key is encrypted, so only the
+/// source endpoint can be judged (deny, then the rate limit).
+#[inline(always)]
+fn initiation_verdict<P: Packet + ?Sized, G: Gate>(
+    pkt: &P,
+    located: &Located,
+    src_port: u16,
+    cfg: &XdpConfig,
+    gate: &mut G,
+    now_ns: &mut impl FnMut() -> u64,
+) -> XdpVerdict {
     let source = match addr_at(pkt, located.src_off, located.v4) {
         Some(a) => a,
         None => return XdpVerdict::DropMalformed,
@@ -538,7 +734,7 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
         }
     }
     if cfg.handshake_rate_per_sec == 0 {
-        return pass;
+        return XdpVerdict::PassHandshakeInit;
     }
     let allowed = match gate.bucket_mut(rate_slot_of(&source, cfg.hash_seed)) {
         Some(bucket) => take_token(bucket, now_ns, cfg.handshake_rate_per_sec, cfg.handshake_burst),
@@ -546,7 +742,7 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
         None => true,
     };
     if allowed {
-        pass
+        XdpVerdict::PassHandshakeInit
     } else {
         XdpVerdict::DropRateLimited
     }

@@ -9,18 +9,29 @@ pub const MAP_ALLOW_SLOTS: &str = "GW_ALLOW_SLOTS";
 pub const MAP_DENY_ENDPOINTS: &str = "GW_DENY_ENDPOINTS";
 pub const MAP_RATE_LIMIT: &str = "GW_RATE_LIMIT";
 pub const MAP_FRAGMENTS: &str = "GW_FRAGMENTS";
-/// Every map the program defines, for pinning and clean-up.
-pub const ALL_MAPS: [&str; 6] = [
+/// The late gate's own counters and rate-limit buckets (it shares the
+/// others with the XDP program). Its own buckets, so a datagram that met
+/// both gates pays one token in each instead of two in one.
+pub const MAP_LATE_STATS: &str = "GW_LATE_STATS";
+pub const MAP_LATE_RATE_LIMIT: &str = "GW_LATE_RATE_LIMIT";
+/// Every map the programs define, for pinning and clean-up: attaching XDP
+/// pins them all, and the late gate opens the same pins.
+pub const ALL_MAPS: [&str; 8] = [
     MAP_CONFIG,
     MAP_STATS,
     MAP_ALLOW_SLOTS,
     MAP_DENY_ENDPOINTS,
     MAP_RATE_LIMIT,
     MAP_FRAGMENTS,
+    MAP_LATE_STATS,
+    MAP_LATE_RATE_LIMIT,
 ];
 
 /// The XDP entry point's name in the object file.
 pub const PROGRAM_NAME: &str = "gateway_xdp";
+/// The late gate: a socket filter on the WireGuard sockets running the same
+/// verdict on every datagram they receive, whatever interface it came by.
+pub const LATE_GATE_PROGRAM: &str = "gateway_late_gate";
 /// Benchmark anchors in the same object (never attached): a bare counted
 /// drop, and header parsing plus one hash lookup.
 pub const ANCHOR_DROP_COUNT: &str = "anchor_drop_count";

@@ -24,6 +24,10 @@ enum Command {
         /// TOML configuration (GATEWAY_<SECTION>_<KEY> variables override it).
         #[arg(long, env = "GATEWAY_CONFIG", default_value = "/etc/dstack-gateway/gateway.toml")]
         config: std::path::PathBuf,
+        /// Check the configuration and the private key file, then exit (0:
+        /// `run` would start with them). The systemd unit runs it first.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Load, attach, inspect and detach the XDP front.
     #[command(subcommand)]
@@ -56,9 +60,9 @@ fn main() -> std::process::ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Run { config } => gateway::config::Config::load(&config)
+        Command::Run { config: path, check_config } => gateway::config::Config::load(&path)
             .map_err(anyhow::Error::from)
-            .and_then(gateway::daemon::run),
+            .and_then(|config| if check_config { report_config_ok(&path, &config) } else { gateway::daemon::run(config) }),
         Command::Xdp(cmd) => gateway::xdp::cli::run(cmd),
         Command::Node(cmd) => gateway::node::run(cmd),
         Command::Dataplane(cmd) => gateway::dataplane::cli::run(cmd),
@@ -73,4 +77,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `gateway run --check-config`: the key file is read as `run` reads it
+/// (present, 0600, a key); the configuration was validated by loading it.
+fn report_config_ok(path: &std::path::Path, config: &gateway::config::Config) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let key = &config.wireguard.private_key_file;
+    gateway::dataplane::cli::read_private_key(key)?;
+    writeln!(std::io::stdout(), "configuration OK: {} (private key {})", path.display(), key.display())?;
+    Ok(())
 }

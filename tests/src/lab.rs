@@ -132,8 +132,17 @@ impl Lab {
 
     /// `rpc` is the TOML list body of `chain.rpc_urls` (one quoted URL, or several).
     pub fn start_gateway_full(&mut self, rpc: &str, poll_interval_ms: u64, extra_toml: &str) -> Result<()> {
+        let config = self.gateway_config(rpc, poll_interval_ms, extra_toml);
+        self.config_path = self.dir.path().join("gateway.toml");
+        std::fs::write(&self.config_path, config)?;
+        self.restart_gateway()
+    }
+
+    /// The gateway's configuration as [`start_gateway_full`](Self::start_gateway_full)
+    /// writes it (other gateways of a test derive theirs from it).
+    pub fn gateway_config(&self, rpc: &str, poll_interval_ms: u64, extra_toml: &str) -> String {
         let state = self.dir.path().join("state");
-        let config = format!(
+        format!(
             r#"
 [gateway]
 instance = "{instance}"
@@ -168,10 +177,7 @@ listen = "127.0.0.1:{HTTP_PORT}"
             iface = self.wg_iface,
             key = self.gateway_keys.private_path(),
             underlay = self.gateway_iface,
-        );
-        self.config_path = self.dir.path().join("gateway.toml");
-        std::fs::write(&self.config_path, config)?;
-        self.restart_gateway()
+        )
     }
 
     /// Starts `gateway run` with the configuration already written, its log
@@ -241,15 +247,7 @@ listen = "127.0.0.1:{HTTP_PORT}"
     /// One sample of the gateway's /metrics, e.g.
     /// `gw_xdp_packets_total{reason="drop_unknown_slot",verdict="drop"}`.
     pub fn metric(&self, series: &str) -> Result<f64> {
-        let (_, body) = self.http_get("/metrics")?;
-        for line in body.lines() {
-            if let Some(rest) = line.strip_prefix(series) {
-                if let Some(v) = rest.strip_prefix(' ') {
-                    return Ok(v.trim().parse()?);
-                }
-            }
-        }
-        bail!("no series {series} in /metrics")
+        metric_in(&self.gw, series)
     }
 
     /// A wireguard-go node in namespace `i` with `keys`, dialing the gateway.
@@ -289,6 +287,20 @@ pub fn http_get_in(ns: &Netns, port: u16, path: &str) -> Result<(u16, String)> {
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         Ok((status, body))
     })
+}
+
+/// One sample of the /metrics of the gateway in `ns` (admin HTTP on
+/// [`HTTP_PORT`]).
+pub fn metric_in(ns: &Netns, series: &str) -> Result<f64> {
+    let (_, body) = http_get_in(ns, HTTP_PORT, "/metrics")?;
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix(series) {
+            if let Some(v) = rest.strip_prefix(' ') {
+                return Ok(v.trim().parse()?);
+            }
+        }
+    }
+    bail!("no series {series} in /metrics")
 }
 
 /// Asks `server` (UDP 53) for the A record of `name` from inside `ns`; an

@@ -2,9 +2,14 @@
 //! packets, a local chain.
 
 pub mod anvil;
+pub mod backfill_sim;
 pub mod bench_args;
+pub mod container;
+pub mod container_story;
 pub mod cutproxy;
+pub mod ha;
 pub mod history;
+pub mod keepalived;
 pub mod lab;
 pub mod minimal_nft;
 pub mod netns;
@@ -15,4 +20,5 @@ pub mod provider_limits;
 pub mod provider_proxy;
 pub mod proxy;
 pub mod skip;
+pub mod stats;
 pub mod wg;

@@ -164,9 +164,14 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// `peers`: (base64 public key, allowed IPs) given on the command line.
     pub fn start(ns: &Netns, dir: &Path, peers: &[(String, String)]) -> Result<Self> {
+        Self::start_with(ns, dir, peers, &[])
+    }
+
+    /// The same with extra `dataplane run` arguments (`--workers 2`).
+    pub fn start_with(ns: &Netns, dir: &Path, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
         let iface = unique_name("wgg");
         let keys = Keypair::generate(dir, &iface)?;
-        Self::start_as(ns, &iface, keys, peers, &[])
+        Self::start_as(ns, &iface, keys, peers, extra)
     }
 
     /// The same with a given interface name and key (a restart, or a second

@@ -4,6 +4,7 @@ mod bench_throughput;
 mod contracts;
 mod demo;
 mod ebpf;
+mod package;
 mod purity;
 mod util;
 
@@ -44,8 +45,24 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// The main job: a local demo in scratch network namespaces.
-    Demo,
+    /// The main job: a local demo in scratch network namespaces, or with
+    /// --container in Docker containers (docker/docker-compose.yml).
+    Demo {
+        /// The demo's story through the compose file: images from the
+        /// release build, least-privilege gateway, everything removed after.
+        #[arg(long)]
+        container: bool,
+        /// With --container: the operators' `privileged: true` alone.
+        #[arg(long, requires = "container")]
+        privileged: bool,
+    },
+    /// The Debian package: the release gateway (debug info split off), the
+    /// configuration, the hardened systemd unit; lands in <target>/debian/.
+    Package {
+        /// Package this binary instead of building the release one.
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+    },
     /// Benchmarks (root): `throughput` compares the data plane with
     /// wireguard-go and boringtun-cli.
     #[command(subcommand)]
@@ -118,7 +135,8 @@ fn main() -> std::process::ExitCode {
         Command::Build { release } => util::build_all(release),
         Command::Test { args } => util::test_all(&args),
         Command::Contracts { check } => contracts::contracts(check),
-        Command::Demo => demo::run_demo(),
+        Command::Package { binary } => package::package(binary),
+        Command::Demo { container, privileged } => demo::run_demo(container, privileged),
         Command::Bench(BenchCommand::Throughput(args)) => bench_throughput::throughput(&args),
         Command::Bench(BenchCommand::Xdp { repeat, rounds }) => bench_xdp(repeat, rounds),
         Command::Bench(BenchCommand::Revocation { count, poll_interval_ms }) => util::bench_driver(

@@ -102,7 +102,7 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
         }
         ChainEvent::KeyUpdated { meta, .. } => (Some(AuditAction::Rekey), Some(&meta.tx_hash), Some(meta.block_number)),
         ChainEvent::Snapshot { snapshot, .. } => (None, None, Some(snapshot.block_number)),
-        ChainEvent::Synced { .. } | ChainEvent::Unavailable { .. } => return Vec::new(),
+        ChainEvent::Synced { .. } | ChainEvent::Unavailable { .. } | ChainEvent::EndpointChecked { .. } => return Vec::new(),
     };
     match outcome.effect {
         Effect::Applied => {}

@@ -58,6 +58,9 @@ pub fn redact_url(url: &str) -> String {
 pub(crate) struct EndpointPool {
     endpoints: Vec<Endpoint>,
     health: Vec<EndpointHealth>,
+    /// Whether the endpoint's `eth_chainId` was checked since it last
+    /// failed: a failure may mean a new connection, to another node.
+    chain_checked: Vec<bool>,
     current: usize,
     /// When the follower, on a fallback, next looks back at the preferred ones.
     recheck_at: Option<MonoTime>,
@@ -67,7 +70,8 @@ pub(crate) struct EndpointPool {
 impl EndpointPool {
     pub(crate) fn new(endpoints: Vec<Endpoint>, backoff: Backoff) -> Self {
         let health = vec![EndpointHealth::default(); endpoints.len()];
-        EndpointPool { endpoints, health, current: 0, recheck_at: None, backoff }
+        let chain_checked = vec![false; endpoints.len()];
+        EndpointPool { endpoints, health, chain_checked, current: 0, recheck_at: None, backoff }
     }
 
     pub(crate) fn current(&self) -> usize {
@@ -116,6 +120,17 @@ impl EndpointPool {
         if let Some(health) = self.health.get_mut(index) {
             tracing::warn!(endpoint = %self.endpoints[index].label, call = what, error, "RPC call failed");
             health.record_failure(&self.backoff, now);
+            self.chain_checked[index] = false;
+        }
+    }
+
+    pub(crate) fn is_chain_checked(&self, index: usize) -> bool {
+        self.chain_checked.get(index).copied().unwrap_or(false)
+    }
+
+    pub(crate) fn set_chain_checked(&mut self, index: usize) {
+        if let Some(checked) = self.chain_checked.get_mut(index) {
+            *checked = true;
         }
     }
 

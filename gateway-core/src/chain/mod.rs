@@ -6,11 +6,14 @@
 
 pub mod abi;
 pub mod backoff;
+pub mod chain_id;
 pub mod confirm;
 pub mod endpoints;
 pub mod event;
 pub mod follower;
 pub mod ids;
+pub mod log_span;
+pub mod provider;
 pub mod range;
 pub mod rpc;
 

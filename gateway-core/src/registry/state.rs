@@ -380,6 +380,8 @@ impl Registry {
                 Outcome::bare(Effect::Synced)
             }
             ChainEvent::Unavailable { .. } => Outcome::bare(Effect::Unavailable),
+            // About an endpoint, not a token (the daemon's readiness reads it).
+            ChainEvent::EndpointChecked { .. } => Outcome::bare(Effect::Stale),
         }
     }
 

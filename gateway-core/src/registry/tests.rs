@@ -283,7 +283,7 @@ fn chain_order(e: &ChainEvent) -> (u64, u64) {
         | ChainEvent::KeyUpdated { meta, .. } => (meta.block_number, meta.log_index),
         ChainEvent::Snapshot { snapshot, .. } => (snapshot.block_number, u64::MAX),
         ChainEvent::Synced { block_number, .. } => (*block_number, u64::MAX),
-        ChainEvent::Unavailable { .. } => (0, 0),
+        ChainEvent::Unavailable { .. } | ChainEvent::EndpointChecked { .. } => (0, 0),
     }
 }
 
@@ -322,7 +322,7 @@ fn realistic(mut events: Vec<ChainEvent>) -> Vec<ChainEvent> {
     events.retain(|e| {
         let id = match e {
             ChainEvent::Snapshot { snapshot, .. } => (snapshot.token_id, snapshot.block_number, u64::MAX),
-            ChainEvent::Synced { .. } | ChainEvent::Unavailable { .. } => return true,
+            ChainEvent::Synced { .. } | ChainEvent::Unavailable { .. } | ChainEvent::EndpointChecked { .. } => return true,
             _ => {
                 let (b, i) = chain_order(e);
                 (u128::MAX, b, i)

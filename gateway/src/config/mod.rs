@@ -38,6 +38,10 @@ pub struct ChainSection {
     pub rpc_urls: Vec<String>,
     /// The DstackAccessNFT contract address.
     pub contract: String,
+    /// The chain every endpoint must serve (`eth_chainId`; Base is 8453).
+    /// Unset: learned from the first endpoint on first start and pinned in
+    /// `state_dir/chain_id`.
+    pub chain_id: Option<u64>,
     /// Block to backfill logs from (the contract's deployment block).
     pub start_block: u64,
     /// Confirmations before a grant is applied (revocations apply at once).
@@ -59,6 +63,7 @@ impl Default for ChainSection {
         ChainSection {
             rpc_urls: Vec::new(),
             contract: String::new(),
+            chain_id: None,
             start_block: 0,
             confirmations: 0,
             poll_interval_ms: 250,
@@ -178,6 +183,9 @@ pub struct XdpSection {
     /// Detach on shutdown; otherwise leave it attached and pinned so the
     /// kernel keeps enforcing the last applied state across a restart.
     pub detach_on_exit: bool,
+    /// The same verdict at the WireGuard sockets (a socket filter), for what
+    /// XDP on `iface` cannot see: other interfaces, loopback.
+    pub late_gate: bool,
 }
 
 impl Default for XdpSection {
@@ -191,6 +199,7 @@ impl Default for XdpSection {
             handshake_burst: 40,
             deny_seconds: 300,
             detach_on_exit: false,
+            late_gate: true,
         }
     }
 }
@@ -300,6 +309,9 @@ impl Config {
         if self.chain.contract_address().is_err() {
             out.push(err("chain.contract", format!("{c:?} is not a 20-byte hex address"), "set the DstackAccessNFT address, 0x followed by 40 hex digits (GATEWAY_CHAIN_CONTRACT)"));
         }
+        if self.chain.chain_id == Some(0) {
+            out.push(err("chain.chain_id", "is 0", "set the chain's id (eth_chainId), e.g. 8453 for Base, 31337 for anvil"));
+        }
         if self.chain.poll_interval_ms == 0 {
             out.push(err("chain.poll_interval_ms", "is 0", "use a positive interval, e.g. 250"));
         }
@@ -386,12 +398,14 @@ fn apply_env(value: &mut toml::Value, env: &[(String, String)]) -> Result<(), Co
         let key = &rest[section.len() + 1..];
         let field = format!("{section}.{key}");
         let string = toml::Value::String(String::new());
+        let integer = toml::Value::Integer(0);
         // Only keys the configuration has: other GATEWAY_* variables belong to
         // CLI flags (GATEWAY_XDP_INSTANCE, GATEWAY_SIGNER_KEY, ...). A key
         // whose default is unset (audit.path) is a string.
         let default = match defaults.get(*section).and_then(|s| s.get(key)) {
             Some(d) => d,
             None if (*section, key) == ("audit", "path") => &string,
+            None if (*section, key) == ("chain", "chain_id") => &integer,
             None => continue,
         };
         let parsed = match default {

@@ -27,6 +27,10 @@ pub(super) struct Status {
     /// Chain outages reported by the follower, by the endpoint named first
     /// in the error (the follower tries them all before reporting).
     pub rpc_errors: BTreeMap<String, u64>,
+    /// Each endpoint's chain at its last connect: (served, expected).
+    endpoint_chains: BTreeMap<String, (u64, u64)>,
+    /// Connects refused because the endpoint served another chain.
+    wrong_chain_refusals: BTreeMap<String, u64>,
     revocation_counts: [u64; REVOCATION_BUCKETS.len() + 1],
     revocation_sum: f64,
     max_lag_blocks: u64,
@@ -40,6 +44,8 @@ impl Status {
             chain_unavailable: false,
             last_chain_error: None,
             rpc_errors: BTreeMap::new(),
+            endpoint_chains: BTreeMap::new(),
+            wrong_chain_refusals: BTreeMap::new(),
             revocation_counts: [0; REVOCATION_BUCKETS.len() + 1],
             revocation_sum: 0.0,
             // Grants wait for confirmations, so the cursor trails the head by
@@ -65,6 +71,12 @@ impl Status {
                     .unwrap_or_else(|| "all".into());
                 *self.rpc_errors.entry(endpoint).or_default() += 1;
             }
+            ChainEvent::EndpointChecked { endpoint, expected, served } => {
+                self.endpoint_chains.insert(endpoint.clone(), (*served, *expected));
+                if served != expected {
+                    *self.wrong_chain_refusals.entry(endpoint.clone()).or_default() += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -74,6 +86,17 @@ impl Status {
         let bucket = REVOCATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(REVOCATION_BUCKETS.len());
         self.revocation_counts[bucket] += 1;
         self.revocation_sum += secs;
+    }
+
+    /// The endpoints refused at their last connect, for `/readyz`.
+    fn wrong_chains(&self) -> Option<String> {
+        let wrong: Vec<String> = self
+            .endpoint_chains
+            .iter()
+            .filter(|(_, (served, expected))| served != expected)
+            .map(|(endpoint, (served, expected))| format!("{endpoint} serves chain {served}, not chain {expected}: refused"))
+            .collect();
+        (!wrong.is_empty()).then(|| wrong.join("; "))
     }
 
     fn lag(&self) -> Option<u64> {
@@ -111,7 +134,7 @@ impl Admin {
         if !self.config.xdp.enabled {
             return Vec::new();
         }
-        let stats = match crate::xdp::PinnedMaps::open_instance(&self.config.gateway.instance).and_then(|m| Ok(m.stats.read()?)) {
+        let stats = match crate::xdp::PinnedMaps::open_instance(&self.config.gateway.instance).and_then(|m| Ok((m.stats.read()?, m.late_stats.read()?))) {
             Ok(s) => s,
             Err(err) => {
                 tracing::warn!(error = %err, "reading XDP counters");
@@ -119,14 +142,13 @@ impl Admin {
             }
         };
         let mut packets = Family::new("gw_xdp_packets_total", "Packets seen by the XDP front, by verdict reason.", MetricKind::Counter);
+        let mut late = Family::new("gw_late_gate_datagrams_total", "Datagrams the late gate at the WireGuard sockets judged, by verdict reason.", MetricKind::Counter);
         for r in XdpVerdict::ALL {
-            packets.samples.push(
-                Sample::new(stats.get(r) as f64)
-                    .label("reason", r.name())
-                    .label("verdict", if r.is_drop() { "drop" } else { "pass" }),
-            );
+            let verdict = if r.is_drop() { "drop" } else { "pass" };
+            packets.samples.push(Sample::new(stats.0.get(r) as f64).label("reason", r.name()).label("verdict", verdict));
+            late.samples.push(Sample::new(stats.1.get(r) as f64).label("reason", r.name()).label("verdict", verdict));
         }
-        vec![packets]
+        vec![packets, late]
     }
 
     fn dataplane_families(&self) -> Vec<Family> {
@@ -178,6 +200,18 @@ impl Admin {
             rpc.samples.push(Sample::new(0.0).label("endpoint", "none"));
         }
         out.push(rpc);
+        let mut refused = Family::new(
+            "gw_chain_endpoint_wrong_chain_total",
+            "Connects to an RPC endpoint refused because it serves another chain than chain.chain_id, by endpoint.",
+            MetricKind::Counter,
+        );
+        for (endpoint, n) in &st.wrong_chain_refusals {
+            refused.samples.push(Sample::new(*n as f64).label("endpoint", endpoint.clone()));
+        }
+        if refused.samples.is_empty() {
+            refused.samples.push(Sample::new(0.0).label("endpoint", "none"));
+        }
+        out.push(refused);
         out.push(Family::histogram(
             "gw_revocation_latency_seconds",
             "From a revoking chain event reaching the gateway to its slot closed in the kernel.",
@@ -198,9 +232,11 @@ impl AdminView for Admin {
             }
         }
         let st = self.status();
+        let wrong_chains = st.wrong_chains();
         if st.chain_unavailable {
+            let also = wrong_chains.map(|w| format!(" ({w})")).unwrap_or_default();
             return Readiness::NotReady(format!(
-                "chain unavailable: {}",
+                "chain unavailable: {}{also}",
                 st.last_chain_error.clone().unwrap_or_default()
             ));
         }
@@ -215,7 +251,11 @@ impl AdminView for Admin {
         if self.dataplane.listen_port() == 0 {
             return Readiness::NotReady("data plane not listening".into());
         }
-        Readiness::Ready
+        match wrong_chains {
+            // Ready on the endpoints that serve the chain; the operator sees which do not.
+            Some(detail) => Readiness::Degraded(detail),
+            None => Readiness::Ready,
+        }
     }
 
     fn metrics(&self) -> Vec<Family> {

@@ -125,12 +125,25 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         access: AccessConfig { staleness: config.chain.staleness(), ..AccessConfig::default() },
         plan: config.xdp.plan_config(),
     };
+    // Before anything is attached: the wrong chain or no contract is a
+    // configuration error, said once and clearly.
+    let chain_id = crate::chain::identity::establish(
+        &config.chain.rpc_urls,
+        contract,
+        config.chain.chain_id,
+        Some(&config.gateway.state_dir),
+        crate::chain::rpc::DEFAULT_CALL_TIMEOUT,
+    )
+    .await?;
     let follower_start = start_state(&registry);
     let control = Control::new(registry, control_config);
     let mut audit = AuditLog::open(config.audit_path())?;
 
     // The XDP front first: from here on the kernel enforces the last applied state.
     let xdp = xdp_front(&config)?;
+    if xdp.is_some() && config.xdp.late_gate {
+        xdp::late_gate::install(&PinDir::for_instance(&config.gateway.instance)?)?;
+    }
     let (maps, open_in_kernel) = match xdp {
         Some((maps, open)) => (Some(maps), open),
         None => (None, Vec::new()),
@@ -144,6 +157,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         addresses: vec![gateway_net],
         mtu: config.wireguard.mtu,
         uapi: true,
+        workers: 0,
         takeover: config.wireguard.takeover,
     })
     .context("starting the WireGuard data plane")?;
@@ -162,7 +176,10 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let status = Arc::new(Mutex::new(Status::new(&config)));
     let control = Arc::new(Mutex::new(control));
     let (chain_tx, mut chain_rx) = mpsc::channel::<ChainEvent>(CHAIN_CHANNEL_DEPTH);
-    let follower = Follower::new(follower_config(&config)?, follower_start, chain_tx)?;
+    let mut follower_config = follower_config(&config)?;
+    follower_config.chain_id = chain_id;
+    follower_config.report_chain_checks = true;
+    let follower = Follower::new(follower_config, follower_start, chain_tx)?;
     let follower_task = tokio::spawn(async move {
         if let Err(err) = follower.run().await {
             tracing::error!(error = %err, "chain follower stopped");

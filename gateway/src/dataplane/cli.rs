@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// Do not serve /var/run/wireguard/<iface>.sock.
     #[arg(long)]
     pub no_uapi: bool,
+    /// Packet worker threads (each a TUN queue and UDP sockets of its own);
+    /// 0: one per CPU.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     /// Leave nodes whose session lives elsewhere (another gateway with this
     /// key, or this one before a restart) to their own timers instead of
     /// initiating a handshake to them at once.
@@ -91,6 +95,7 @@ fn run_device(args: RunArgs) -> anyhow::Result<()> {
         addresses: args.addresses,
         mtu: args.mtu,
         uapi: !args.no_uapi,
+        workers: args.workers,
         takeover: !args.no_takeover,
     };
     let (dataplane, mut events) = Dataplane::start(config)?;

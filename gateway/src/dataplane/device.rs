@@ -38,8 +38,57 @@ const MAX_QUEUED_EVENTS: usize = 1024;
 /// Where the device's output goes: the I/O loop implements it over sockets and
 /// the TUN device, tests over vectors.
 pub trait PacketSink {
-    fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]);
+    /// `from`: the local address to send from (`None`: the kernel's choice).
+    fn send_udp(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]);
     fn write_tun(&mut self, packet: &[u8]);
+    /// Work for a peer another shard owns, to be handed to that shard.
+    fn hand_off(&mut self, shard: u32, work: Handoff<'_>);
+}
+
+/// A device split into shards keeps each peer's session on one shard (one
+/// worker thread): the one with `slot % count == index`. Every shard knows
+/// every key and route, so whichever receives a packet can tell the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// An undivided device.
+    pub const SOLE: Shard = Shard { index: 0, count: 1 };
+
+    pub fn owner_of(self, slot: u32) -> u32 {
+        slot % self.count
+    }
+
+    pub fn owns(self, slot: u32) -> bool {
+        self.owner_of(slot) == self.index
+    }
+}
+
+/// What one shard passes to another (see [`PacketSink::hand_off`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff<'a> {
+    /// A datagram naming a peer of the other shard that reached this one
+    /// (no steering program, or a stale one).
+    Datagram { from: SocketAddr, local: Option<IpAddr>, datagram: &'a [u8] },
+    /// A handshake initiation already checked (mac1, load) and decrypted far
+    /// enough to name its peer: the owner goes on from there.
+    Initiation { slot: u32, from: SocketAddr, local: Option<IpAddr>, datagram: &'a [u8] },
+    /// An IP packet to encrypt for a peer of the other shard (peer-to-peer
+    /// forwarding, or a TUN read the kernel queued on this shard's queue).
+    Plain(&'a [u8]),
+}
+
+/// A received datagram's two ends: the peer's address, and the local address
+/// it wrote to, which replies leave from. A gateway on a floating address
+/// must answer from that address: a node that saw replies from the host's
+/// own address would roam there and be lost when the address moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UdpPath {
+    pub remote: SocketAddr,
+    pub local: Option<IpAddr>,
 }
 
 /// Something the access layer should know about.
@@ -82,13 +131,54 @@ pub struct DeviceCounters {
     pub no_endpoint: u64,
     pub forwarded: u64,
     pub events_dropped: u64,
+    /// Packets passed to the shard (worker) that owns their peer.
+    pub handed_off: u64,
+    /// Of those, dropped because the owner's queue was full.
+    pub handoffs_dropped: u64,
+}
+
+impl DeviceCounters {
+    /// Adds another shard's counters to these.
+    pub fn add(&mut self, other: &DeviceCounters) {
+        let DeviceCounters {
+            malformed,
+            invalid_mac,
+            cookie_replies,
+            rejected_handshakes,
+            unknown_slot,
+            decrypt_errors,
+            spoofed_source,
+            no_route,
+            no_endpoint,
+            forwarded,
+            events_dropped,
+            handed_off,
+            handoffs_dropped,
+        } = other;
+        self.malformed += malformed;
+        self.invalid_mac += invalid_mac;
+        self.cookie_replies += cookie_replies;
+        self.rejected_handshakes += rejected_handshakes;
+        self.unknown_slot += unknown_slot;
+        self.decrypt_errors += decrypt_errors;
+        self.spoofed_source += spoofed_source;
+        self.no_route += no_route;
+        self.no_endpoint += no_endpoint;
+        self.forwarded += forwarded;
+        self.events_dropped += events_dropped;
+        self.handed_off += handed_off;
+        self.handoffs_dropped += handoffs_dropped;
+    }
 }
 
 pub struct Device {
+    shard: Shard,
     private_key: StaticSecret,
     public_key: X25519Public,
     rate_limiter: Arc<RateLimiter>,
+    /// The peers this shard owns (all of them when undivided).
     peers: BTreeMap<u32, Peer>,
+    /// Every peer's key and routes, whichever shard owns it.
     slot_by_key: HashMap<PublicKey, u32>,
     routes: AllowedIps<u32>,
     events: VecDeque<DeviceEvent>,
@@ -100,11 +190,26 @@ pub struct Device {
 }
 
 impl Device {
+    /// An undivided device.
     pub fn new(private_key: [u8; 32]) -> Self {
+        let mut shards = Self::sharded(private_key, 1);
+        shards.remove(0)
+    }
+
+    /// `count` shards of one device; they share the handshake rate limiter,
+    /// so the load a flood puts on all of them counts once.
+    pub fn sharded(private_key: [u8; 32], count: u32) -> Vec<Self> {
+        let count = count.max(1);
         let private_key = StaticSecret::from(private_key);
         let public_key = X25519Public::from(&private_key);
+        let rate_limiter = Arc::new(RateLimiter::new(&public_key, RATE_LIMITER_LIMIT));
+        (0..count).map(|index| Self::shard_of(Shard { index, count }, private_key.clone(), public_key, rate_limiter.clone())).collect()
+    }
+
+    fn shard_of(shard: Shard, private_key: StaticSecret, public_key: X25519Public, rate_limiter: Arc<RateLimiter>) -> Self {
         Self {
-            rate_limiter: Arc::new(RateLimiter::new(&public_key, RATE_LIMITER_LIMIT)),
+            shard,
+            rate_limiter,
             private_key,
             public_key,
             peers: BTreeMap::new(),
@@ -128,6 +233,31 @@ impl Device {
 
     pub fn counters(&self) -> &DeviceCounters {
         &self.counters
+    }
+
+    /// Hand-offs the I/O layer could not queue (the owner was far behind).
+    pub fn count_handoffs_dropped(&mut self, n: u64) {
+        self.counters.handoffs_dropped += n;
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// The slot of a peer, whichever shard owns it.
+    pub fn slot_of(&self, public_key: &PublicKey) -> Option<u32> {
+        self.slot_by_key.get(public_key).copied()
+    }
+
+    /// Whether this shard holds a peer in `slot` (only the owner can say).
+    pub fn has_slot(&self, slot: u32) -> bool {
+        self.peers.contains_key(&slot)
+    }
+
+    /// The shard that encrypts a packet to this destination, if it routes.
+    pub fn owner_of_destination(&self, packet: &[u8]) -> Option<u32> {
+        let slot = Tunn::dst_address(packet).and_then(|dst| self.routes.lookup(dst))?;
+        Some(self.shard.owner_of(slot))
     }
 
     /// Stateless takeover (on by default): see [`takeover`].
@@ -157,10 +287,36 @@ impl Device {
         for net in &config.allowed_ips {
             self.routes.insert(*net, config.slot);
         }
-        let state = self.new_state(&config);
         self.slot_by_key.insert(config.public_key, config.slot);
-        self.peers.insert(config.slot, Peer { config, state });
+        if self.shard.owns(config.slot) {
+            let state = self.new_state(&config);
+            self.peers.insert(config.slot, Peer { config, state });
+        }
         Ok(())
+    }
+
+    /// On a shard that does not own it: forgets a peer its owner removed.
+    pub fn forget_peer(&mut self, config: &PeerConfig) {
+        if self.slot_by_key.get(&config.public_key) == Some(&config.slot) {
+            self.slot_by_key.remove(&config.public_key);
+        }
+        self.unroute(config.slot, &config.allowed_ips);
+    }
+
+    /// On a shard that does not own it: a peer's allowed IPs changed.
+    pub fn reroute(&mut self, slot: u32, old: &[IpNet], new: &[IpNet]) {
+        self.unroute(slot, old);
+        for net in new {
+            self.routes.insert(*net, slot);
+        }
+    }
+
+    fn unroute(&mut self, slot: u32, nets: &[IpNet]) {
+        for net in nets {
+            if self.routes.get_exact(*net) == Some(slot) {
+                self.routes.remove(*net);
+            }
+        }
     }
 
     /// Removes a peer, dropping its sessions and queued packets at once.
@@ -170,11 +326,7 @@ impl Device {
             .remove(public_key)
             .ok_or_else(|| PeerError::NotFound(super::peer::encode_key(public_key)))?;
         let peer = self.peers.remove(&slot).ok_or(PeerError::NotFound(super::peer::encode_key(public_key)))?;
-        for net in &peer.config.allowed_ips {
-            if self.routes.get_exact(*net) == Some(slot) {
-                self.routes.remove(*net);
-            }
-        }
+        self.unroute(slot, &peer.config.allowed_ips);
         Ok(peer.config)
     }
 
@@ -223,6 +375,7 @@ impl Device {
         }
         if new.endpoint.is_some() && new.endpoint != peer.config.endpoint {
             peer.state.endpoint = new.endpoint;
+            peer.state.local = None;
         }
         peer.config = new;
         Ok(())
@@ -275,6 +428,7 @@ impl Device {
         PeerState {
             tunn,
             endpoint: config.endpoint,
+            local: None,
             rx_bytes: 0,
             tx_bytes: 0,
             dropped_spoofed: 0,
@@ -290,8 +444,10 @@ impl Device {
         }
     }
 
-    /// One UDP datagram from the network.
-    pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], sink: &mut impl PacketSink) {
+    /// One UDP datagram from the network, from `from` to the local address
+    /// `local` (if the socket says).
+    pub fn handle_datagram(&mut self, from: SocketAddr, local: Option<IpAddr>, datagram: &[u8], sink: &mut impl PacketSink) {
+        let path = UdpPath { remote: from, local };
         let (slot, is_init) = match Tunn::parse_incoming_packet(datagram) {
             Err(_) => {
                 self.counters.malformed += 1;
@@ -305,7 +461,7 @@ impl Device {
                     Ok(_) => {}
                     Err(TunnResult::WriteToNetwork(reply)) => {
                         self.counters.cookie_replies += 1;
-                        sink.send_udp(from, reply);
+                        sink.send_udp(from, local, reply);
                         return;
                     }
                     Err(_) => {
@@ -321,6 +477,11 @@ impl Device {
                     }
                 };
                 match self.slot_by_key.get(&half.peer_static_public) {
+                    Some(&slot) if !self.shard.owns(slot) => {
+                        self.counters.handed_off += 1;
+                        sink.hand_off(self.shard.owner_of(slot), Handoff::Initiation { slot, from, local, datagram });
+                        return;
+                    }
                     Some(slot) => (*slot, true),
                     None => {
                         self.counters.rejected_handshakes += 1;
@@ -336,8 +497,28 @@ impl Device {
             Ok(Packet::PacketCookieReply(p)) => (slot_of_index(p.receiver_idx), false),
             Ok(Packet::PacketData(p)) => (slot_of_index(p.receiver_idx), false),
         };
+        if !self.shard.owns(slot) {
+            self.counters.handed_off += 1;
+            sink.hand_off(self.shard.owner_of(slot), Handoff::Datagram { from, local, datagram });
+            return;
+        }
         let mut buf = std::mem::take(&mut self.decrypted);
-        self.decapsulate(slot, is_init, from, datagram, &mut buf, sink);
+        self.decapsulate(slot, is_init, path, datagram, &mut buf, sink);
+        self.decrypted = buf;
+    }
+
+    /// An initiation another shard checked and found to be for `slot`, which
+    /// this shard owns.
+    pub fn handle_initiation_for(
+        &mut self,
+        slot: u32,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+        sink: &mut impl PacketSink,
+    ) {
+        let mut buf = std::mem::take(&mut self.decrypted);
+        self.decapsulate(slot, true, UdpPath { remote: from, local }, datagram, &mut buf, sink);
         self.decrypted = buf;
     }
 
@@ -345,11 +526,12 @@ impl Device {
         &mut self,
         slot: u32,
         is_init: bool,
-        from: SocketAddr,
+        path: UdpPath,
         datagram: &[u8],
         buf: &mut [u8],
         sink: &mut impl PacketSink,
     ) {
+        let from = path.remote;
         let Some(peer) = self.peers.get_mut(&slot) else {
             self.counters.unknown_slot += 1;
             return;
@@ -358,7 +540,7 @@ impl Device {
             // Without a Tunn there is no session: only an initiation starts
             // one, or the takeover does.
             if !is_init {
-                self.take_over(slot, from, sink);
+                self.take_over(slot, path, sink);
                 return;
             }
             peer.state.tunn = Some(new_tunn(&self.private_key, &self.rate_limiter, &peer.config));
@@ -371,7 +553,7 @@ impl Device {
                 return;
             }
             TunnResult::Err(err) if !is_init && takeover::names_no_session(&err) => {
-                self.take_over(slot, from, sink);
+                self.take_over(slot, path, sink);
                 return;
             }
             TunnResult::Err(_) => {
@@ -379,27 +561,27 @@ impl Device {
                 return;
             }
             TunnResult::Done => {
-                state.endpoint = Some(from);
+                (state.endpoint, state.local) = (Some(path.remote), path.local);
                 state.rx_bytes += datagram.len() as u64;
                 return;
             }
             TunnResult::WriteToNetwork(reply) => {
                 // A handshake response or the keepalive after one; then
                 // whatever waited for the session.
-                state.endpoint = Some(from);
+                (state.endpoint, state.local) = (Some(path.remote), path.local);
                 state.rx_bytes += datagram.len() as u64;
                 state.tx_bytes += reply.len() as u64;
-                sink.send_udp(from, reply);
+                sink.send_udp(from, path.local, reply);
                 while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], buf) {
                     state.tx_bytes += queued.len() as u64;
-                    sink.send_udp(from, queued);
+                    sink.send_udp(from, path.local, queued);
                 }
                 return;
             }
             TunnResult::WriteToTunnelV4(packet, src) => (packet, IpAddr::V4(src)),
             TunnResult::WriteToTunnelV6(packet, src) => (packet, IpAddr::V6(src)),
         };
-        state.endpoint = Some(from);
+        (state.endpoint, state.local) = (Some(path.remote), path.local);
         state.rx_bytes += datagram.len() as u64;
         if self.routes.lookup(inner_src) != Some(slot) {
             state.dropped_spoofed += 1;
@@ -417,10 +599,11 @@ impl Device {
         }
     }
 
-    /// The hook of [`takeover`]: a packet from `from` named `slot`'s peer but
-    /// no session of it. Initiates a handshake to `from` if the slot's budget
-    /// allows; the endpoint is learned only from the authenticated response.
-    fn take_over(&mut self, slot: u32, from: SocketAddr, sink: &mut impl PacketSink) {
+    /// The hook of [`takeover`]: a packet on `path` named `slot`'s peer but
+    /// no session of it. Initiates a handshake back along `path` if the
+    /// slot's budget allows; the endpoint is learned only from the
+    /// authenticated response.
+    fn take_over(&mut self, slot: u32, path: UdpPath, sink: &mut impl PacketSink) {
         let Some(peer) = self.peers.get_mut(&slot) else { return };
         if !self.takeover.admit(slot, peer.state.tunn.is_some(), std::time::Instant::now()) {
             self.counters.decrypt_errors += 1;
@@ -430,7 +613,7 @@ impl Device {
         let mut out = std::mem::take(&mut self.encrypted);
         if let Some(initiation) = takeover::initiation(tunn, &mut out) {
             peer.state.tx_bytes += initiation.len() as u64;
-            sink.send_udp(from, initiation);
+            sink.send_udp(path.remote, path.local, initiation);
         }
         self.encrypted = out;
     }
@@ -458,6 +641,11 @@ impl Device {
     }
 
     fn send_to_peer(&mut self, slot: u32, packet: &[u8], sink: &mut impl PacketSink) {
+        if !self.shard.owns(slot) {
+            self.counters.handed_off += 1;
+            sink.hand_off(self.shard.owner_of(slot), Handoff::Plain(packet));
+            return;
+        }
         let Some(peer) = self.peers.get_mut(&slot) else {
             self.counters.no_route += 1;
             return;
@@ -474,7 +662,10 @@ impl Device {
     /// Drives handshake retries, rekeys and keepalives; call a few times a
     /// second (boringtun rounds its timers to the second).
     pub fn tick(&mut self, sink: &mut impl PacketSink) {
-        self.rate_limiter.reset_count();
+        // One limiter for all shards: reset once per tick, not once per shard.
+        if self.shard.index == 0 {
+            self.rate_limiter.reset_count();
+        }
         self.expire_takeovers(std::time::Instant::now());
         let mut out = std::mem::take(&mut self.encrypted);
         for peer in self.peers.values_mut() {
@@ -514,7 +705,7 @@ fn send_to_endpoint(state: &mut PeerState, datagram: &[u8], sink: &mut impl Pack
     match state.endpoint {
         Some(endpoint) => {
             state.tx_bytes += datagram.len() as u64;
-            sink.send_udp(endpoint, datagram);
+            sink.send_udp(endpoint, state.local, datagram);
         }
         None => counters.no_endpoint += 1,
     }
@@ -546,15 +737,21 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         udp: Vec<(SocketAddr, Vec<u8>)>,
+        /// The source address of each of `udp`.
+        sources: Vec<Option<IpAddr>>,
         tun: Vec<Vec<u8>>,
     }
 
     impl PacketSink for Recorder {
-        fn send_udp(&mut self, to: SocketAddr, datagram: &[u8]) {
+        fn send_udp(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]) {
             self.udp.push((to, datagram.to_vec()));
+            self.sources.push(from);
         }
         fn write_tun(&mut self, packet: &[u8]) {
             self.tun.push(packet.to_vec());
+        }
+        fn hand_off(&mut self, shard: u32, work: Handoff<'_>) {
+            panic!("an undivided device handed {work:?} to shard {shard}");
         }
     }
 
@@ -635,7 +832,8 @@ mod tests {
             assert!(seen.len() < 1000, "packet storm");
             let Some(node) = nodes.iter_mut().find(|n| n.addr == to) else { continue };
             let mut rec = Recorder::default();
-            node.device.handle_datagram(from, &bytes, &mut rec);
+            // The receiver's own address is where the datagram was sent to.
+            node.device.handle_datagram(from, Some(to.ip()), &bytes, &mut rec);
             node.tun.extend(rec.tun);
             wire.extend(rec.udp.into_iter().map(|(dst, b)| (node.addr, dst, b)));
         }
@@ -663,7 +861,7 @@ mod tests {
         data.extend_from_slice(&(2u32 << 8).to_le_bytes());
         data.resize(64, 0);
         let from = nodes[1].addr;
-        nodes[GW].device.handle_datagram(from, &data, &mut rec);
+        nodes[GW].device.handle_datagram(from, None, &data, &mut rec);
         assert_eq!(has_tunn(&nodes[GW].device, 2), Some(false));
         assert!(rec.udp.is_empty());
         nodes[GW].device.set_takeover(true);
@@ -898,7 +1096,7 @@ mod tests {
                         // A receiver index naming the live peer's slot.
                         bytes[4..8].copy_from_slice(&(2u32 << 8 | 1).to_le_bytes());
                     }
-                    nodes[GW].device.handle_datagram(from, &bytes, &mut rec);
+                    nodes[GW].device.handle_datagram(from, None, &bytes, &mut rec);
                 }
             }
             // And the session still works afterwards.
@@ -924,7 +1122,7 @@ mod tests {
         let mut rec = Recorder::default();
         let from: SocketAddr = (Ipv4Addr::new(192, 0, 2, 2), 40000).into();
         for (_, init) in &initiations {
-            nodes[GW].device.handle_datagram(from, init, &mut rec);
+            nodes[GW].device.handle_datagram(from, None, init, &mut rec);
         }
         let cookies = rec.udp.iter().filter(|(_, b)| b[0] == 3).count();
         assert!(cookies >= 10, "under load the device answers with cookies ({cookies})");
@@ -1022,7 +1220,7 @@ mod tests {
         let mut rec = Recorder::default();
         for _ in 0..100 {
             for slot in [2, 3, 9] {
-                nodes[GW].device.handle_datagram(attacker, &forged_transport(slot), &mut rec);
+                nodes[GW].device.handle_datagram(attacker, None, &forged_transport(slot), &mut rec);
             }
         }
         // One 148-byte initiation per granted slot, none for slot 9 (no peer).
@@ -1041,7 +1239,7 @@ mod tests {
         assert_eq!(gw.takeover_counters().abandoned, 2);
         // And the budget is back: the next forged packet buys one more.
         let mut rec = Recorder::default();
-        gw.handle_datagram(attacker, &forged_transport(2), &mut rec);
+        gw.handle_datagram(attacker, None, &forged_transport(2), &mut rec);
         assert_eq!(rec.udp.len(), 1);
     }
 
@@ -1056,5 +1254,29 @@ mod tests {
         assert_eq!(initiations(&wire, nodes[GW].addr), 0);
         assert_eq!(nodes[GW].device.counters().decrypt_errors, 1);
         assert_eq!(nodes[GW].device.takeover_counters().disabled, 1);
+    }
+
+    #[test]
+    fn replies_leave_from_the_address_the_node_wrote_to() {
+        let mut nodes = network(&[2]);
+        send_from_tun(&mut nodes, 1, &ipv4_packet([10, 9, 0, 2], [10, 9, 0, 1], b"hi"));
+        // The node wrote to the gateway's (floating) address: traffic the
+        // gateway starts leaves from it too.
+        let mut rec = Recorder::default();
+        nodes[GW].device.handle_tun_packet(&ipv4_packet([10, 9, 0, 1], [10, 9, 0, 2], b"x"), &mut rec);
+        assert_eq!(rec.sources, vec![Some(nodes[GW].addr.ip())]);
+        // A takeover initiation answers from the address the orphan came to.
+        let floating: IpAddr = "192.0.2.100".parse().unwrap();
+        let mut twin = twin_of(&nodes[GW].device);
+        let mut rec = Recorder::default();
+        twin.handle_datagram(nodes[1].addr, Some(floating), &forged_transport(2), &mut rec);
+        assert_eq!(rec.sources, vec![Some(floating)]);
+        // A peer's endpoint set by hand drops what was learned: the kernel picks.
+        let mut config = nodes[GW].device.peer_config(&public(2)).unwrap().clone();
+        config.endpoint = Some(addr("192.0.2.50:1"));
+        nodes[GW].device.reconfigure_peer(config).unwrap();
+        let mut rec = Recorder::default();
+        nodes[GW].device.handle_tun_packet(&ipv4_packet([10, 9, 0, 1], [10, 9, 0, 2], b"y"), &mut rec);
+        assert_eq!(rec.sources, vec![None]);
     }
 }

@@ -1,11 +1,16 @@
-//! The kernel handles the data plane reads and writes (I/O edge): a TUN
-//! device (ioctl `TUNSETIFF` with virtio headers and TSO, so TCP moves in
-//! 64 KiB packets both ways) and the WireGuard UDP sockets, IPv4 and IPv6,
-//! read with `recvmmsg` + UDP GRO and written with UDP GSO.
+//! The kernel handles the data plane reads and writes (I/O edge): a
+//! multi-queue TUN device (ioctl `TUNSETIFF` with virtio headers and TSO, so
+//! TCP moves in 64 KiB packets both ways; one queue per worker) and the
+//! WireGuard UDP sockets, IPv4 and IPv6, one pair per worker in a
+//! `SO_REUSEPORT` group steered by the peer's slot (see `steer`), read with
+//! `recvmmsg` + UDP GRO and written with UDP GSO. Each datagram comes with
+//! the local address it was sent to, and replies can name their source
+//! address (`IP_PKTINFO`), so a gateway holding a floating address answers
+//! from it.
 
 use std::ffi::CString;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Command;
 
@@ -25,12 +30,19 @@ pub struct Tun {
 }
 
 impl Tun {
-    /// Creates (or attaches to) the TUN interface `name`, non-blocking, raw IP
-    /// packets without the packet-information header.
-    pub fn create(name: &str) -> anyhow::Result<Self> {
+    /// Creates the TUN interface `name` with `queues` queues (one file
+    /// descriptor each), non-blocking, raw IP packets without the
+    /// packet-information header. The kernel spreads what it sends over the
+    /// queues by flow, and sends a flow's packets to the queue that last
+    /// wrote that flow (`tun_automq_select_queue`).
+    pub fn create_queues(name: &str, queues: usize) -> anyhow::Result<Vec<Self>> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             bail!("interface name {name:?} must be 1 to {} bytes", libc::IFNAMSIZ - 1);
         }
+        (0..queues.max(1)).map(|_| Self::open_queue(name)).collect()
+    }
+
+    fn open_queue(name: &str) -> anyhow::Result<Self> {
         let path = CString::new("/dev/net/tun").context("tun path")?;
         // SAFETY: plain open(2) on a NUL-terminated path; the result is checked.
         let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
@@ -47,7 +59,9 @@ impl Tun {
         // IFF_VNET_HDR: every packet carries a `virtio_net_hdr`, which lets us
         // hand the kernel merged TCP segments (see `gro`) and take TCP
         // super-packets from it (see `gso`).
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        // IFF_MULTI_QUEUE: each worker reads and writes a queue of its own.
+        ifr.ifr_ifru.ifru_flags =
+            (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_MULTI_QUEUE) as libc::c_short;
         // SAFETY: TUNSETIFF reads an ifreq we own for the duration of the call.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &ifr) };
         if rc < 0 {
@@ -128,17 +142,45 @@ impl UdpSockets {
     /// Binds both families to `port` (0: the kernel picks one for IPv4 and
     /// IPv6 takes the same).
     pub fn bind(port: u16) -> anyhow::Result<Self> {
-        let v4 = bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        let mut group = Self::bind_group(port, 1)?;
+        group.pop().context("no socket bound")
+    }
+
+    /// `workers` pairs of sockets on one port, one pair per worker: with more
+    /// than one, an `SO_REUSEPORT` group per family whose steering program
+    /// (`steer`) hands each datagram to the worker that owns its peer. If the
+    /// kernel refuses the program the hash decides and the workers hand
+    /// datagrams to each other, slower but correct.
+    pub fn bind_group(port: u16, workers: usize) -> anyhow::Result<Vec<Self>> {
+        let workers = workers.max(1);
+        let reuse = workers > 1;
+        let first = bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), reuse)
             .with_context(|| format!("bind UDP 0.0.0.0:{port}"))?;
-        let port = v4.local_addr().context("local_addr")?.port();
-        let v6 = match bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
-            Ok(s) => Some(s),
-            Err(err) => {
-                tracing::warn!(error = %format!("{err:#}"), "no IPv6 listener; IPv4 only");
-                None
+        let port = first.local_addr().context("local_addr")?.port();
+        let mut v4 = vec![first];
+        for _ in 1..workers {
+            v4.push(bind_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), reuse).with_context(|| format!("bind UDP 0.0.0.0:{port}"))?);
+        }
+        let mut v6: Vec<UdpSocket> = Vec::new();
+        for _ in 0..workers {
+            match bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), reuse) {
+                Ok(s) => v6.push(s),
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "no IPv6 listener; IPv4 only");
+                    v6.clear();
+                    break;
+                }
             }
-        };
-        Ok(Self { v4, v6 })
+        }
+        if reuse {
+            for group in [v4.first(), v6.first()].into_iter().flatten() {
+                if let Err(err) = super::steer::attach(group, workers as u32) {
+                    tracing::warn!(error = %err, "no reuseport steering; workers hand datagrams to each other");
+                }
+            }
+        }
+        let mut v6 = v6.into_iter();
+        Ok(v4.into_iter().map(|v4| Self { v4, v6: v6.next() }).collect())
     }
 
     pub fn port(&self) -> anyhow::Result<u16> {
@@ -153,10 +195,13 @@ impl UdpSockets {
     }
 }
 
-fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
     }
     socket.set_nonblocking(true)?;
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
@@ -165,10 +210,18 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     // whose defaults (~200 KiB) overflow within a millisecond at line rate.
     set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES as libc::c_int);
     set_int_option(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES as libc::c_int);
+    // The late gate (if the daemon installed it) before bind: nothing queues unfiltered.
+    crate::xdp::late_gate::attach(&socket)?;
     socket.bind(&addr.into())?;
     // UDP GRO: the kernel hands us runs of same-sized datagrams from one
     // source as one buffer (split again in `UdpBatch`).
     set_int_option(&socket, libc::SOL_UDP, libc::UDP_GRO, 1);
+    // The local address each datagram was sent to (see `UdpBatch::for_each`).
+    if addr.is_ipv6() {
+        set_int_option(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1);
+    } else {
+        set_int_option(&socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+    }
     Ok(socket.into())
 }
 
@@ -177,9 +230,12 @@ const GSO_MAX_SEGMENTS: usize = 64;
 /// Bytes per UDP GSO send: one UDP datagram's worth.
 const GSO_MAX_BYTES: usize = 65000;
 
-/// A run of datagrams to one destination, all `segment` bytes long but the last.
+/// A run of datagrams to one destination from one source address, all
+/// `segment` bytes long but the last.
 struct SendRun {
     to: SocketAddr,
+    /// The source address to send from; `None`: the kernel's choice.
+    from: Option<IpAddr>,
     start: usize,
     len: usize,
     segment: usize,
@@ -197,13 +253,14 @@ pub struct SendQueue {
 }
 
 impl SendQueue {
-    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+    pub fn push(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(datagram);
         if let Some(run) = self.runs.last_mut() {
             let ends_with_full = run.len == run.segment * run.count;
             if !self.gso_unsupported
                 && run.to == to
+                && run.from == from
                 && ends_with_full
                 && datagram.len() <= run.segment
                 && run.count < GSO_MAX_SEGMENTS
@@ -214,7 +271,7 @@ impl SendQueue {
                 return;
             }
         }
-        self.runs.push(SendRun { to, start, len: datagram.len(), segment: datagram.len(), count: 1 });
+        self.runs.push(SendRun { to, from, start, len: datagram.len(), segment: datagram.len(), count: 1 });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -222,23 +279,29 @@ impl SendQueue {
     }
 
     /// Sends everything queued. A full socket buffer gets one short wait;
-    /// after that the rest of the run is dropped, as a NIC would.
+    /// after that the rest of the run is dropped, as a NIC would. A source
+    /// address this host no longer holds (a floating address that moved to
+    /// the other gateway) fails the send: nothing leaves from another address,
+    /// which would make the node roam away from the floating one.
     pub fn flush(&mut self, sockets: &UdpSockets) {
         for run in std::mem::take(&mut self.runs) {
             let Some(socket) = sockets.for_destination(&run.to) else { continue };
             let data = &self.buf[run.start..run.start + run.len];
-            if run.count == 1 {
-                let _ = send_with_retry(socket, run.to, || socket.send_to(data, run.to).map(drop));
-                continue;
-            }
-            let result = send_with_retry(socket, run.to, || send_gso(socket, run.to, data, run.segment));
-            if let Err(err) = result {
-                if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
+            let segment = (run.count > 1).then_some(run.segment);
+            let result = send_with_retry(socket, run.to, || send_msg(socket, run.to, run.from, data, segment));
+            if let (Err(err), Some(segment)) = (result, segment) {
+                if !matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
+                    continue;
+                }
+                // One by one: if these go, the kernel refused the GSO send;
+                // if they fail too, it was the source address.
+                let mut singles_sent = false;
+                for d in data.chunks(segment) {
+                    singles_sent |= send_with_retry(socket, run.to, || send_msg(socket, run.to, run.from, d, None)).is_ok();
+                }
+                if singles_sent {
                     tracing::info!(error = %err, "UDP GSO unavailable; sending datagrams one by one");
                     self.gso_unsupported = true;
-                    for d in data.chunks(run.segment) {
-                        let _ = send_with_retry(socket, run.to, || socket.send_to(d, run.to).map(drop));
-                    }
                 }
             }
         }
@@ -260,11 +323,16 @@ fn send_with_retry(socket: &UdpSocket, to: SocketAddr, mut send: impl FnMut() ->
     }
 }
 
-/// One `sendmsg` carrying `data` as `segment`-sized datagrams (UDP_SEGMENT).
-fn send_gso(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: usize) -> io::Result<()> {
+/// One `sendmsg` of `data` to `to`: from source address `from` if given
+/// (`IP_PKTINFO` / `IPV6_PKTINFO`), as `segment`-sized datagrams if given
+/// (`UDP_SEGMENT`).
+fn send_msg(socket: &UdpSocket, to: SocketAddr, from: Option<IpAddr>, data: &[u8], segment: Option<usize>) -> io::Result<()> {
+    if from.is_none() && segment.is_none() {
+        return socket.send_to(data, to).map(drop);
+    }
     let addr = socket2::SockAddr::from(to);
     let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    let mut control = [0u64; CMSG_SPACE / 8];
+    let mut control = [0u64; SEND_CMSG_SPACE / 8];
     // SAFETY: msghdr is plain old data; every pointer set below outlives the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = addr.as_ptr() as *mut libc::c_void;
@@ -272,22 +340,63 @@ fn send_gso(socket: &UdpSocket, to: SocketAddr, data: &[u8], segment: usize) -> 
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE/CMSG_LEN are pure size computations; the control
-    // buffer is large enough for one u16 payload.
+    msg.msg_controllen = SEND_CMSG_SPACE as _;
+    let mut used = 0usize;
+    // SAFETY: CMSG_* walk the control buffer we own, sized for both
+    // messages (SEND_CMSG_SPACE); each payload is written within its CMSG_LEN.
     unsafe {
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_UDP;
-        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment as u16);
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let source = match from {
+            Some(IpAddr::V4(src)) => Some(write_cmsg(
+                cmsg,
+                libc::IPPROTO_IP,
+                libc::IP_PKTINFO,
+                libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr { s_addr: u32::from_ne_bytes(src.octets()) },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                },
+            )),
+            Some(IpAddr::V6(src)) => Some(write_cmsg(
+                cmsg,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_PKTINFO,
+                libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: src.octets() }, ipi6_ifindex: 0 },
+            )),
+            None => None,
+        };
+        if let Some(space) = source {
+            used += space;
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        if let Some(segment) = segment {
+            used += write_cmsg(cmsg, libc::SOL_UDP, libc::UDP_SEGMENT, segment as u16);
+        }
     }
+    msg.msg_controllen = used as _;
     // SAFETY: msg points at live buffers of the stated sizes.
     let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Writes one control message (`level`, `kind`, `value`) at `cmsg`; returns
+/// the space it takes.
+///
+/// # Safety
+/// `cmsg` points into a control buffer with room for `CMSG_SPACE` of `T`.
+unsafe fn write_cmsg<T>(cmsg: *mut libc::cmsghdr, level: libc::c_int, kind: libc::c_int, value: T) -> usize {
+    let size = std::mem::size_of::<T>() as u32;
+    // SAFETY: the caller guarantees the room; the payload is written unaligned.
+    unsafe {
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<T>(), value);
+        libc::CMSG_SPACE(size) as usize
+    }
 }
 
 /// Best effort: an option the kernel refuses only costs speed.
@@ -310,8 +419,12 @@ fn set_int_option(socket: &Socket, level: libc::c_int, name: libc::c_int, value:
 /// Messages per `recvmmsg`; each may hold a GRO run of up to 64 KiB.
 pub const RECV_BATCH: usize = 32;
 const RECV_BUF: usize = 65536;
-/// Room for one UDP_GRO control message (cmsghdr + int, aligned).
-const CMSG_SPACE: usize = 32;
+/// Room for the control messages of one received message: UDP_GRO (an int)
+/// and IP_PKTINFO or IPV6_PKTINFO (12 or 20 bytes), each behind a 16-byte
+/// cmsghdr, 8-byte aligned.
+const CMSG_SPACE: usize = 128;
+/// The same for a send: a pktinfo and a UDP_SEGMENT (u16).
+const SEND_CMSG_SPACE: usize = 128;
 
 /// Buffers for receiving up to [`RECV_BATCH`] messages in one `recvmmsg`.
 pub struct UdpBatch {
@@ -373,32 +486,60 @@ impl UdpBatch {
     }
 
     /// Calls `f` for every datagram of the last `recv`, GRO runs split back
-    /// into their datagrams.
-    pub fn for_each(&self, mut f: impl FnMut(SocketAddr, &[u8])) {
+    /// into their datagrams: its source, the local address it was sent to
+    /// (where replies should come from), and its bytes.
+    pub fn for_each(&self, mut f: impl FnMut(SocketAddr, Option<IpAddr>, &[u8])) {
         for i in 0..self.received {
             let Some(from) = sockaddr_to_std(&self.addrs[i]) else { continue };
             let data = &self.bufs[i][..self.hdrs[i].msg_len as usize];
-            let segment = gro_segment_size(&self.hdrs[i].msg_hdr).unwrap_or(data.len()).max(1);
+            let control = ReceivedControl::parse(&self.hdrs[i].msg_hdr);
+            let segment = control.gro_segment.unwrap_or(data.len()).max(1);
             for datagram in data.chunks(segment) {
-                f(from, datagram);
+                f(from, control.local, datagram);
             }
         }
     }
 }
 
-fn gro_segment_size(hdr: &libc::msghdr) -> Option<usize> {
-    // SAFETY: walks the control buffer the kernel filled, with the libc macros.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
-                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                return usize::try_from(size).ok();
+/// What the kernel said about a received message besides its bytes.
+#[derive(Default)]
+struct ReceivedControl {
+    /// UDP GRO: the run's datagram size.
+    gro_segment: Option<usize>,
+    /// The message's destination address (one of ours).
+    local: Option<IpAddr>,
+}
+
+impl ReceivedControl {
+    fn parse(hdr: &libc::msghdr) -> Self {
+        let mut out = ReceivedControl::default();
+        // SAFETY: walks the control buffer the kernel filled, with the libc
+        // macros; each payload is read unaligned at its type's size.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+            while !cmsg.is_null() {
+                let data = libc::CMSG_DATA(cmsg);
+                match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                    (libc::SOL_UDP, libc::UDP_GRO) => {
+                        out.gro_segment = usize::try_from(std::ptr::read_unaligned(data.cast::<libc::c_int>())).ok();
+                    }
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        // The local address, not the header's destination
+                        // (which may be a broadcast address).
+                        let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                        out.local = Some(IpAddr::V4(Ipv4Addr::from(info.ipi_spec_dst.s_addr.to_ne_bytes())));
+                    }
+                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                        let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                        out.local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+                cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
             }
-            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
         }
+        out
     }
-    None
 }
 
 fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -440,12 +581,12 @@ mod tests {
     #[test]
     fn gso_sends_and_batched_receives_round_trip_over_loopback() {
         let sockets = UdpSockets::bind(0).unwrap();
-        let receiver = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let receiver = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let to = receiver.local_addr().unwrap();
         let mut queue = SendQueue::default();
         let sizes = [1200usize, 1200, 1200, 700, 1200, 64];
         for (i, size) in sizes.iter().enumerate() {
-            queue.push(to, &vec![i as u8; *size]);
+            queue.push(to, None, &vec![i as u8; *size]);
         }
         // Equal sizes then a short one form a run; the short one closes it.
         assert_eq!(queue.runs.iter().map(|r| r.count).collect::<Vec<_>>(), vec![4, 2]);
@@ -457,7 +598,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while got.len() < sizes.len() && std::time::Instant::now() < deadline {
             if batch.recv(&receiver).is_ok() {
-                batch.for_each(|from, d| got.push((from, d.to_vec())));
+                batch.for_each(|from, _, d| got.push((from, d.to_vec())));
             } else {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -469,5 +610,46 @@ mod tests {
             assert_eq!(d.len(), sizes[i]);
             assert!(d.iter().all(|b| *b == i as u8));
         }
+    }
+
+    /// Every address of 127.0.0.0/8 is local: a datagram sent to 127.0.0.2
+    /// says so, a reply from it leaves from it (GSO runs too), and a reply
+    /// from an address this host does not hold leaves from nowhere else.
+    #[test]
+    fn replies_leave_from_the_address_the_peer_wrote_to() {
+        let sockets = UdpSockets::bind(0).unwrap();
+        let port = sockets.port().unwrap();
+        // A plain socket: one datagram per read (no GRO).
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"hello", ("127.0.0.2", port)).unwrap();
+        let mut batch = UdpBatch::default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut local = None;
+        while local.is_none() && std::time::Instant::now() < deadline {
+            if batch.recv(&sockets.v4).is_ok() {
+                batch.for_each(|_, to, _| local = to);
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        let local = local.unwrap();
+        assert_eq!(local, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+
+        let to = peer.local_addr().unwrap();
+        let mut queue = SendQueue::default();
+        queue.push(to, Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))), b"from an address not ours");
+        queue.push(to, Some(local), &[1u8; 300]);
+        queue.push(to, Some(local), &[2u8; 300]);
+        queue.flush(&sockets);
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 2048];
+        for expected in [1u8, 2] {
+            let (n, src) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!((n, buf[0]), (300, expected));
+            assert_eq!(src, SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), port)));
+        }
+        peer.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+        assert!(peer.recv_from(&mut buf).is_err(), "nothing else arrived");
+        assert!(!queue.gso_unsupported, "a refused source address is not a GSO failure");
     }
 }

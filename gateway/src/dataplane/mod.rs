@@ -1,6 +1,7 @@
 //! Userspace WireGuard data plane on boringtun's `noise::Tunn`: a socket-free
-//! device core (peers, routing, allowed IPs, UAPI protocol) and the I/O edge
-//! around it (TUN, UDP, the UAPI socket, the packet loop).
+//! device core (peers, routing, allowed IPs, UAPI protocol), split into one
+//! shard per packet worker, and the I/O edge around it (a TUN queue and UDP
+//! sockets per worker, the UAPI socket, the packet loops).
 
 pub mod allowed_ips;
 pub mod cli;
@@ -10,10 +11,13 @@ pub mod gso;
 pub mod io;
 pub mod peer;
 pub mod runtime;
+pub mod shards;
+pub mod steer;
 pub mod takeover;
 pub mod uapi;
 pub mod vnet;
 
-pub use device::{Device, DeviceCounters, DeviceEvent, PacketSink, PeerError};
+pub use device::{Device, DeviceCounters, DeviceEvent, Handoff, PacketSink, PeerError, Shard};
 pub use peer::{encode_key, parse_key, PeerConfig, PeerStats, PublicKey};
-pub use runtime::{Dataplane, DataplaneConfig, DataplaneHandle};
+pub use runtime::{default_workers, Dataplane, DataplaneConfig, DataplaneHandle};
+pub use shards::PeerTable;

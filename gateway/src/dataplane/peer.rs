@@ -1,7 +1,7 @@
 //! A peer's configuration (what the access layer asks for) apart from its
 //! live state (boringtun session, learned endpoint, counters) (pure types).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -33,6 +33,9 @@ pub(crate) struct PeerState {
     pub tunn: Option<Box<Tunn>>,
     /// The configured endpoint, then wherever authenticated packets last came from.
     pub endpoint: Option<SocketAddr>,
+    /// The local address those packets were sent to: what goes to the peer
+    /// leaves from it (`None`: the kernel's choice), as kernel WireGuard does.
+    pub local: Option<IpAddr>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     /// Decrypted packets whose source was outside the peer's allowed IPs.

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 
-use super::device::{Device, PeerError};
+use super::device::PeerError;
+use super::shards::PeerTable;
 use super::peer::{parse_key, PeerConfig, PublicKey};
 
 /// errno values `wg` understands in replies.
@@ -47,7 +48,7 @@ impl UapiError {
 
 /// The `get=1` reply, without the trailing `errno=0` and blank line.
 /// `now` anchors the handshake ages boringtun reports to wall-clock times.
-pub fn render_get(device: &Device, listen_port: u16, now: SystemTime) -> String {
+pub fn render_get(device: &(impl PeerTable + ?Sized), listen_port: u16, now: SystemTime) -> String {
     let mut out = String::new();
     // The socket is root-only (0600), as with wireguard-go; `wg show` needs
     // the private key to print the public one and shows it as "(hidden)".
@@ -103,7 +104,7 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, UapiError> {
 /// Applies the body of a `set=1` request (its `key=value` lines, without the
 /// `set=1` line and the blank line). Sections are applied in order; the first
 /// error stops the request, as in the reference implementations.
-pub fn apply_set(device: &mut Device, listen_port: u16, body: &str) -> Result<(), UapiError> {
+pub fn apply_set(device: &mut (impl PeerTable + ?Sized), listen_port: u16, body: &str) -> Result<(), UapiError> {
     let mut current: Option<PeerChange> = None;
     for line in body.lines().filter(|l| !l.is_empty()) {
         let (key, value) = line.split_once('=').ok_or_else(|| UapiError::BadLine(line.to_owned()))?;
@@ -140,7 +141,7 @@ pub fn apply_set(device: &mut Device, listen_port: u16, body: &str) -> Result<()
     Ok(())
 }
 
-fn apply_device_key(device: &mut Device, listen_port: u16, key: &str, value: &str) -> Result<(), UapiError> {
+fn apply_device_key(device: &mut (impl PeerTable + ?Sized), listen_port: u16, key: &str, value: &str) -> Result<(), UapiError> {
     match key {
         "private_key" => {
             let wanted = parse_key(value).map_err(|_| bad(key, value))?;
@@ -168,7 +169,7 @@ fn apply_device_key(device: &mut Device, listen_port: u16, key: &str, value: &st
     Ok(())
 }
 
-fn apply_peer_change(device: &mut Device, change: PeerChange) -> Result<(), UapiError> {
+fn apply_peer_change(device: &mut (impl PeerTable + ?Sized), change: PeerChange) -> Result<(), UapiError> {
     let keepalive = |k: Option<u16>| k.filter(|s| *s != 0);
     if change.remove {
         return match device.remove_peer(&change.public_key) {
@@ -176,7 +177,7 @@ fn apply_peer_change(device: &mut Device, change: PeerChange) -> Result<(), Uapi
             Err(err) => Err(err.into()),
         };
     }
-    match device.peer_config(&change.public_key).cloned() {
+    match device.peer_config(&change.public_key) {
         Some(mut config) => {
             if change.replace_allowed_ips {
                 config.allowed_ips.clear();
@@ -214,6 +215,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::dataplane::device::Device;
     use gateway_common::MAX_PEER_SLOTS;
 
     fn key(seed: u8) -> [u8; 32] {

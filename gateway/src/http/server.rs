@@ -14,6 +14,9 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Readiness {
     Ready,
+    /// Ready (200), with something the operator should see: an RPC
+    /// endpoint refused for serving another chain.
+    Degraded(String),
     NotReady(String),
 }
 
@@ -42,6 +45,7 @@ pub fn router(view: Shared) -> Router {
 async fn readyz(State(view): State<Shared>) -> Response {
     match view.readiness() {
         Readiness::Ready => (StatusCode::OK, "ready\n".to_string()).into_response(),
+        Readiness::Degraded(why) => (StatusCode::OK, format!("ready, degraded: {why}\n")).into_response(),
         Readiness::NotReady(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }

@@ -145,16 +145,18 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
         }
         XdpCommand::Stats { instance, json } => {
             let maps = PinnedMaps::open_instance(&instance.instance)?;
-            let stats = maps.stats.read()?;
+            let (stats, late) = (maps.stats.read()?, maps.late_stats.read()?);
             if json {
-                let obj: serde_json::Map<String, serde_json::Value> = XdpVerdict::ALL
-                    .iter()
-                    .map(|r| (r.name().to_string(), stats.get(*r).into()))
-                    .collect();
+                let counters = |s: &gateway_common::XdpStats| -> serde_json::Map<String, serde_json::Value> {
+                    XdpVerdict::ALL.iter().map(|r| (r.name().to_string(), s.get(*r).into())).collect()
+                };
+                let mut obj = counters(&stats);
+                obj.insert("late_gate".into(), serde_json::Value::Object(counters(&late)));
                 writeln!(out, "{}", serde_json::Value::Object(obj))?;
             } else {
+                writeln!(out, "{:<28} {:>12} {:>12}", "verdict", "xdp", "late gate")?;
                 for r in XdpVerdict::ALL {
-                    writeln!(out, "{:<24} {:>12}", r.name(), stats.get(r))?;
+                    writeln!(out, "{:<28} {:>12} {:>12}", r.name(), stats.get(r), late.get(r))?;
                 }
             }
         }

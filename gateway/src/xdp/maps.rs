@@ -7,7 +7,7 @@ use anyhow::Context;
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use gateway_common::{
     deny_slot_of, AllowSlot, DenyEntry, EndpointKey, XdpConfig, XdpStats, MAP_ALLOW_SLOTS,
-    MAP_CONFIG, MAP_DENY_ENDPOINTS, MAP_STATS, MAX_PEER_SLOTS,
+    MAP_CONFIG, MAP_DENY_ENDPOINTS, MAP_LATE_STATS, MAP_STATS, MAX_PEER_SLOTS,
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -35,7 +35,7 @@ impl ConfigMap {
     }
 }
 
-/// `GW_STATS`: per-CPU verdict counters.
+/// `GW_STATS` (XDP) or `GW_LATE_STATS` (the late gate): per-CPU verdict counters.
 pub struct StatsMap(PerCpuArray<MapData, XdpStats>);
 
 impl StatsMap {
@@ -156,6 +156,8 @@ impl DenyEndpoints {
 pub struct PinnedMaps {
     pub config: ConfigMap,
     pub stats: StatsMap,
+    /// The late gate's counters (the same verdicts, at the sockets).
+    pub late_stats: StatsMap,
     pub allow: AllowSlots,
     pub deny: DenyEndpoints,
 }
@@ -164,6 +166,7 @@ impl PinnedMaps {
     pub fn open(pins: &PinDir) -> Result<Self, XdpError> {
         let config = Array::try_from(open(pins, MAP_CONFIG)?).context("GW_CONFIG type")?;
         let stats = PerCpuArray::try_from(open(pins, MAP_STATS)?).context("GW_STATS type")?;
+        let late_stats = PerCpuArray::try_from(open(pins, MAP_LATE_STATS)?).context("GW_LATE_STATS type")?;
         let allow = Array::try_from(open(pins, MAP_ALLOW_SLOTS)?).context("GW_ALLOW_SLOTS type")?;
         let table = Array::try_from(open(pins, MAP_DENY_ENDPOINTS)?).context("GW_DENY_ENDPOINTS type")?;
         let config = ConfigMap(config);
@@ -171,6 +174,7 @@ impl PinnedMaps {
         Ok(PinnedMaps {
             config,
             stats: StatsMap(stats),
+            late_stats: StatsMap(late_stats),
             allow: AllowSlots(allow),
             deny: DenyEndpoints { table, seed },
         })

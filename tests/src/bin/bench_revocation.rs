@@ -15,6 +15,7 @@ use gateway_common::XdpVerdict;
 use gateway_tests::lab::{Lab, DEV_ADDRESSES, GATEWAY_LAN_IP};
 use gateway_tests::netns::{wait_for, Netns};
 use gateway_tests::packets;
+use gateway_tests::stats::percentile;
 use gateway_tests::wg::WG_PORT;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -50,14 +51,6 @@ struct Summary {
     max_ms: f64,
     mean_ms: f64,
     samples_ms: Vec<f64>,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn summarise(transport: &str, samples: Vec<f64>) -> Summary {

@@ -1,55 +1,98 @@
-//! `cargo xtask bench throughput`: iperf3 TCP from a `wireguard-go` client
-//! through (a) the gateway's data plane, (b) a `wireguard-go` server and
-//! (c) `boringtun-cli`, alternating a-b-c, each pair in its own namespaces;
-//! reports Mbit/s and the server process's CPU seconds per GB moved. With
-//! `--reverse` the servers send instead.
+//! `cargo xtask bench throughput`: iperf3 TCP through four WireGuard servers
+//! (the gateway's data plane, gotatun, wireguard-go, boringtun-cli), each
+//! driven by two client implementations (wireguard-go, gotatun), every pair
+//! in namespaces of its own, runs alternating over all pairs. Reports Mbit/s
+//! and the server process's CPU seconds per GB moved as a client x server
+//! table with ratios to gotatun as server (same client, same run). With
+//! `--peers N`: N gotatun clients stream at once (half to the server's side,
+//! half node to node), aggregate Mbit/s, CPU-s/GB and Jain's fairness index.
+//! `--reverse`: the other direction (`iperf3 -R`).
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
-use gateway_tests::netns::{require_root, Netns, VethPair};
+use gateway_tests::netns::{require_root, ChildGuard, Netns, VethPair};
 use gateway_tests::wg::{
-    iperf3_client, iperf3_client_reverse, iperf3_server, wg, GatewayProcess, Keypair, ScratchDir, UapiDaemon, WgGoNode, TUNNEL_PREFIX, WG_PORT,
+    iperf3_client, iperf3_client_reverse, iperf3_server, wg, GatewayProcess, IperfRun, Keypair, ScratchDir, UapiDaemon, TUNNEL_PREFIX,
+    WG_PORT,
 };
 use serde::Serialize;
 
 #[derive(Parser)]
 struct Args {
-    /// Rounds of a-b-c.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds over every pair (or fleet).
+    #[arg(long, default_value_t = 2)]
     rounds: u32,
     /// Seconds per iperf3 run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 8)]
     seconds: u32,
     /// The servers send (`iperf3 -R`): the download direction.
     #[arg(long)]
     reverse: bool,
+    /// Clients streaming at once through one server (1: the client x server table).
+    #[arg(long, default_value_t = 1)]
+    peers: usize,
+    /// Gateway worker counts to measure, one server row each (comma-separated;
+    /// empty: the gateway's default).
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<usize>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/throughput.json")]
     json: PathBuf,
 }
 
 const IPERF_PORT: u16 = 5201;
+/// What every server and client is measured against (the anchor).
+const ANCHOR: Impl = Impl::Gotatun;
 
+/// A WireGuard implementation, as server or client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-enum Server {
+enum Impl {
     Gateway,
+    Gotatun,
     WireguardGo,
     BoringtunCli,
 }
 
-impl Server {
-    const ALL: [Server; 3] = [Server::Gateway, Server::WireguardGo, Server::BoringtunCli];
-
+impl Impl {
     fn label(self) -> &'static str {
         match self {
-            Server::Gateway => "gateway",
-            Server::WireguardGo => "wireguard-go",
-            Server::BoringtunCli => "boringtun-cli",
+            Impl::Gateway => "gateway",
+            Impl::Gotatun => "gotatun",
+            Impl::WireguardGo => "wireguard-go",
+            Impl::BoringtunCli => "boringtun-cli",
+        }
+    }
+
+    /// The program and its foreground flags, for the implementations that
+    /// serve the UAPI socket and are configured with `wg set`.
+    fn daemon(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Impl::WireguardGo => ("wireguard-go", &["-f"]),
+            Impl::BoringtunCli => ("boringtun-cli", &["--foreground", "--disable-drop-privileges"]),
+            Impl::Gotatun | Impl::Gateway => ("gotatun", &["--foreground", "--disable-drop-privileges"]),
+        }
+    }
+}
+
+/// A server row: an implementation, and for the gateway its worker count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+struct ServerSpec {
+    implementation: Impl,
+    /// `None`: the gateway's default (one per CPU).
+    workers: Option<usize>,
+}
+
+impl ServerSpec {
+    fn label(&self) -> String {
+        match self.workers {
+            Some(1) => format!("{} (1 worker)", self.implementation.label()),
+            Some(n) => format!("{} ({n} workers)", self.implementation.label()),
+            None => self.implementation.label().to_owned(),
         }
     }
 }
@@ -57,110 +100,213 @@ impl Server {
 /// The server's process, whichever implementation it is.
 enum ServerProcess {
     Gateway(GatewayProcess),
-    Uapi(UapiDaemon),
+    Daemon(UapiDaemon),
 }
 
 impl ServerProcess {
     fn pid(&self) -> u32 {
         match self {
             ServerProcess::Gateway(g) => g.process.id(),
-            ServerProcess::Uapi(d) => d.process.id(),
+            ServerProcess::Daemon(d) => d.process.id(),
         }
     }
 }
 
-/// One server and its client, each in a namespace of its own. Fields drop in
-/// order: processes before the namespaces they live in.
-struct Pair {
-    server: Server,
-    _client: WgGoNode,
+/// Starts `spec` in `ns` serving `peers` (public key, allowed IPs) on
+/// `WG_PORT` with the tunnel address .1; returns it and its public key.
+fn start_server(spec: ServerSpec, ns: &Netns, dir: &ScratchDir, peers: &[(String, String)]) -> Result<(ServerProcess, String)> {
+    if spec.implementation == Impl::Gateway {
+        let workers = spec.workers.map(|n| n.to_string());
+        let extra: Vec<&str> = workers.iter().flat_map(|n| ["--workers", n.as_str()]).collect();
+        let g = GatewayProcess::start_with(ns, dir.path(), peers, &extra)?;
+        let public = g.keys.public.clone();
+        return Ok((ServerProcess::Gateway(g), public));
+    }
+    let keys = Keypair::generate(dir.path(), &gateway_tests::netns::unique_name("srv"))?;
+    let (program, flags) = spec.implementation.daemon();
+    let d = UapiDaemon::start(ns, program, flags, keys)?;
+    wg(&["set", &d.iface, "listen-port", &WG_PORT.to_string()])?;
+    for (public, allowed) in peers {
+        wg(&["set", &d.iface, "peer", public, "allowed-ips", allowed])?;
+    }
+    d.address(ns, &format!("{TUNNEL_PREFIX}.1/24"))?;
+    if peers.len() > 1 {
+        // Node-to-node traffic goes through the kernel and back out of the
+        // same interface for the servers that have no forwarding of their own.
+        ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        ns.exec("sysctl", &["-qw", "net.ipv4.conf.all.send_redirects=0"])?;
+        ns.exec("sysctl", &["-qw", &format!("net.ipv4.conf.{}.send_redirects=0", d.iface)])?;
+    }
+    let public = d.keys.public.clone();
+    Ok((ServerProcess::Daemon(d), public))
+}
+
+/// A client of `implementation` in `ns`, its only peer the server.
+fn start_client(implementation: Impl, ns: &Netns, keys: Keypair, tunnel_ip: &str, server_public: &str, endpoint: &str) -> Result<UapiDaemon> {
+    let (program, flags) = implementation.daemon();
+    let d = UapiDaemon::start(ns, program, flags, keys)?;
+    wg(&[
+        "set", &d.iface, "peer", server_public, "endpoint", endpoint,
+        "allowed-ips", &format!("{TUNNEL_PREFIX}.0/24"), "persistent-keepalive", "25",
+    ])?;
+    d.address(ns, &format!("{tunnel_ip}/24"))?;
+    Ok(d)
+}
+
+fn tunnel_ip(node: usize) -> String {
+    format!("{TUNNEL_PREFIX}.{}", node + 2)
+}
+
+/// One server and its clients, each in a namespace of its own: node i at
+/// 10.(200 + i / 200).(i % 200).2 over its own veth. Fields drop in order:
+/// processes before the namespaces they live in.
+struct Fleet {
+    client: Impl,
+    server: ServerSpec,
+    _clients: Vec<UapiDaemon>,
     process: ServerProcess,
-    client_ns: Netns,
+    client_ns: Vec<Netns>,
     server_ns: Netns,
 }
 
-fn set_up(server: Server, dir: &ScratchDir) -> Result<Pair> {
-    let server_ns = Netns::new("bsv")?;
-    let client_ns = Netns::new("bcl")?;
-    VethPair::connect(&server_ns, "10.200.0.1/24", &client_ns, "10.200.0.2/24")?;
-    let client_keys = Keypair::generate(dir.path(), &format!("client-{}", server.label()))?;
-    let client_allowed = format!("{TUNNEL_PREFIX}.2/32");
-    let server_address = format!("{TUNNEL_PREFIX}.1/24");
-    let (process, server_public) = match server {
-        Server::Gateway => {
-            let g = GatewayProcess::start(&server_ns, dir.path(), &[(client_keys.public.clone(), client_allowed)])?;
-            let public = g.keys.public.clone();
-            (ServerProcess::Gateway(g), public)
-        }
-        Server::WireguardGo | Server::BoringtunCli => {
-            let keys = Keypair::generate(dir.path(), &format!("server-{}", server.label()))?;
-            let (program, args): (&str, &[&str]) = match server {
-                Server::WireguardGo => ("wireguard-go", &["-f"]),
-                _ => ("boringtun-cli", &["--foreground", "--disable-drop-privileges"]),
-            };
-            let d = UapiDaemon::start(&server_ns, program, args, keys)?;
-            wg(&["set", &d.iface, "listen-port", &WG_PORT.to_string(), "peer", &client_keys.public, "allowed-ips", &client_allowed])?;
-            d.address(&server_ns, &server_address)?;
-            let public = d.keys.public.clone();
-            (ServerProcess::Uapi(d), public)
-        }
-    };
-    let client = WgGoNode::start(
-        &client_ns,
-        client_keys,
-        &format!("{TUNNEL_PREFIX}.2"),
-        &server_public,
-        &format!("10.200.0.1:{WG_PORT}"),
-    )?;
-    let pair = Pair { server, _client: client, process, client_ns, server_ns };
-    gateway_tests::netns::wait_for(&format!("tunnel to {}", server.label()), Duration::from_secs(15), || {
-        Ok(pair.client_ns.exec("ping", &["-c", "1", "-W", "1", &format!("{TUNNEL_PREFIX}.1")]).is_ok().then_some(()))
-    })?;
-    Ok(pair)
+impl Fleet {
+    fn label(&self) -> String {
+        format!("{} -> {}", self.client.label(), self.server.label())
+    }
 }
 
+fn set_up(client: Impl, server: ServerSpec, peers: usize, dir: &ScratchDir) -> Result<Fleet> {
+    let server_ns = Netns::new("bsv")?;
+    let mut client_ns = Vec::new();
+    let mut endpoints = Vec::new();
+    for i in 0..peers {
+        let ns = Netns::new("bcl")?;
+        let net = format!("10.{}.{}", 200 + i / 200, i % 200);
+        VethPair::connect(&server_ns, &format!("{net}.1/24"), &ns, &format!("{net}.2/24"))?;
+        endpoints.push(format!("{net}.1:{WG_PORT}"));
+        client_ns.push(ns);
+    }
+    let keys: Vec<Keypair> =
+        (0..peers).map(|i| Keypair::generate(dir.path(), &gateway_tests::netns::unique_name(&format!("c{i}")))).collect::<Result<_>>()?;
+    let allowed: Vec<(String, String)> = keys.iter().enumerate().map(|(i, k)| (k.public.clone(), format!("{}/32", tunnel_ip(i)))).collect();
+    let (process, server_public) =
+        start_server(server, &server_ns, dir, &allowed).with_context(|| format!("start the {} server", server.label()))?;
+    let mut clients = Vec::new();
+    for (i, (ns, keys)) in client_ns.iter().zip(keys).enumerate() {
+        clients.push(
+            start_client(client, ns, keys, &tunnel_ip(i), &server_public, &endpoints[i])
+                .with_context(|| format!("start {} client {i}", client.label()))?,
+        );
+    }
+    let fleet = Fleet { client, server, _clients: clients, process, client_ns, server_ns };
+    for (i, ns) in fleet.client_ns.iter().enumerate() {
+        gateway_tests::netns::wait_for(&format!("tunnel {i} of {}", fleet.label()), Duration::from_secs(20), || {
+            Ok(ns.exec("ping", &["-c", "1", "-W", "1", &format!("{TUNNEL_PREFIX}.1")]).is_ok().then_some(()))
+        })?;
+    }
+    Ok(fleet)
+}
+
+/// Stream i: node i sends to the server's side (the first half of the
+/// nodes) or to node i - N/2 through the server (the second half).
+struct Stream {
+    from: usize,
+    /// `None`: the server's namespace, else a node.
+    to: Option<usize>,
+    port: u16,
+}
+
+fn streams(peers: usize) -> Vec<Stream> {
+    let half = peers.div_ceil(2);
+    (0..peers)
+        .map(|i| Stream { from: i, to: (i >= half).then(|| i - half), port: IPERF_PORT + i as u16 })
+        .collect()
+}
 
 #[derive(Debug, Clone, Serialize)]
 struct Sample {
-    server: Server,
+    client: Impl,
+    server: ServerSpec,
     round: u32,
+    /// Sum over the streams (they run at the same time).
     mbit_per_second: f64,
+    /// Per stream, in stream order.
+    stream_mbit_per_second: Vec<f64>,
     bytes: u64,
     seconds: f64,
     server_cpu_seconds: f64,
     cpu_seconds_per_gb: f64,
     retransmits: u64,
+    jain_fairness: f64,
 }
 
-fn measure(pair: &Pair, round: u32, seconds: u32, reverse: bool) -> Result<Sample> {
-    let _iperf = iperf3_server(&pair.server_ns, IPERF_PORT)?;
-    let pid = pair.process.pid();
+/// Jain's index: 1 when every stream gets the same, 1/n when one gets all.
+fn jain(xs: &[f64]) -> f64 {
+    let sum: f64 = xs.iter().sum();
+    let squares: f64 = xs.iter().map(|x| x * x).sum();
+    if squares > 0.0 {
+        sum * sum / (xs.len() as f64 * squares)
+    } else {
+        0.0
+    }
+}
+
+fn measure(fleet: &Fleet, round: u32, seconds: u32, reverse: bool) -> Result<Sample> {
+    let streams = streams(fleet.client_ns.len());
+    let _servers: Vec<ChildGuard> = streams
+        .iter()
+        .map(|s| iperf3_server(s.to.map_or(&fleet.server_ns, |n| &fleet.client_ns[n]), s.port))
+        .collect::<Result<_>>()?;
+    let pid = fleet.process.pid();
     let cpu_before = gateway_tests::netns::cpu_seconds(pid)?;
     let client = if reverse { iperf3_client_reverse } else { iperf3_client };
-    let run = client(&pair.client_ns, &format!("{TUNNEL_PREFIX}.1"), IPERF_PORT, seconds)?;
+    let runs: Vec<Result<IperfRun>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = streams
+            .iter()
+            .map(|s| {
+                let ns = &fleet.client_ns[s.from];
+                let to = s.to.map_or_else(|| format!("{TUNNEL_PREFIX}.1"), tunnel_ip);
+                scope.spawn(move || client(ns, &to, s.port, seconds))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("iperf3 thread panicked")))).collect()
+    });
     let cpu = gateway_tests::netns::cpu_seconds(pid)? - cpu_before;
-    if run.received_bytes == 0 {
-        bail!("{}: nothing moved", pair.server.label());
+    let runs: Vec<IperfRun> = runs.into_iter().collect::<Result<_>>().with_context(|| fleet.label())?;
+    let bytes: u64 = runs.iter().map(|r| r.received_bytes).sum();
+    if runs.iter().any(|r| r.received_bytes == 0) {
+        bail!("{}: a stream moved nothing", fleet.label());
     }
+    let per_stream: Vec<f64> = runs.iter().map(|r| r.received_bits_per_second / 1e6).collect();
     Ok(Sample {
-        server: pair.server,
+        client: fleet.client,
+        server: fleet.server,
         round,
-        mbit_per_second: run.received_bits_per_second / 1e6,
-        bytes: run.received_bytes,
-        seconds: run.seconds,
+        mbit_per_second: per_stream.iter().sum(),
+        jain_fairness: jain(&per_stream),
+        stream_mbit_per_second: per_stream,
+        bytes,
+        seconds: runs.iter().map(|r| r.seconds).fold(0.0, f64::max),
         server_cpu_seconds: cpu,
-        cpu_seconds_per_gb: cpu / (run.received_bytes as f64 / 1e9),
-        retransmits: run.retransmits,
+        cpu_seconds_per_gb: cpu / (bytes as f64 / 1e9),
+        retransmits: runs.iter().map(|r| r.retransmits).sum(),
     })
 }
 
 #[derive(Debug, Serialize)]
 struct Summary {
-    server: Server,
+    client: Impl,
+    server: ServerSpec,
     runs: usize,
     /// Total bytes over total time, so long and short runs weigh by duration.
     mbit_per_second: f64,
     cpu_seconds_per_gb: f64,
+    retransmits_per_run: f64,
+    /// Mean over the runs.
+    jain_fairness: f64,
+    /// This row over gotatun as server with the same client.
+    throughput_ratio_vs_gotatun: f64,
+    cpu_per_gb_ratio_vs_gotatun: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -169,26 +315,79 @@ struct Report {
     seconds_per_run: u32,
     /// True when the servers sent (download direction).
     reverse: bool,
+    peers: usize,
     samples: Vec<Sample>,
     summary: Vec<Summary>,
-    /// gateway / wireguard-go and gateway / boringtun-cli.
-    throughput_ratio_vs_wireguard_go: f64,
-    throughput_ratio_vs_boringtun_cli: f64,
-    cpu_per_gb_ratio_vs_wireguard_go: f64,
-    cpu_per_gb_ratio_vs_boringtun_cli: f64,
 }
 
-fn summarise(server: Server, samples: &[Sample]) -> Summary {
-    let mine: Vec<&Sample> = samples.iter().filter(|s| s.server == server).collect();
+fn summarise(client: Impl, server: ServerSpec, samples: &[Sample]) -> Summary {
+    let mine: Vec<&Sample> = samples.iter().filter(|s| s.server == server && s.client == client).collect();
     let bytes: f64 = mine.iter().map(|s| s.bytes as f64).sum();
     let seconds: f64 = mine.iter().map(|s| s.seconds).sum();
     let cpu: f64 = mine.iter().map(|s| s.server_cpu_seconds).sum();
+    let runs = mine.len().max(1) as f64;
     Summary {
+        client,
         server,
         runs: mine.len(),
         mbit_per_second: if seconds > 0.0 { bytes * 8.0 / seconds / 1e6 } else { 0.0 },
         cpu_seconds_per_gb: if bytes > 0.0 { cpu / (bytes / 1e9) } else { 0.0 },
+        retransmits_per_run: mine.iter().map(|s| s.retransmits as f64).sum::<f64>() / runs,
+        jain_fairness: mine.iter().map(|s| s.jain_fairness).sum::<f64>() / runs,
+        throughput_ratio_vs_gotatun: 0.0,
+        cpu_per_gb_ratio_vs_gotatun: 0.0,
     }
+}
+
+fn with_ratios(mut summary: Vec<Summary>) -> Vec<Summary> {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let anchors: Vec<(Impl, f64, f64)> = summary
+        .iter()
+        .filter(|s| s.server.implementation == ANCHOR)
+        .map(|s| (s.client, s.mbit_per_second, s.cpu_seconds_per_gb))
+        .collect();
+    for s in &mut summary {
+        if let Some((_, mbit, cpu)) = anchors.iter().find(|(c, _, _)| *c == s.client) {
+            s.throughput_ratio_vs_gotatun = ratio(s.mbit_per_second, *mbit);
+            s.cpu_per_gb_ratio_vs_gotatun = ratio(s.cpu_seconds_per_gb, *cpu);
+        }
+    }
+    summary
+}
+
+fn print_table(out: &mut impl std::io::Write, report: &Report, clients: &[Impl], servers: &[ServerSpec]) -> Result<()> {
+    writeln!(out)?;
+    let direction = if report.reverse { "server to client (iperf3 -R)" } else { "client to server" };
+    writeln!(
+        out,
+        "{direction}, {} stream(s) at once: Mbit/s, server CPU-s/GB, retransmits per run{} (ratios: this server / gotatun, same client)",
+        report.peers,
+        if report.peers > 1 { ", Jain's fairness" } else { "" }
+    )?;
+    write!(out, "{:<26}", "server")?;
+    for c in clients {
+        write!(out, " | {:<52}", format!("client {}", c.label()))?;
+    }
+    writeln!(out)?;
+    for server in servers {
+        write!(out, "{:<26}", server.label())?;
+        for client in clients {
+            let Some(s) = report.summary.iter().find(|s| s.client == *client && s.server == *server) else {
+                write!(out, " | {:<52}", "")?;
+                continue;
+            };
+            let mut cell = format!(
+                "{:>5.0} {:>5.2} {:>7.0} ({:.2}x, {:.2}x)",
+                s.mbit_per_second, s.cpu_seconds_per_gb, s.retransmits_per_run, s.throughput_ratio_vs_gotatun, s.cpu_per_gb_ratio_vs_gotatun
+            );
+            if report.peers > 1 {
+                cell.push_str(&format!(" J={:.3}", s.jain_fairness));
+            }
+            write!(out, " | {cell:<52}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -196,61 +395,76 @@ fn main() -> Result<()> {
     if !require_root() {
         bail!("the benchmark needs root (network namespaces)");
     }
-    for program in ["wireguard-go", "boringtun-cli", "iperf3", "wg"] {
+    for program in ["wireguard-go", "boringtun-cli", "gotatun", "iperf3", "wg"] {
         if gateway_tests::netns::run("sh", &["-c", &format!("command -v {program}")]).is_err() {
-            bail!("{program} not found (boringtun-cli: `cargo install boringtun-cli --locked`)");
+            bail!("{program} not found (`cargo xtask bench throughput` installs it)");
         }
     }
+    let gateways: Vec<ServerSpec> = if args.workers.is_empty() {
+        vec![ServerSpec { implementation: Impl::Gateway, workers: None }]
+    } else {
+        args.workers.iter().map(|n| ServerSpec { implementation: Impl::Gateway, workers: Some(*n) }).collect()
+    };
+    let (clients, others): (Vec<Impl>, &[Impl]) = if args.peers > 1 {
+        // Many peers: the faster client only, and the two strongest other servers.
+        (vec![Impl::Gotatun], &[Impl::Gotatun, Impl::WireguardGo])
+    } else {
+        (vec![Impl::WireguardGo, Impl::Gotatun], &[Impl::Gotatun, Impl::WireguardGo, Impl::BoringtunCli])
+    };
+    let servers: Vec<ServerSpec> =
+        gateways.into_iter().chain(others.iter().map(|i| ServerSpec { implementation: *i, workers: None })).collect();
     let dir = ScratchDir::new()?;
-    let pairs: Vec<Pair> = Server::ALL.iter().map(|s| set_up(*s, &dir)).collect::<Result<_>>()?;
+    let mut fleets = Vec::new();
+    for client in &clients {
+        for server in &servers {
+            fleets.push(set_up(*client, *server, args.peers.max(1), &dir)?);
+        }
+    }
     let mut samples = Vec::new();
     let mut out = std::io::stdout();
     for round in 0..args.rounds {
-        for pair in &pairs {
-            let sample = measure(pair, round, args.seconds, args.reverse)?;
+        for fleet in &fleets {
+            let sample = measure(fleet, round, args.seconds, args.reverse)?;
             writeln!(
                 out,
-                "round {round} {:<14} {:>8.0} Mbit/s {:>6.2} CPU-s/GB {:>6} retransmits",
-                pair.server.label(),
+                "round {round} {:<42} {:>6.0} Mbit/s {:>6.2} CPU-s/GB {:>7} retransmits{}",
+                fleet.label(),
                 sample.mbit_per_second,
                 sample.cpu_seconds_per_gb,
-                sample.retransmits
+                sample.retransmits,
+                if args.peers > 1 { format!(" fairness {:.3}", sample.jain_fairness) } else { String::new() }
             )?;
             samples.push(sample);
         }
     }
-    let summary: Vec<Summary> = Server::ALL.iter().map(|s| summarise(*s, &samples)).collect();
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    let report = Report {
-        rounds: args.rounds,
-        seconds_per_run: args.seconds,
-        reverse: args.reverse,
-        throughput_ratio_vs_wireguard_go: ratio(summary[0].mbit_per_second, summary[1].mbit_per_second),
-        throughput_ratio_vs_boringtun_cli: ratio(summary[0].mbit_per_second, summary[2].mbit_per_second),
-        cpu_per_gb_ratio_vs_wireguard_go: ratio(summary[0].cpu_seconds_per_gb, summary[1].cpu_seconds_per_gb),
-        cpu_per_gb_ratio_vs_boringtun_cli: ratio(summary[0].cpu_seconds_per_gb, summary[2].cpu_seconds_per_gb),
-        samples,
-        summary,
-    };
-    writeln!(out)?;
-    writeln!(out, "{:<14} {:>5} {:>12} {:>10}", "server", "runs", "Mbit/s", "CPU-s/GB")?;
-    for s in &report.summary {
-        writeln!(out, "{:<14} {:>5} {:>12.0} {:>10.2}", s.server.label(), s.runs, s.mbit_per_second, s.cpu_seconds_per_gb)?;
-    }
-    writeln!(
-        out,
-        "gateway / wireguard-go: throughput {:.2}x, CPU per GB {:.2}x",
-        report.throughput_ratio_vs_wireguard_go, report.cpu_per_gb_ratio_vs_wireguard_go
-    )?;
-    writeln!(
-        out,
-        "gateway / boringtun-cli: throughput {:.2}x, CPU per GB {:.2}x",
-        report.throughput_ratio_vs_boringtun_cli, report.cpu_per_gb_ratio_vs_boringtun_cli
-    )?;
+    let summary = with_ratios(
+        clients.iter().flat_map(|c| servers.iter().map(|s| summarise(*c, *s, &samples))).collect(),
+    );
+    let report = Report { rounds: args.rounds, seconds_per_run: args.seconds, reverse: args.reverse, peers: args.peers, samples, summary };
+    print_table(&mut out, &report, &clients, &servers)?;
     if let Some(parent) = args.json.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
     writeln!(out, "wrote {}", args.json.display())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jain_index_is_one_when_fair_and_one_over_n_when_not() {
+        assert!((jain(&[5.0, 5.0, 5.0, 5.0]) - 1.0).abs() < 1e-9);
+        assert!((jain(&[8.0, 0.0, 0.0, 0.0]) - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn half_the_streams_go_node_to_node() {
+        let s = streams(8);
+        assert_eq!(s.iter().filter(|s| s.to.is_none()).count(), 4);
+        assert!(s.iter().all(|s| s.to != Some(s.from)));
+        assert_eq!(streams(1)[0].to, None);
+    }
 }

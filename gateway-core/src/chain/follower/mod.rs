@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use super::abi::{self, DecodeError, NodeAccess, RawLog};
 use super::backoff::Backoff;
+use super::chain_id::{check_endpoint, EndpointChain};
 use super::confirm::{confirmed_height, HeldGrants};
 use super::endpoints::{Endpoint, EndpointPool};
 use super::event::{ChainEvent, Cursor, SnapshotCause, TokenSnapshot};
@@ -85,6 +86,13 @@ pub struct FollowerConfig {
     pub max_reorg_depth: u64,
     pub backoff: Backoff,
     pub call_timeout: Duration,
+    /// The chain every endpoint must serve (`eth_chainId`, asked before an
+    /// endpoint's first call and again after it failed); `None`: the first
+    /// endpoint that answers sets it.
+    pub chain_id: Option<u64>,
+    /// Emit a [`ChainEvent::EndpointChecked`] for each check (the daemon's
+    /// readiness and metrics); off, they are only logged.
+    pub report_chain_checks: bool,
 }
 
 impl FollowerConfig {
@@ -103,6 +111,8 @@ impl FollowerConfig {
             max_reorg_depth: 128,
             backoff: Backoff::default(),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            chain_id: None,
+            report_chain_checks: false,
         }
     }
 }
@@ -269,6 +279,8 @@ enum Flight {
     Call(Need),
     Probe(Probe),
     Subscribe,
+    /// `eth_chainId` on the endpoint the call is to go to next.
+    ChainCheck(Need),
 }
 
 #[derive(Clone, Debug)]
@@ -321,6 +333,8 @@ pub struct Follower {
     wake_at: Option<(MonoTime, &'static str)>,
     outage_failures: u32,
     outage_reported: bool,
+    /// The chain the endpoints must serve (configured or learned).
+    chain_id: Option<u64>,
     /// The endpoint that answers this pass. A pass reads one node's view of
     /// the chain: a head from one node and logs or hashes from another (a
     /// lagging one still on an abandoned fork) would mix two chains.
@@ -337,6 +351,7 @@ impl Follower {
         if config.endpoints.is_empty() {
             return Err("at least one RPC endpoint is required");
         }
+        let chain_id = config.chain_id;
         let mut recent_hashes = BTreeMap::new();
         let scanned = start.cursor.map(|c| (c.block_number, c.block_hash));
         if let Some((number, hash)) = scanned {
@@ -369,6 +384,7 @@ impl Follower {
             wake_at: None,
             outage_failures: 0,
             outage_reported: false,
+            chain_id,
             pass_endpoint: None,
             heads_from: None,
             subscribe_tried: false,
@@ -458,6 +474,7 @@ impl Follower {
                 }
             },
             Flight::Probe(probe) => self.probe_answer(probe, endpoint, result, now),
+            Flight::ChainCheck(need) => self.chain_check_answer(need, endpoint, result, now),
             Flight::Call(mut need) => {
                 let answer = match result {
                     Ok(reply) => Answer::Reply(reply),
@@ -521,8 +538,58 @@ impl Follower {
             self.fail_pass(PassError::AllDown { what, last: need.last_error }, now);
             return None;
         };
+        if !self.pool.is_chain_checked(endpoint) {
+            // The call goes to this endpoint once it is known to serve our chain.
+            if let Some(attempts) = need.attempts.as_mut() {
+                attempts.push_front(endpoint);
+            }
+            return Some(self.request(endpoint, RpcCall::ChainId, self.config.call_timeout, Flight::ChainCheck(need)));
+        }
         let call = need.call.clone();
         Some(self.request(endpoint, call, self.config.call_timeout, Flight::Call(need)))
+    }
+
+    /// An endpoint's `eth_chainId`: one of another chain is refused like
+    /// an endpoint that does not answer (the call moves on to the next; the
+    /// endpoint is asked again after its backoff).
+    fn chain_check_answer(&mut self, mut need: Need, endpoint: usize, result: RpcResult, now: MonoTime) {
+        let label = self.pool.label(endpoint).to_string();
+        let refusal = match result {
+            Ok(RpcReply::ChainId(served)) => {
+                let verdict = check_endpoint(&mut self.chain_id, served);
+                if self.config.report_chain_checks {
+                    let expected = self.chain_id.unwrap_or(served);
+                    self.outbox.push_back(ChainEvent::EndpointChecked { endpoint: label.clone(), expected, served });
+                }
+                match verdict {
+                    EndpointChain::Expected => None,
+                    EndpointChain::Learned(chain_id) => {
+                        tracing::warn!(endpoint = %label, chain_id, "no chain id configured: following the chain this endpoint serves; every other endpoint must serve it too");
+                        None
+                    }
+                    EndpointChain::Other { expected, served } => {
+                        tracing::error!(endpoint = %label, expected_chain_id = expected, served_chain_id = served, "RPC endpoint serves another chain: refused");
+                        Some(format!("serves chain {served}, not chain {expected}: refused"))
+                    }
+                }
+            }
+            Ok(other) => Some(format!("unexpected answer to eth_chainId: {other:?}")),
+            Err(failure) => Some(failure.to_string()),
+        };
+        match refusal {
+            None => {
+                self.pool.set_chain_checked(endpoint);
+                self.pending = Some(need);
+            }
+            Some(message) => {
+                self.pool.fail(endpoint, "eth_chainId", &message, now);
+                need.last_error = format!("{label}: {message}");
+                if let Some(attempts) = need.attempts.as_mut() {
+                    attempts.retain(|&e| e != endpoint);
+                }
+                self.pending = Some(need);
+            }
+        }
     }
 
     fn issue_probe(&mut self, probe: Probe, _now: MonoTime) -> RpcRequest {

@@ -298,12 +298,17 @@ pub(super) struct Faults {
     pub max_range: Option<u64>,
     /// Drops this percentage of calls.
     pub flaky_percent: u64,
+    /// Now a node of another chain (chain id 1, nothing at the contract):
+    /// the URL points elsewhere, so the connection breaks once first.
+    pub other_chain: bool,
 }
 
 pub(super) struct SimEndpoint {
     pub pubsub: bool,
     pub faults: Faults,
     pub subscribed: bool,
+    /// The next call fails as a broken connection.
+    pub reset: bool,
 }
 
 impl SimEndpoint {
@@ -316,8 +321,20 @@ impl SimEndpoint {
         if self.faults.hung {
             return (request.timeout, Err(RpcFailure::Timeout { after: request.timeout }));
         }
-        if rng.chance(self.faults.flaky_percent) {
+        if std::mem::take(&mut self.reset) || rng.chance(self.faults.flaky_percent) {
             return (latency, Err(RpcFailure::Transport { message: "connection reset".into() }));
+        }
+        if self.faults.other_chain {
+            let result = match &request.call {
+                RpcCall::ChainId => Ok(RpcReply::ChainId(1)),
+                RpcCall::BlockNumber => Ok(RpcReply::BlockNumber(0)),
+                RpcCall::BlockHash { number } => Ok(RpcReply::BlockHash((*number == 0).then(|| block_hash(0, u64::MAX)))),
+                RpcCall::GetLogs { .. } => Ok(RpcReply::Logs(Vec::new())),
+                RpcCall::GetCode { .. } => Ok(RpcReply::Code(Bytes::new())),
+                RpcCall::Call { .. } => contract_call(&BTreeMap::new(), &[]),
+                RpcCall::SubscribeHeads => Ok(RpcReply::Subscribed),
+            };
+            return (latency, result);
         }
         let index = chain.versions.len().saturating_sub(1 + self.faults.lag_versions);
         let version = chain.versions[index].clone();
@@ -416,7 +433,7 @@ pub(super) fn network() -> Network {
 
 impl Harness {
     pub(super) fn new(config: FollowerConfig, start: StartState, chain: SimChain, pubsub: &[bool], seed: u64) -> Self {
-        let endpoints = pubsub.iter().map(|&p| SimEndpoint { pubsub: p, faults: Faults::default(), subscribed: false }).collect();
+        let endpoints = pubsub.iter().map(|&p| SimEndpoint { pubsub: p, faults: Faults::default(), subscribed: false, reset: false }).collect();
         Harness {
             follower: Follower::new(config, start).expect("config"),
             chain,
@@ -452,7 +469,9 @@ impl Harness {
                         self.follower.handle_heads_closed(self.now);
                     }
                 }
-                self.endpoints[endpoint].faults = faults;
+                let endpoint = &mut self.endpoints[endpoint];
+                endpoint.reset |= faults.other_chain != endpoint.faults.other_chain;
+                endpoint.faults = faults;
             }
         }
         let head = self.chain.head();

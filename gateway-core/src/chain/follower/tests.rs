@@ -179,6 +179,35 @@ fn a_dead_endpoint_fails_over_and_a_total_outage_is_reported_once() {
 }
 
 #[test]
+fn an_endpoint_of_another_chain_is_refused_and_reported() {
+    let mut chain = SimChain::new(0);
+    chain.mine(&[mint(1, 1)]);
+    let mut config = Harness::config(2, &[false, false], 0);
+    config.chain_id = Some(31_337);
+    config.report_chain_checks = true;
+    let mut h = Harness::new(config, StartState::default(), chain, &[false, false], 12);
+    h.endpoints[0].faults.other_chain = true;
+    let t = h.now;
+    h.run(t + secs(2), safe).unwrap();
+    assert_eq!(admitted(&h), BTreeSet::from([(1, key(1))]), "followed on the endpoint of our chain");
+    assert_eq!(h.follower.pool.current(), 1);
+    let checks: Vec<(String, u64)> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ChainEvent::EndpointChecked { endpoint, served, expected: 31_337 } => Some((endpoint.clone(), *served)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks[..2], [("http://node-0.sim".to_string(), 1), ("http://node-1.sim".to_string(), 31_337)]);
+    // Once it serves our chain again it is checked again and taken back.
+    h.script.push_back((h.now + Duration::from_millis(10), Happening::Faults { endpoint: 0, faults: Faults::default() }));
+    h.run(h.now + secs(20), safe).unwrap();
+    assert_eq!(h.follower.pool.current(), 0);
+    assert!(h.events.iter().any(|e| matches!(e, ChainEvent::EndpointChecked { endpoint, served: 31_337, .. } if endpoint == "http://node-0.sim")));
+}
+
+#[test]
 fn fails_back_to_the_preferred_endpoint_only_when_it_is_not_behind() {
     let mut chain = SimChain::new(0);
     chain.mine(&[]);
@@ -283,7 +312,8 @@ fn random_txs(rng: &mut Rng) -> Vec<Tx> {
 }
 
 fn random_faults(rng: &mut Rng) -> Faults {
-    match rng.below(7) {
+    match rng.below(8) {
+        6 => Faults { other_chain: true, ..Faults::default() },
         0 => Faults { down: true, ..Faults::default() },
         1 => Faults { hung: true, ..Faults::default() },
         2 => Faults { lag_versions: 1 + rng.below(4) as usize, ..Faults::default() },
