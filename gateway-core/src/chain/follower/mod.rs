@@ -173,12 +173,14 @@ struct Read {
 }
 
 impl Read {
-    fn new(token_id: TokenId, cause: SnapshotCause, head: u64, confirmations: u64) -> Self {
+    /// A read at `head` and at the confirmed height of `verified` (see
+    /// [`Follower::verified`]), which is `head` once the scan caught up.
+    fn new(token_id: TokenId, cause: SnapshotCause, head: u64, verified: u64, confirmations: u64) -> Self {
         Read {
             token_id,
             cause,
             head,
-            confirmed: confirmed_height(head, confirmations),
+            confirmed: confirmed_height(verified.min(head), confirmations),
             reconcile: false,
             at_head: (None, None),
             at_confirmed: (None, None),
@@ -683,12 +685,7 @@ impl Follower {
 
     fn finish_read(&mut self) {
         let Some(Action::Read(read)) = self.agenda.pop_front() else { return };
-        // While a range's logs are worked off, the whole range is checked.
-        let verified = match &self.stage {
-            Stage::Logs { range, .. } => range.to,
-            _ => self.scanned.map_or(0, |(number, _)| number),
-        };
-        let Some(snapshot) = read.snapshot(verified) else { return };
+        let Some(snapshot) = read.snapshot(self.verified()) else { return };
         if read.reconcile {
             self.reconcile_queue.remove(&read.token_id);
         }
@@ -698,6 +695,19 @@ impl Follower {
         // every later fact about the token out.
         self.recent_tokens.entry(read.head).or_default().insert(read.token_id);
         self.outbox.push_back(ChainEvent::Snapshot { snapshot, cause: read.cause });
+    }
+
+    /// The highest block the follower has checked to be on the chain it
+    /// follows: each range's end is read before and after its logs and
+    /// linked to the block scanned before it. Confirmations are counted up
+    /// to it, not to the head an `eth_blockNumber` reported: behind a load
+    /// balancer that head may come from another node, on another fork.
+    pub(super) fn verified(&self) -> u64 {
+        match &self.stage {
+            // While a range's logs are worked off, the whole range is checked.
+            Stage::Logs { range, .. } => range.to,
+            _ => self.scanned.map_or(0, |(number, _)| number),
+        }
     }
 
     /// Routes an answer; `Err` with the refusal's text when it ends the pass.

@@ -112,7 +112,7 @@ impl Follower {
                 // A pass over thousands of tokens takes minutes on a remote RPC;
                 // in slices, new blocks (revocations) are followed between them.
                 Some(&token_id) if done < RECONCILE_SLICE => {
-                    let mut read = Read::new(token_id, SnapshotCause::Reconcile, self.head, self.config.confirmations);
+                    let mut read = Read::new(token_id, SnapshotCause::Reconcile, self.head, self.verified(), self.config.confirmations);
                     read.reconcile = true;
                     self.agenda.push_back(Action::Read(Box::new(read)));
                     self.stage = Stage::ReconcileSlice { done: done + 1 };
@@ -273,7 +273,7 @@ impl Follower {
     }
 
     fn release_confirmed(&mut self) {
-        for release in self.held.release(self.head, self.config.confirmations) {
+        for release in self.held.release(self.verified().min(self.head), self.config.confirmations) {
             match release {
                 Release::Grant(event) => self.agenda.push_back(Action::Emit(event)),
                 // A later revoke, transfer or rekey already went out: the log's
@@ -284,7 +284,7 @@ impl Follower {
     }
 
     fn push_read(&mut self, token_id: TokenId, cause: SnapshotCause) {
-        let read = Read::new(token_id, cause, self.head, self.config.confirmations);
+        let read = Read::new(token_id, cause, self.head, self.verified(), self.config.confirmations);
         self.agenda.push_back(Action::Read(Box::new(read)));
     }
 

@@ -4,7 +4,8 @@
 //! lag behind (serving an older version of the chain, abandoned forks
 //! included), refuse wide log ranges or report a stale head; a simulated
 //! clock. No socket, no thread, no sleep: a scenario is a function of its
-//! seed.
+//! seed. `FOLLOWER_SEED=n FOLLOWER_TRACE=1 cargo test -p gateway-core
+//! random_scenarios` replays seed `n` with every request and event on stderr.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -497,6 +498,9 @@ impl Harness {
     /// Delivers the follower's events to the registry, checking `after_each`.
     fn drain(&mut self, after_each: &mut impl FnMut(&Harness) -> Result<(), String>) -> Result<(), String> {
         while let Some(event) = self.follower.poll_event() {
+            if std::env::var("FOLLOWER_TRACE").is_ok() {
+                eprintln!("EVT {}", format!("{event:?}").chars().take(200).collect::<String>());
+            }
             let unix = self.now.as_nanos() / 1_000_000_000;
             self.registry.apply(&event, unix);
             self.events.push(event);
@@ -518,6 +522,11 @@ impl Harness {
                 self.requests += 1;
                 let endpoint = request.endpoint;
                 let (took, result) = self.endpoints[endpoint].answer(&mut self.chain, &request, &mut self.rng);
+                if std::env::var("FOLLOWER_TRACE").is_ok() {
+                    let summary = match &result { Ok(RpcReply::Logs(l)) => format!("{} logs", l.len()), Ok(RpcReply::Call(_)) => "call ok".into(), other => format!("{other:?}") };
+                    let f = &self.endpoints[endpoint].faults;
+                    eprintln!("REQ t={:?} ep{endpoint} lag{} stale{} other{} v{} {:?} -> {}", self.now, f.lag_versions, f.stale_head, f.other_chain, self.chain.versions.len() - 1, request.call, summary.chars().take(100).collect::<String>());
+                }
                 self.advance_to(self.now + took);
                 self.follower.handle_response(request.id, result, self.now);
                 continue;

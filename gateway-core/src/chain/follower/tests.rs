@@ -365,6 +365,21 @@ fn scenario(seed: u64) -> Result<(), String> {
     let quiet = t + reconcile * 2 + secs(5);
     let ran = h.run(quiet, safe);
     ran.map_err(|e| format!("seed {seed}: {e}"))?;
+    // Caught up: the cursor names a block of the final chain at least at
+    // its confirmed height (a grant logged above it still waits for blocks
+    // that never come), and the follower still has a reason to wake.
+    let head = h.chain.head();
+    let last_synced = h.events.iter().rev().find_map(|e| match e {
+        ChainEvent::Synced { block_number, block_hash, .. } => Some((*block_number, *block_hash)),
+        _ => None,
+    });
+    let on_final_chain = last_synced.is_some_and(|(number, hash)| {
+        number >= crate::chain::confirm::confirmed_height(head, confirmations)
+            && h.chain.current().get(number as usize).is_some_and(|b| b.hash == hash)
+    });
+    if !on_final_chain || h.follower.poll_timeout().is_none() {
+        return Err(format!("seed {seed}: not caught up after quiescence: last Synced {last_synced:?}, head {head}, wake {:?}", h.follower.poll_timeout()));
+    }
     let (got, want) = (admitted(&h), h.chain.settled_grants());
     if got != want {
         let missing: Vec<&Binding> = want.difference(&got).collect();
