@@ -68,13 +68,15 @@ impl Follower {
                 };
             }
             Stage::Logs { range, hash, mut logs, released } => {
+                // The stage is put back first: what the range checked counts
+                // as verified (see `verified`).
                 if !released {
                     // Entries confirmed before the next log go out first, keeping chain order.
-                    self.release_confirmed();
                     self.stage = Stage::Logs { range, hash, logs, released: true };
+                    self.release_confirmed();
                 } else if let Some(log) = logs.pop_front() {
-                    self.process_log(&log);
                     self.stage = Stage::Logs { range, hash, logs, released: false };
+                    self.process_log(&log);
                 } else {
                     self.scanned = Some((range.to, hash));
                     self.recent_hashes.insert(range.to, hash);
