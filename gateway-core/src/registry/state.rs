@@ -324,6 +324,16 @@ impl Registry {
                 })
             }
             ChainEvent::Transferred { token_id, to, meta, .. } => {
+                // ERC-721's `Transfer` and `NodeAccessTransferred` of one
+                // transfer (the reference contract logs both): the second
+                // changes nothing and is not logged twice.
+                let owner = Some(*to).filter(|a| !a.is_zero());
+                let replay = self.tokens.get(token_id).is_some_and(|r| {
+                    r.owner == owner && r.public_key.is_empty() && r.unbound_by == Some(Unbind::Transfer) && r.last_tx_hash == Some(meta.tx_hash)
+                });
+                if replay {
+                    return Outcome::bare(Effect::Stale);
+                }
                 let pos = ChainPosition::of_log(meta);
                 self.update_token(*token_id, pos, false, None, now, |prev, t| {
                     let mut rec = prev.cloned().unwrap_or_else(|| blank(t));

@@ -158,6 +158,23 @@ fn transfer_to_the_zero_address_is_a_burn() {
 }
 
 #[test]
+fn the_two_logs_of_one_transfer_are_applied_once() {
+    let mut reg = registry();
+    reg.apply(&granted(1, 11, 10, 0), 100);
+    // ERC-721's Transfer, then NodeAccessTransferred, in one transaction.
+    let transfer = ChainEvent::Transferred { token_id: 1, from: owner(1), to: owner(2), meta: meta(11, 0) };
+    let ChainEvent::Transferred { meta: mut second_meta, .. } = transfer.clone() else { unreachable!() };
+    second_meta.log_index = 1;
+    let second = ChainEvent::Transferred { token_id: 1, from: owner(1), to: owner(2), meta: second_meta };
+    assert_eq!(reg.apply(&transfer, 101).effect, Effect::Applied);
+    assert_eq!(reg.apply(&second, 101).effect, Effect::Stale);
+    assert_eq!(reason(&reg, 1), AccessReason::UnboundAfterTransfer);
+    // A later transfer of the same token is not a replay.
+    let back = ChainEvent::Transferred { token_id: 1, from: owner(2), to: owner(1), meta: meta(12, 0) };
+    assert_eq!(reg.apply(&back, 102).effect, Effect::Applied);
+}
+
+#[test]
 fn bad_node_ids_get_no_hostname() {
     let mut reg = registry();
     reg.apply(&granted_raw(1, "evil\nhost", &key_b64(1), 10, 0), 100);

@@ -208,13 +208,31 @@ impl Default for XdpSection {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     pub enabled: bool,
-    /// Health, metrics and the read-only API; loopback unless you mean otherwise.
+    /// Health, metrics and the peer and access API, which lists every
+    /// node's key, owner and address: loopback, unless `api_token_file`
+    /// guards the API.
     pub listen: String,
+    /// Health and metrics alone (empty: none), for a Prometheus on another
+    /// host or container: may bind beyond loopback.
+    pub metrics_listen: String,
+    /// A file (mode 0600) holding the bearer token `/v1/*` requires (empty:
+    /// no token, and then `listen` must be a loopback address).
+    pub api_token_file: String,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
-        HttpSection { enabled: true, listen: "127.0.0.1:9180".into() }
+        HttpSection { enabled: true, listen: "127.0.0.1:9180".into(), metrics_listen: String::new(), api_token_file: String::new() }
+    }
+}
+
+impl HttpSection {
+    /// The metrics-only listener, when one is configured.
+    pub fn metrics_listen(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        if self.metrics_listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics_listen.parse().map(Some)
     }
 }
 
@@ -253,7 +271,8 @@ fn err(field: &str, problem: impl Into<String>, fix: impl Into<String>) -> Confi
 /// Every problem found, so an operator fixes the file in one pass.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("reading {path}: {source}")]
+    // The OS error is the source: `{:#}` prints it once, after this.
+    #[error("reading {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not valid TOML for this gateway: {message}")]
     Parse { path: PathBuf, message: String },
@@ -355,8 +374,23 @@ impl Config {
         if self.xdp.handshake_rate_per_sec > 0 && self.xdp.handshake_burst == 0 {
             out.push(err("xdp.handshake_burst", "is 0 while a rate is set", "allow a burst of at least 1 (e.g. 40), or set the rate to 0 to disable the limiter"));
         }
-        if self.http.enabled && self.http.listen.parse::<SocketAddr>().is_err() {
-            out.push(err("http.listen", format!("{:?} is not an address:port", self.http.listen), "write e.g. 127.0.0.1:9180"));
+        if self.http.enabled {
+            match self.http.listen.parse::<SocketAddr>() {
+                Err(_) => out.push(err("http.listen", format!("{:?} is not an address:port", self.http.listen), "write e.g. 127.0.0.1:9180")),
+                Ok(addr) if !addr.ip().is_loopback() && self.http.api_token_file.is_empty() => out.push(err(
+                    "http.listen",
+                    format!("{addr} is beyond loopback, and /v1/peers and /v1/access would list every node's key, owner and address to anyone"),
+                    "keep it on 127.0.0.1 and give Prometheus http.metrics_listen, or set http.api_token_file",
+                )),
+                Ok(_) => {}
+            }
+            match self.http.metrics_listen() {
+                Err(_) => out.push(err("http.metrics_listen", format!("{:?} is not an address:port", self.http.metrics_listen), "write e.g. 0.0.0.0:9181, or leave it empty")),
+                Ok(Some(m)) if Some(m) == self.http.listen.parse().ok() => {
+                    out.push(err("http.metrics_listen", format!("{m} is http.listen too"), "give the metrics listener a port of its own"))
+                }
+                Ok(_) => {}
+            }
         }
         out
     }
@@ -439,6 +473,25 @@ iface = "eth0"
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn the_peer_api_stays_on_loopback_unless_a_token_guards_it() {
+        let with = |pairs: &[(&str, &str)]| Config::from_toml_and_env(GOOD, &env(pairs));
+        let fields = |r: Result<Config, LoadError>| match r {
+            Err(LoadError::Invalid(problems)) => problems.into_iter().map(|p| p.field).collect::<Vec<_>>(),
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        assert!(with(&[]).unwrap().http.metrics_listen().unwrap().is_none(), "no metrics listener by default");
+        assert_eq!(fields(with(&[("GATEWAY_HTTP_LISTEN", "0.0.0.0:9180")])), ["http.listen"]);
+        assert_eq!(fields(with(&[("GATEWAY_HTTP_LISTEN", "10.1.0.5:9180")])), ["http.listen"]);
+        let guarded = with(&[("GATEWAY_HTTP_LISTEN", "0.0.0.0:9180"), ("GATEWAY_HTTP_API_TOKEN_FILE", "/etc/dstack-gateway/api.token")]).unwrap();
+        assert_eq!(guarded.http.api_token_file, "/etc/dstack-gateway/api.token");
+        let metrics = with(&[("GATEWAY_HTTP_METRICS_LISTEN", "0.0.0.0:9181")]).unwrap();
+        assert_eq!(metrics.http.metrics_listen().unwrap(), Some("0.0.0.0:9181".parse().unwrap()), "metrics may face the network");
+        assert_eq!(fields(with(&[("GATEWAY_HTTP_METRICS_LISTEN", "9181")])), ["http.metrics_listen"]);
+        assert_eq!(fields(with(&[("GATEWAY_HTTP_METRICS_LISTEN", "127.0.0.1:9180")])), ["http.metrics_listen"]);
+        assert!(with(&[("GATEWAY_HTTP_LISTEN", "[::1]:9180")]).is_ok(), "IPv6 loopback is loopback");
     }
 
     #[test]

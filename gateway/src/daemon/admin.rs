@@ -34,6 +34,10 @@ pub(super) struct Status {
     revocation_counts: [u64; REVOCATION_BUCKETS.len() + 1],
     revocation_sum: f64,
     max_lag_blocks: u64,
+    /// Hand-made changes to the live peers and slots put back, by kind.
+    drift_repairs: BTreeMap<&'static str, u64>,
+    /// Read-backs of the live state completed (each may repair nothing).
+    drift_checks: u64,
 }
 
 impl Status {
@@ -51,6 +55,8 @@ impl Status {
             // Grants wait for confirmations, so the cursor trails the head by
             // that much in normal operation.
             max_lag_blocks: config.chain.confirmations + 10,
+            drift_repairs: BTreeMap::new(),
+            drift_checks: 0,
         }
     }
 
@@ -86,6 +92,14 @@ impl Status {
         let bucket = REVOCATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(REVOCATION_BUCKETS.len());
         self.revocation_counts[bucket] += 1;
         self.revocation_sum += secs;
+    }
+
+    /// One read-back of the live state and what it put back.
+    pub(super) fn record_drift_check(&mut self, repaired: impl IntoIterator<Item = &'static str>) {
+        self.drift_checks += 1;
+        for kind in repaired {
+            *self.drift_repairs.entry(kind).or_default() += 1;
+        }
     }
 
     /// The endpoints refused at their last connect, for `/readyz`.
@@ -200,6 +214,20 @@ impl Admin {
             rpc.samples.push(Sample::new(0.0).label("endpoint", "none"));
         }
         out.push(rpc);
+        let mut drift = Family::new(
+            "gw_drift_repairs_total",
+            "Live peers or XDP slots found changed by hand and put back to what the chain says, by kind.",
+            MetricKind::Counter,
+        );
+        for kind in ["unknown_peer", "missing_peer", "changed_peer", "opened_slot", "closed_slot"] {
+            let n = st.drift_repairs.get(kind).copied().unwrap_or(0);
+            drift.samples.push(Sample::new(n as f64).label("kind", kind));
+        }
+        out.push(drift);
+        out.push(
+            Family::new("gw_drift_checks_total", "Read-backs of the live peers and XDP slots compared with what was applied.", MetricKind::Counter)
+                .with(Sample::new(st.drift_checks as f64)),
+        );
         let mut refused = Family::new(
             "gw_chain_endpoint_wrong_chain_total",
             "Connects to an RPC endpoint refused because it serves another chain than chain.chain_id, by endpoint.",

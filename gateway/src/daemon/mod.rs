@@ -4,6 +4,7 @@
 //! talk to it over channels, and the admin HTTP server reads shared state.
 
 mod admin;
+mod drift;
 mod executor;
 
 use crate::chain::follower::{Follower, FollowerConfig, StartState};
@@ -28,6 +29,11 @@ use tokio::sync::mpsc;
 const CHAIN_CHANNEL_DEPTH: usize = 4096;
 /// The loop re-plans at least this often (staleness policy, failed ops).
 const TICK: Duration = Duration::from_secs(1);
+/// How often the live peers and the pinned allow map are read back and
+/// compared with what was applied. Reading all 65,536 slots of the allow
+/// map costs a few tens of milliseconds of one core; a hand-made change
+/// lives at most this long.
+const DRIFT_CHECK: Duration = Duration::from_secs(10);
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -188,20 +194,30 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let admin = Arc::new(Admin::new(control.clone(), status.clone(), dataplane.handle(), config.clone()));
-    let http_task = if config.http.enabled {
-        let listen = config.http.listen.parse().context("http.listen")?;
-        let mut rx = shutdown_rx.clone();
+    let http_tasks = if config.http.enabled {
         let view: Arc<dyn crate::http::AdminView> = admin.clone();
-        Some(tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.changed().await;
-            };
-            if let Err(err) = crate::http::serve(listen, view, stop).await {
-                tracing::error!(error = %err, "admin HTTP server stopped");
-            }
-        }))
+        let token = crate::http::ApiToken::configured(&config.http).context("http.api_token_file")?;
+        let routers = crate::http::routers(view, token);
+        let mut surfaces = vec![(config.http.listen.parse().context("http.listen")?, routers.api, "admin")];
+        if let Some(metrics_listen) = config.http.metrics_listen()? {
+            surfaces.push((metrics_listen, routers.metrics, "metrics"));
+        }
+        surfaces
+            .into_iter()
+            .map(|(listen, router, what)| {
+                let mut rx = shutdown_rx.clone();
+                tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.changed().await;
+                    };
+                    if let Err(err) = crate::http::serve(listen, router, what, stop).await {
+                        tracing::error!(error = %err, "{what} HTTP server stopped");
+                    }
+                })
+            })
+            .collect()
     } else {
-        None
+        Vec::new()
     };
 
     let zone = {
@@ -219,6 +235,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Its first tick is at once: the start-up check.
+    let mut drift_check = tokio::time::interval(DRIFT_CHECK);
+    drift_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             Some(first) = chain_rx.recv() => {
@@ -235,6 +254,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 lp.handle(step, None);
                 lp.learn_endpoints();
             }
+            _ = drift_check.tick() => lp.repair_drift(),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -251,7 +271,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     if config.xdp.enabled && config.xdp.detach_on_exit {
         xdp::detach(&config.gateway.instance)?;
     }
-    for task in [http_task, dns_task].into_iter().flatten() {
+    for task in http_tasks.into_iter().chain(dns_task) {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tracing::info!("stopped");
@@ -380,6 +400,18 @@ impl Loop<'_> {
         if step.persist || !step.ops.is_empty() {
             let zone = crate::dns::Zone::from_registry(control.registry());
             *self.zone.write().unwrap_or_else(|p| p.into_inner()) = zone;
+        }
+    }
+
+    /// Puts the live peers and slots back to what was applied.
+    fn repair_drift(&mut self) {
+        let control = self.control.clone();
+        let control = control.lock().unwrap_or_else(|p| p.into_inner());
+        match self.executor.repair_drift(control.applied()) {
+            Ok(repaired) => {
+                self.status.lock().unwrap_or_else(|p| p.into_inner()).record_drift_check(repaired.iter().map(|d| d.kind()));
+            }
+            Err(err) => tracing::error!(error = %err, "drift: reading the live state back"),
         }
     }
 

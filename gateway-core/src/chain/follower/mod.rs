@@ -42,7 +42,7 @@ use super::chain_id::{check_endpoint, EndpointChain};
 use super::confirm::{confirmed_height, HeldGrants};
 use super::endpoints::{Endpoint, EndpointPool};
 use super::event::{ChainEvent, Cursor, SnapshotCause, TokenSnapshot};
-use super::ids::{Address, BlockHash, TokenId};
+use super::ids::{Address, BlockHash, TokenId, TxHash};
 use super::range::{AdaptiveSpan, BlockRange, DEFAULT_MAX_BLOCK_SPAN};
 use super::rpc::{classify, BlockTag, FailureClass, RequestId, RpcCall, RpcFailure, RpcReply, RpcRequest, RpcResult};
 use crate::time::MonoTime;
@@ -346,6 +346,8 @@ pub struct Follower {
     subscribe_tried: bool,
     /// The highest head the subscription announced.
     newest_head: u64,
+    /// The transfer last read back, so its two logs cost one read.
+    last_transfer_read: Option<(TokenId, TxHash)>,
 }
 
 impl Follower {
@@ -391,6 +393,7 @@ impl Follower {
             heads_from: None,
             subscribe_tried: false,
             newest_head: 0,
+            last_transfer_read: None,
         })
     }
 

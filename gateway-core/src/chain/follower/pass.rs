@@ -244,12 +244,22 @@ impl Follower {
                 self.agenda.push_back(Action::Emit(event));
             }
             ChainEvent::Transferred { token_id, to, meta, .. } => {
-                self.note_recent(meta.block_number, *token_id);
-                self.held.touch(*token_id);
-                if let Some(owner) = self.known.get_mut(token_id) {
+                let (token_id, block, log_index, tx_hash) = (*token_id, meta.block_number, meta.log_index, meta.tx_hash);
+                self.note_recent(block, token_id);
+                self.held.touch(token_id);
+                if let Some(owner) = self.known.get_mut(&token_id) {
                     *owner = Some(*to);
                 }
                 self.agenda.push_back(Action::Emit(event));
+                // The key goes at once; what the contract makes of a transfer
+                // (ERC-721's `Transfer` alone says nothing of the key) is read
+                // back once the log is confirmed: a key still bound to the new
+                // owner is a grant. Once per transaction, which the reference
+                // contract logs twice (`Transfer`, `NodeAccessTransferred`).
+                if self.last_transfer_read != Some((token_id, tx_hash)) {
+                    self.last_transfer_read = Some((token_id, tx_hash));
+                    self.held.hold_reread(token_id, block, log_index, SnapshotCause::Reconcile);
+                }
             }
             ChainEvent::KeyUpdated { owner, meta, .. } => {
                 let (owner, block, log_index) = (*owner, meta.block_number, meta.log_index);
