@@ -179,30 +179,6 @@ pub fn decode_owner(data: &[u8]) -> Result<Address, ReturnDecodeError> {
         .map_err(|err| ReturnDecodeError { call: "ownerOf", reason: err.to_string() })
 }
 
-/// An `eth_call`'s answer: the data returned, or a revert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CallAnswer<'a> {
-    Returned(&'a [u8]),
-    Reverted,
-}
-
-/// `getNodeAccess`'s answer. A revert is the contract saying it does not
-/// know the token (never minted, burned, reorged out): inactive, nothing bound.
-pub fn node_access_from(answer: CallAnswer<'_>) -> Result<NodeAccess, ReturnDecodeError> {
-    match answer {
-        CallAnswer::Returned(data) => decode_node_access(data),
-        CallAnswer::Reverted => Ok(NodeAccess::unknown()),
-    }
-}
-
-/// `ownerOf`'s answer; a revert means no owner (burned or never minted).
-pub fn owner_from(answer: CallAnswer<'_>) -> Result<Option<Address>, ReturnDecodeError> {
-    match answer {
-        CallAnswer::Returned(data) => decode_owner(data).map(Some),
-        CallAnswer::Reverted => Ok(None),
-    }
-}
-
 /// The reason revert data gives: `Error(string)`, a panic code, or one of
 /// the contract's custom errors.
 pub fn describe_revert(data: &[u8]) -> String {

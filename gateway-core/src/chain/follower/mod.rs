@@ -719,6 +719,12 @@ impl Follower {
             Purpose::Stage => self.on_stage_answer(answer, now),
             Purpose::Read(part) => {
                 let Some(Action::Read(read)) = self.agenda.front_mut() else { return Ok(()) };
+                // No code at the contract's address at that height (a read
+                // below its deployment block) answers with no data: no token there.
+                let answer = match answer {
+                    Answer::Reply(RpcReply::Call(data)) if data.is_empty() => Answer::Reverted,
+                    other => other,
+                };
                 let decoded = match (part, answer) {
                     (ReadPart::AccessAtHead | ReadPart::AccessConfirmed, Answer::Reply(RpcReply::Call(data))) => {
                         ReadValue::Access(abi::decode_node_access(&data).map_err(|e| e.to_string())?)

@@ -366,7 +366,8 @@ impl SimEndpoint {
                 };
                 match version.get(number as usize) {
                     None => Err(RpcFailure::JsonRpc { code: -32000, message: "header not found".into(), data: None }),
-                    Some(_) if *to != CONTRACT => Ok(RpcReply::Call(Bytes::new())),
+                    // The contract is deployed in block 1: before, its address holds no code.
+                    Some(_) if *to != CONTRACT || number == 0 => Ok(RpcReply::Call(Bytes::new())),
                     Some(block) => contract_call(&block.state, data),
                 }
             }
