@@ -233,9 +233,10 @@ fn kernel_and_userspace_verdicts_agree_on_the_corpus() -> Result<()> {
         assert_eq!(action, expected_action, "frame #{i}");
         seen.insert(reason);
     }
-    // The corpus reaches every reason but the rate limiter (tested below).
+    // The corpus reaches every reason but the rate limiter and the unproven
+    // budget (tested below: they need one CPU's bucket).
     for r in XdpVerdict::ALL {
-        if r != XdpVerdict::DropRateLimited {
+        if r != XdpVerdict::DropRateLimited && r != XdpVerdict::DropUnprovenBudget {
             assert!(seen.contains(&r), "corpus never produced {r:?}");
         }
     }
@@ -263,6 +264,68 @@ fn kernel_and_userspace_rate_limit_alike() -> Result<()> {
         got.push(reason);
     }
     assert_eq!(got, [XdpVerdict::PassHandshakeInit, XdpVerdict::PassHandshakeInit, XdpVerdict::DropRateLimited]);
+    Ok(())
+}
+
+/// The unproven budget is one bucket per CPU: the test pins itself to one
+/// CPU so every run meets the same bucket, as the model's one.
+fn pin_to_one_cpu() -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    anyhow::ensure!(rc == 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
+#[test]
+fn kernel_and_userspace_spend_the_unproven_budget_alike() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    pin_to_one_cpu()?;
+    // A budget of 3 per 1000 s for every endpoint not marked live: the
+    // spoofed sources past the third are dropped whatever the clocks read,
+    // the live endpoint keeps its own bucket (burst 2), an expired mark
+    // counts for nothing.
+    let config = XdpConfig {
+        wg_port: PORT,
+        mode: MODE_ENFORCE,
+        handshake_rate_per_sec: 1,
+        handshake_burst: 2,
+        unproven_rate_per_sec: 1,
+        unproven_burst: 3,
+        hash_seed: 0x5eed,
+        ..XdpConfig::default()
+    };
+    let (mut kernel, mut model) = setup(config, 0)?;
+    let now = gateway::xdp::monotonic_now_ns();
+    let live = EndpointKey::v4(NODE, 40000);
+    let lapsed = EndpointKey::v4(NODE, 40003);
+    for (endpoint, until) in [(live, u64::MAX), (lapsed, 1)] {
+        kernel.mark_live(endpoint, until)?;
+        model.mark_live(endpoint, until);
+    }
+    let init = |src: [u8; 4], port: u16| UdpFrame::v4(src, port, GW, PORT, &wg_message(1, 0, 148)).build();
+    let mut frames = Vec::new();
+    for i in 0..6u8 {
+        frames.push(init([10, 7, 0, i], 1000 + i as u16));
+        frames.push(init(NODE, 40000));
+    }
+    frames.push(init(NODE, 40003));
+    let mut got = Vec::new();
+    for f in &frames {
+        let expected = classify(f.as_slice(), &config, &mut model, || now);
+        let (_, reason) = kernel.run(f)?;
+        assert_eq!(reason, expected);
+        got.push(reason);
+    }
+    let count = |v: XdpVerdict| got.iter().filter(|g| **g == v).count();
+    assert_eq!(count(XdpVerdict::DropUnprovenBudget), 4, "{got:?}");
+    assert_eq!(count(XdpVerdict::DropRateLimited), 4, "the live endpoint's own bucket: {got:?}");
+    assert_eq!(count(XdpVerdict::PassHandshakeInit), 5, "{got:?}");
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use gateway_common::{
     classify, classify_datagram, declared_ip_len, wire::MAX_READ_END, Coalesced, AllowSlot, DenyEntry, EndpointKey, FragEntry, FragKey, FragSlot, Gate,
-    Packet, RateBucket, XdpConfig, XdpStats, XdpVerdict, DENY_SLOTS, FRAG_SLOTS, MAX_PEER_SLOTS,
+    LiveEndpoint, Packet, RateBucket, XdpConfig, XdpStats, XdpVerdict, DENY_SLOTS, FRAG_SLOTS, LIVE_SLOTS, MAX_PEER_SLOTS,
     MODE_ENFORCE, RATE_SLOTS,
 };
 
@@ -42,7 +42,17 @@ static GW_RATE_LIMIT: Array<RateBucket, { RATE_SLOTS as usize }> = Array::new();
 static GW_FRAGMENTS: Array<FragSlot, { FRAG_SLOTS as usize }> = Array::new();
 
 #[btf_map]
+static GW_LIVE_ENDPOINTS: Array<LiveEndpoint, { LIVE_SLOTS as usize }> = Array::new();
+
+/// One bucket per CPU: no cache line bounces between CPUs under a flood.
+#[btf_map]
+static GW_UNPROVEN_BUDGET: PerCpuArray<RateBucket, 1> = PerCpuArray::new();
+
+#[btf_map]
 static GW_LATE_STATS: PerCpuArray<XdpStats, 1> = PerCpuArray::new();
+
+#[btf_map]
+static GW_LATE_UNPROVEN_BUDGET: PerCpuArray<RateBucket, 1> = PerCpuArray::new();
 
 #[btf_map]
 static GW_LATE_RATE_LIMIT: Array<RateBucket, { RATE_SLOTS as usize }> = Array::new();
@@ -133,9 +143,10 @@ impl Packet for Frame<'_> {
 }
 
 /// The maps, seen through the classifier's `Gate`: shared by both gates but
-/// for the rate-limit buckets, each gate's own.
+/// for the rate-limit buckets and the unproven budget, each gate's own.
 struct Maps {
     buckets: &'static Array<RateBucket, { RATE_SLOTS as usize }>,
+    unproven: &'static PerCpuArray<RateBucket, 1>,
 }
 
 impl Gate for Maps {
@@ -169,6 +180,28 @@ impl Gate for Maps {
         // SAFETY: races between CPUs on a bucket only make the limiter
         // approximate, never unsafe (plain integers).
         self.buckets.get_ptr_mut(index).map(|p| unsafe { &mut *p })
+    }
+
+    #[inline(always)]
+    fn live_until(&self, index: u32, endpoint: &EndpointKey) -> Option<u64> {
+        let slot = GW_LIVE_ENDPOINTS.get_ptr(index)?;
+        // SAFETY: as in `deny_entry`: a map value of LiveEndpoint's size and
+        // a live EndpointKey, compared as three u64 words.
+        unsafe {
+            if same_words::<3>(slot as *const u64, endpoint as *const EndpointKey as *const u64) {
+                Some((*slot).expires_ns)
+            } else {
+                None
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn unproven_bucket_mut(&mut self) -> Option<&mut RateBucket> {
+        // SAFETY: this CPU's value of a per-CPU map (each gate its own);
+        // a program interrupted on its CPU can at worst lose or double one
+        // token (plain integers), which leaves the budget approximate.
+        self.unproven.get_ptr_mut(0).map(|p| unsafe { &mut *p })
     }
 
     #[inline(always)]
@@ -237,7 +270,7 @@ fn try_gateway_xdp(ctx: &XdpContext) -> u32 {
         None => return xdp_action::XDP_PASS,
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let mut maps = Maps { buckets: &GW_RATE_LIMIT };
+    let mut maps = Maps { buckets: &GW_RATE_LIMIT, unproven: &GW_UNPROVEN_BUDGET };
     let reason = classify(&Frame(ctx), &cfg, &mut maps, || unsafe { bpf_ktime_get_coarse_ns() });
     count(&GW_STATS, reason);
     if reason.is_drop() && cfg.mode == MODE_ENFORCE {
@@ -396,7 +429,7 @@ fn try_gateway_late_gate(ctx: &SkBuffContext) -> i64 {
     // SAFETY: two __sk_buff fields every socket filter may read.
     let (segments, segment) = unsafe { ((*skb).gso_segs, (*skb).gso_size) };
     let coalesced = Coalesced { segment: segment as usize, count: segments as usize };
-    let mut maps = Maps { buckets: &GW_LATE_RATE_LIMIT };
+    let mut maps = Maps { buckets: &GW_LATE_RATE_LIMIT, unproven: &GW_LATE_UNPROVEN_BUDGET };
     // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
     let verdict = classify_datagram(&Datagram::new(skb), &cfg, &mut maps, || unsafe { bpf_ktime_get_coarse_ns() }, coalesced);
     count(&GW_LATE_STATS, verdict);

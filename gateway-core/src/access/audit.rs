@@ -140,6 +140,8 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
         r.block_number = block_number;
         if !is_own {
             r.detail = Some("standing changed through a key shared with the event's token".into());
+        } else if let Some(Err(weak)) = after.key.filter(|_| after.reason == AccessReason::InvalidKey).map(|k| k.check_usable()) {
+            r.detail = Some(weak.to_string());
         }
         records.push(r);
     }

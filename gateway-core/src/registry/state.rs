@@ -525,7 +525,8 @@ impl Registry {
                 None => AccessReason::Unbound,
             };
         }
-        if WgKey::parse(&r.public_key).is_err() {
+        // Malformed, or well-formed but a low-order point (`KeyError::LowOrder`).
+        if WgKey::parse_usable(&r.public_key).is_err() {
             return AccessReason::InvalidKey;
         }
         if validate_node_id(&r.node_id).is_err() {

@@ -194,7 +194,8 @@ impl Admin {
                 .with(Sample::new(counters.unknown_slot as f64).label("reason", "unknown_slot"))
                 .with(Sample::new(counters.decrypt_errors as f64).label("reason", "decrypt_error"))
                 .with(Sample::new(counters.spoofed_source as f64).label("reason", "spoofed_source"))
-                .with(Sample::new(counters.no_route as f64).label("reason", "no_route")),
+                .with(Sample::new(counters.no_route as f64).label("reason", "no_route"))
+                .with(Sample::new(counters.low_order_ephemeral as f64).label("reason", "low_order_ephemeral")),
         ]
     }
 

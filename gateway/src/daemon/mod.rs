@@ -61,6 +61,8 @@ fn xdp_front(config: &Config) -> anyhow::Result<Option<(PinnedMaps, Vec<u32>)>> 
         },
         handshake_rate_per_sec: config.xdp.handshake_rate_per_sec,
         handshake_burst: config.xdp.handshake_burst,
+        unproven_rate_per_sec: xdp::maps::per_cpu_share(config.xdp.unproven_handshake_rate_per_sec),
+        unproven_burst: xdp::maps::per_cpu_share(config.xdp.unproven_handshake_burst),
         ..XdpConfig::default()
     };
     if pins.is_attached() {
@@ -71,6 +73,8 @@ fn xdp_front(config: &Config) -> anyhow::Result<Option<(PinnedMaps, Vec<u32>)>> 
                 current.mode = wanted.mode;
                 current.handshake_rate_per_sec = wanted.handshake_rate_per_sec;
                 current.handshake_burst = wanted.handshake_burst;
+                current.unproven_rate_per_sec = wanted.unproven_rate_per_sec;
+                current.unproven_burst = wanted.unproven_burst;
                 maps.config.set(current)?;
                 let open = maps.allow.open_slots()?;
                 tracing::info!(instance = pins.instance(), open_slots = open.len(), "adopted the attached XDP program");
@@ -379,7 +383,11 @@ impl Loop<'_> {
         if !step.ops.is_empty() {
             let closes = step.ops.iter().any(|op| matches!(op, gateway_core::plan::Op::CloseSlot { .. }));
             let executor = &mut *self.executor;
+            let mut first = true;
             let result = gateway_core::plan::execute(&step.ops, control.applied_mut(), |op| {
+                if !std::mem::take(&mut first) {
+                    crate::fault::point("plan.between_ops");
+                }
                 tracing::info!(?op, "apply");
                 executor.apply(op)
             });
@@ -416,9 +424,16 @@ impl Loop<'_> {
     }
 
     /// Tells the control core where peers are, so a revocation can deny
-    /// the endpoint in the kernel.
+    /// the endpoint in the kernel, and the kernel which endpoints are live.
     fn learn_endpoints(&mut self) {
         let peers = self.executor.dataplane.peers();
+        if let Some(maps) = &mut self.executor.xdp {
+            // Their initiations keep their own buckets, off the unproven budget.
+            let live = peers.iter().filter_map(|p| Some((p.endpoint?, p.since_last_handshake?)));
+            if let Err(err) = maps.live.refresh(live, xdp::monotonic_now_ns()) {
+                tracing::warn!(error = %err, "marking live peer endpoints in the kernel");
+            }
+        }
         let mut control = self.lock();
         for peer in peers {
             if let Some(endpoint) = peer.endpoint {

@@ -157,6 +157,14 @@ pub fn run(repeat: u32, rounds: u32) -> anyhow::Result<XdpBenchReport> {
     h.set_config(XdpConfig { handshake_rate_per_sec: 1, handshake_burst: 1, ..config })?;
     let init = UdpFrame::v4(NODE, 40000, GW, PORT, &wg_message(1, 0, 148)).build();
     paths.push(measure(&h, "drop_rate_limited (bucket update)", PROGRAM_NAME, &init, repeat, rounds)?);
+    // The unproven budget on: a source without a recent handshake pays it
+    // (empty after its burst: every run takes the drop), a live endpoint
+    // looks itself up and goes on to its own bucket (drop_rate_limited).
+    h.set_config(XdpConfig { handshake_rate_per_sec: 1, handshake_burst: 1, unproven_rate_per_sec: 1, unproven_burst: 1, ..config })?;
+    let spoofed = UdpFrame::v4(NODE, 40002, GW, PORT, &wg_message(1, 0, 148)).build();
+    paths.push(measure(&h, "drop_unproven_budget (spoofed source)", PROGRAM_NAME, &spoofed, repeat, rounds)?);
+    h.mark_live(EndpointKey::v4(NODE, 40000), u64::MAX)?;
+    paths.push(measure(&h, "live endpoint: own bucket (rate limited)", PROGRAM_NAME, &init, repeat, rounds)?);
 
     let anchor_drop = paths[0].ns_per_packet;
     let anchor_parse = paths[1].ns_per_packet;

@@ -50,6 +50,14 @@ pub enum XdpCommand {
         /// Burst of initiations a source may send before the rate applies.
         #[arg(long, default_value_t = 40)]
         handshake_burst: u32,
+        /// Initiations per second, for the whole machine, from endpoints not
+        /// marked live (0: off). Off by default here: without the daemon
+        /// nothing marks live peers, so every initiation would pay it.
+        #[arg(long, default_value_t = 0)]
+        unproven_rate: u32,
+        /// That budget's burst.
+        #[arg(long, default_value_t = 0)]
+        unproven_burst: u32,
         /// Replace an instance of the same name instead of failing.
         #[arg(long)]
         replace: bool,
@@ -118,6 +126,8 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
             xdp_mode,
             handshake_rate,
             handshake_burst,
+            unproven_rate,
+            unproven_burst,
             replace,
         } => {
             let config = XdpConfig {
@@ -128,6 +138,8 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
                 },
                 handshake_rate_per_sec: handshake_rate,
                 handshake_burst,
+                unproven_rate_per_sec: super::maps::per_cpu_share(unproven_rate),
+                unproven_burst: super::maps::per_cpu_share(unproven_burst.max(unproven_rate.min(1))),
                 ..XdpConfig::default()
             };
             let pins = attach(&AttachOptions {
@@ -193,6 +205,8 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
                     "mode": if config.mode == MODE_ENFORCE { "enforce" } else { "observe" },
                     "handshake_rate_per_sec": config.handshake_rate_per_sec,
                     "handshake_burst": config.handshake_burst,
+                    "unproven_rate_per_sec_per_cpu": config.unproven_rate_per_sec,
+                    "unproven_burst_per_cpu": config.unproven_burst,
                     "open_slots": slots,
                     "denied_endpoints": denied.iter().map(|(a, s)| serde_json::json!({"endpoint": a.to_string(), "expires_in_s": s})).collect::<Vec<_>>(),
                 });

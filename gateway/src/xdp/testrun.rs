@@ -10,9 +10,9 @@ use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{SocketFilter, TestRun, TestRunOptions, Xdp};
 use aya::{Btf, Ebpf, EbpfLoader};
 use gateway_common::{
-    AllowSlot, Coalesced, DenyEntry, EndpointKey, XdpConfig, XdpStats, XdpVerdict, ANCHOR_DROP_COUNT,
+    AllowSlot, Coalesced, DenyEntry, EndpointKey, LiveEndpoint, XdpConfig, XdpStats, XdpVerdict, ANCHOR_DROP_COUNT,
     ANCHOR_PARSE_LOOKUP, LATE_GATE_PROGRAM, MAP_ALLOW_SLOTS, MAP_CONFIG, MAP_DENY_ENDPOINTS,
-    MAP_LATE_STATS, MAP_STATS, PROGRAM_NAME,
+    MAP_LATE_STATS, MAP_LIVE_ENDPOINTS, MAP_STATS, PROGRAM_NAME,
 };
 use std::time::Duration;
 
@@ -72,6 +72,14 @@ impl KernelHarness {
         let mut m: Array<&mut MapData, DenyEntry> =
             Array::try_from(self.ebpf.map_mut(MAP_DENY_ENDPOINTS).context("deny map")?)?;
         m.set(index, DenyEntry { endpoint, expires_ns, reason: 0, _pad: 0 }, 0)?;
+        Ok(())
+    }
+
+    pub fn mark_live(&mut self, endpoint: EndpointKey, expires_ns: u64) -> anyhow::Result<()> {
+        let index = gateway_common::live_slot_of(&endpoint, self.config.hash_seed);
+        let mut m: Array<&mut MapData, LiveEndpoint> =
+            Array::try_from(self.ebpf.map_mut(MAP_LIVE_ENDPOINTS).context("live endpoint map")?)?;
+        m.set(index, LiveEndpoint { endpoint, expires_ns }, 0)?;
         Ok(())
     }
 
