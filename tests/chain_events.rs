@@ -61,6 +61,14 @@ async fn transfer_unbinds_the_key_until_the_new_owner_binds_one() {
             if *token_id == minted.token_id && *from == Address::from(alice) && *to == Address::from(bob)),
         "{event:?}"
     );
+    // Then the token read back, once for the transfer's two logs.
+    // (A second read-back would be the next snapshot below, not the rekey's.)
+    let (read_back, _) = wait_for(&mut events, WAIT, |e| matches!(e, ChainEvent::Snapshot { .. })).await;
+    assert!(
+        matches!(&read_back, ChainEvent::Snapshot { snapshot, cause: SnapshotCause::Reconcile }
+            if snapshot.token_id == minted.token_id && snapshot.public_key.is_empty() && snapshot.owner == Some(Address::from(bob))),
+        "{read_back:?}"
+    );
     let info = chain.admin.info(chain.contract, id).await.unwrap();
     assert_eq!(info.snapshot.public_key, "", "the old owner's key must be unbound");
     assert_eq!(info.snapshot.owner, Some(Address::from(bob)));

@@ -41,6 +41,7 @@ fn a_missing_config_file_is_named() -> Result<()> {
     let dir = ScratchDir::new()?;
     let (code, err) = run(&dir.path().join("nope.toml"))?;
     ensure!(code != 0 && err.contains("nope.toml"), "{code}: {err}");
+    ensure!(err.matches("No such file or directory (os error 2)").count() == 1, "the OS error once: {err}");
     Ok(())
 }
 

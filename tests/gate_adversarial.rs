@@ -10,6 +10,11 @@
 //! open slot of a real `wireguard-go` node do arrive, except where the
 //! class is dropped for everyone by design (docs/RELIABILITY.md).
 //!
+//! The same holds where XDP cannot see: frames written on a second
+//! interface of the gateway's namespace (no XDP there) and on its loopback
+//! meet the late gate at the WireGuard sockets, after the kernel reassembled
+//! them; there the late gate's counters move.
+//!
 //! A second test runs that node behind a link with a small MTU, so its
 //! outer packets are fragmented on the way: the tunnel keeps working.
 
@@ -18,7 +23,7 @@ use gateway::xdp::{monotonic_now_ns, PinnedMaps};
 use gateway_common::frames::{wg_message, ExtHeader, UdpFrame};
 use gateway_common::XdpVerdict;
 use gateway_tests::lab::{attach_to_lan, Lab};
-use gateway_tests::netns::{wait_for, Netns};
+use gateway_tests::netns::{wait_for, Netns, VethPair};
 use gateway_tests::skip::require_root;
 use gateway_tests::wg::{Keypair, TUNNEL_PREFIX, WG_PORT};
 use std::time::Duration;
@@ -26,11 +31,15 @@ use std::time::Duration;
 /// Token 1 holds host 2 of the tunnel network, hence peer slot 2.
 const OPEN_SLOT: u32 = 2;
 const CLOSED_SLOT: u32 = 77;
-const HOSTILE_IP: [u8; 4] = [10, 201, 0, 66];
-const GATEWAY_IP: [u8; 4] = [10, 201, 0, 1];
 /// IPv6 on the LAN, added by the test (the lab is IPv4 only).
 const HOSTILE_IP6: &str = "fd00:201::66";
 const GATEWAY_IP6: &str = "fd00:201::1";
+/// The second interface: a veth from the hostile namespace straight into
+/// the gateway's, with no XDP program on it.
+const SIDE_HOSTILE: &str = "10.202.0.66";
+const SIDE_GATEWAY: &str = "10.202.0.1";
+const SIDE_HOSTILE6: &str = "fd00:202::66";
+const SIDE_GATEWAY6: &str = "fd00:202::1";
 const FREE_PORT: u16 = 40000;
 const DENIED_PORT: u16 = 40001;
 
@@ -66,6 +75,10 @@ fn userspace_work(lab: &Lab) -> Result<f64> {
 
 fn xdp(lab: &Lab, verdict: XdpVerdict) -> Result<u64> {
     Ok(PinnedMaps::open_instance(&lab.instance)?.stats.read()?.get(verdict))
+}
+
+fn late_gate(lab: &Lab, verdict: XdpVerdict) -> Result<u64> {
+    Ok(PinnedMaps::open_instance(&lab.instance)?.late_stats.read()?.get(verdict))
 }
 
 /// The MAC address of `iface` in `ns`.
@@ -129,16 +142,27 @@ struct Class {
     closed_verdict: XdpVerdict,
 }
 
+/// Where the frames come from and go to: a namespace, the interface they
+/// are written on, the MAC and IP addresses they carry.
 struct Hostile {
     ns: Netns,
     iface: String,
     gw_mac: [u8; 6],
     my_mac: [u8; 6],
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    src6: std::net::Ipv6Addr,
+    dst6: std::net::Ipv6Addr,
+    /// IPv4 through a UDP socket instead: the kernel refuses IPv4 to
+    /// 127.0.0.0/8 arriving on `lo` without a route attached (martian
+    /// destination), so local IPv4 traffic can only come by the socket API,
+    /// which loops it through `lo` with its route.
+    ipv4_by_socket: bool,
 }
 
 impl Hostile {
     fn v4<'a>(&self, src_port: u16, msg: &'a [u8], id: u32) -> UdpFrame<'a> {
-        let mut f = UdpFrame::v4(HOSTILE_IP, src_port, GATEWAY_IP, WG_PORT, msg);
+        let mut f = UdpFrame::v4(self.src.octets(), src_port, self.dst.octets(), WG_PORT, msg);
         f.dst_mac = self.gw_mac;
         f.src_mac = self.my_mac;
         f.ip_id = id;
@@ -146,14 +170,86 @@ impl Hostile {
     }
 
     fn v6<'a>(&self, src_port: u16, msg: &'a [u8], id: u32) -> UdpFrame<'a> {
-        let src: std::net::Ipv6Addr = HOSTILE_IP6.parse().expect("literal");
-        let dst: std::net::Ipv6Addr = GATEWAY_IP6.parse().expect("literal");
-        let mut f = UdpFrame::v6(src.octets(), src_port, dst.octets(), WG_PORT, msg);
+        let mut f = UdpFrame::v6(self.src6.octets(), src_port, self.dst6.octets(), WG_PORT, msg);
         f.dst_mac = self.gw_mac;
         f.src_mac = self.my_mac;
         f.ip_id = id;
         f
     }
+
+    fn denied(&self) -> [std::net::SocketAddr; 2] {
+        [
+            std::net::SocketAddr::new(self.src.into(), DENIED_PORT),
+            std::net::SocketAddr::new(self.src6.into(), DENIED_PORT),
+        ]
+    }
+}
+
+/// What XDP cannot see: the kernel reassembles, then the late gate at the
+/// sockets judges the whole datagram.
+fn late_classes(h: &Hostile) -> Vec<Class> {
+    let mut classes = all_late_classes(h);
+    if h.ipv4_by_socket {
+        // A socket sends whole datagrams: IPv4 fragments over loopback are
+        // left to IPv6 (written on `lo` as frames) and to the other interface.
+        classes.retain(|c| c.name != "IPv4 fragments in order");
+    }
+    classes
+}
+
+fn all_late_classes(h: &Hostile) -> Vec<Class> {
+    use ExtHeader::*;
+    let closed_msg = wg_message(4, CLOSED_SLOT << 8, 400);
+    let open_msg = wg_message(4, OPEN_SLOT << 8, 400);
+    let init = wg_message(1, 0, 148);
+    let mut closed_chain = h.v6(FREE_PORT, &closed_msg, 0);
+    closed_chain.v6_ext = &[HopByHop(0), DestOpts(1)];
+    let mut open_chain = h.v6(FREE_PORT, &open_msg, 0);
+    open_chain.v6_ext = &[HopByHop(0), DestOpts(1)];
+    vec![
+        Class {
+            name: "transport",
+            closed: vec![h.v4(FREE_PORT, &closed_msg, 0).build()],
+            open: vec![h.v4(FREE_PORT, &open_msg, 0).build()],
+            open_arrives: true,
+            closed_verdict: XdpVerdict::DropUnknownSlot,
+        },
+        Class {
+            name: "IPv4 fragments in order",
+            closed: h.v4(FREE_PORT, &closed_msg, 3001).fragments(&[120, 240]),
+            open: h.v4(FREE_PORT, &open_msg, 3002).fragments(&[120, 240]),
+            open_arrives: true,
+            closed_verdict: XdpVerdict::DropUnknownSlot,
+        },
+        Class {
+            name: "initiation from a denied endpoint",
+            closed: vec![h.v4(DENIED_PORT, &init, 0).build()],
+            open: vec![h.v4(FREE_PORT, &init, 0).build()],
+            open_arrives: true,
+            closed_verdict: XdpVerdict::DropDeniedEndpoint,
+        },
+        Class {
+            name: "IPv6 extension-header chain",
+            closed: vec![closed_chain.build()],
+            open: vec![open_chain.build()],
+            open_arrives: true,
+            closed_verdict: XdpVerdict::DropUnknownSlot,
+        },
+        Class {
+            name: "IPv6 fragments in order",
+            closed: h.v6(FREE_PORT, &closed_msg, 3003).fragments(&[120, 240]),
+            open: h.v6(FREE_PORT, &open_msg, 3004).fragments(&[120, 240]),
+            open_arrives: true,
+            closed_verdict: XdpVerdict::DropUnknownSlot,
+        },
+        Class {
+            name: "IPv6 initiation from a denied endpoint",
+            closed: vec![h.v6(DENIED_PORT, &init, 0).build()],
+            open: vec![h.v6(FREE_PORT, &init, 0).build()],
+            open_arrives: true,
+            closed_verdict: XdpVerdict::DropDeniedEndpoint,
+        },
+    ]
 }
 
 /// Every class, built for both targets. Ids differ per datagram so no class
@@ -300,9 +396,32 @@ fn classes(h: &Hostile) -> Vec<Class> {
 }
 
 /// Sends `frames` and says whether the data plane saw any of them.
+/// Sends the UDP datagrams of IPv4 `frames` (whole, unfragmented) through a
+/// socket bound to their source, to their destination, from inside `ns`.
+fn send_by_socket(ns: &Netns, frames: Vec<Vec<u8>>) -> Result<()> {
+    ns.within(move || {
+        for f in frames {
+            let ihl = ((f[14] & 0x0f) as usize) * 4;
+            let udp = 14 + ihl;
+            let at = |o: usize| std::net::Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
+            let (src, dst) = (at(14 + 12), at(14 + 16));
+            let sport = u16::from_be_bytes([f[udp], f[udp + 1]]);
+            let dport = u16::from_be_bytes([f[udp + 2], f[udp + 3]]);
+            let socket = std::net::UdpSocket::bind((src, sport))?;
+            socket.send_to(&f[udp + 8..], (dst, dport))?;
+        }
+        Ok(())
+    })
+}
+
 fn reaches_userspace(lab: &Lab, h: &Hostile, frames: &[Vec<u8>], expect: bool) -> Result<bool> {
     let before = userspace_work(lab)?;
-    inject(&h.ns, &h.iface, frames.to_vec())?;
+    let is_v4 = |f: &Vec<u8>| f.get(12..14) == Some(&[0x08, 0x00][..]);
+    if h.ipv4_by_socket && frames.iter().all(is_v4) {
+        send_by_socket(&h.ns, frames.to_vec())?;
+    } else {
+        inject(&h.ns, &h.iface, frames.to_vec())?;
+    }
     if expect {
         let seen = wait_for("the data plane counts the datagram", Duration::from_secs(5), || {
             Ok((userspace_work(lab)? > before).then_some(()))
@@ -339,30 +458,78 @@ fn no_frame_class_slips_past_the_verdict() -> Result<()> {
     let iface = attach_to_lan(&lab.lan, &ns, "10.201.0.66/24")?;
     ns.ip(&["-6", "addr", "add", &format!("{HOSTILE_IP6}/64"), "dev", &iface, "nodad"])?;
     lab.gw.ip(&["-6", "addr", "add", &format!("{GATEWAY_IP6}/64"), "dev", &lab.gateway_iface, "nodad"])?;
-    let hostile = Hostile { gw_mac: mac_of(&lab.gw, &lab.gateway_iface)?, my_mac: mac_of(&ns, &iface)?, ns, iface };
-    let denied: std::net::SocketAddr = format!("{}:{DENIED_PORT}", std::net::Ipv4Addr::from(HOSTILE_IP)).parse()?;
-    let denied6: std::net::SocketAddr = format!("[{HOSTILE_IP6}]:{DENIED_PORT}").parse()?;
+    let lan = Hostile {
+        gw_mac: mac_of(&lab.gw, &lab.gateway_iface)?,
+        my_mac: mac_of(&ns, &iface)?,
+        src: "10.201.0.66".parse()?,
+        dst: gateway_tests::lab::GATEWAY_LAN_IP.parse()?,
+        src6: HOSTILE_IP6.parse()?,
+        dst6: GATEWAY_IP6.parse()?,
+        ipv4_by_socket: false,
+        iface,
+        ns,
+    };
+    // Another interface into the gateway's namespace, which XDP does not guard.
+    let side_ns = Netns::new("hss")?;
+    let side = VethPair::connect(&side_ns, &format!("{SIDE_HOSTILE}/24"), &lab.gw, &format!("{SIDE_GATEWAY}/24"))?;
+    side_ns.ip(&["-6", "addr", "add", &format!("{SIDE_HOSTILE6}/64"), "dev", &side.a, "nodad"])?;
+    lab.gw.ip(&["-6", "addr", "add", &format!("{SIDE_GATEWAY6}/64"), "dev", &side.b, "nodad"])?;
+    let other_iface = Hostile {
+        gw_mac: mac_of(&lab.gw, &side.b)?,
+        my_mac: mac_of(&side_ns, &side.a)?,
+        src: SIDE_HOSTILE.parse()?,
+        dst: SIDE_GATEWAY.parse()?,
+        src6: SIDE_HOSTILE6.parse()?,
+        dst6: SIDE_GATEWAY6.parse()?,
+        ipv4_by_socket: false,
+        iface: side.a.clone(),
+        ns: side_ns,
+    };
+    // A local process on the gateway's host writing on its loopback.
+    let loopback = Hostile {
+        gw_mac: [0; 6],
+        my_mac: [0; 6],
+        src: std::net::Ipv4Addr::LOCALHOST,
+        dst: std::net::Ipv4Addr::LOCALHOST,
+        src6: std::net::Ipv6Addr::LOCALHOST,
+        dst6: std::net::Ipv6Addr::LOCALHOST,
+        ipv4_by_socket: true,
+        iface: "lo".into(),
+        ns: Netns::existing(lab.gw.name()),
+    };
     {
         let mut maps = PinnedMaps::open_instance(&lab.instance)?;
         let until = monotonic_now_ns() + 600_000_000_000;
-        maps.deny.deny(denied, until, 0)?;
-        maps.deny.deny(denied6, until, 0)?;
+        for h in [&lan, &other_iface, &loopback] {
+            for endpoint in h.denied() {
+                maps.deny.deny(endpoint, until, 0)?;
+            }
+        }
     }
 
+    type Counter = fn(&Lab, XdpVerdict) -> Result<u64>;
+    let paths: [(&str, &Hostile, Vec<Class>, Counter); 3] = [
+        ("LAN (XDP)", &lan, classes(&lan), xdp),
+        ("another interface (late gate)", &other_iface, late_classes(&other_iface), late_gate),
+        ("loopback (late gate)", &loopback, late_classes(&loopback), late_gate),
+    ];
     let mut failures = Vec::new();
-    for class in classes(&hostile) {
-        let verdict_before = xdp(&lab, class.closed_verdict)?;
-        if reaches_userspace(&lab, &hostile, &class.closed, false)? {
-            failures.push(format!("{}: the closed-slot/denied frames reached the data plane", class.name));
+    for (path, hostile, classes, counter) in paths {
+        for class in classes {
+            let name = format!("{path}: {}", class.name);
+            let verdict_before = counter(&lab, class.closed_verdict)?;
+            if reaches_userspace(&lab, hostile, &class.closed, false)? {
+                failures.push(format!("{name}: the closed-slot/denied frames reached the data plane"));
+            }
+            if counter(&lab, class.closed_verdict)? <= verdict_before {
+                failures.push(format!("{name}: never counted {}", class.closed_verdict.name()));
+            }
+            let arrived = reaches_userspace(&lab, hostile, &class.open, class.open_arrives)?;
+            if arrived != class.open_arrives {
+                failures.push(format!("{name}: open-slot frames arrived: {arrived}, expected {}", class.open_arrives));
+            }
+            eprintln!("{name}: closed held back, open arrived: {arrived}");
         }
-        if xdp(&lab, class.closed_verdict)? <= verdict_before {
-            failures.push(format!("{}: XDP never counted {}", class.name, class.closed_verdict.name()));
-        }
-        let arrived = reaches_userspace(&lab, &hostile, &class.open, class.open_arrives)?;
-        if arrived != class.open_arrives {
-            failures.push(format!("{}: open-slot frames arrived: {arrived}, expected {}", class.name, class.open_arrives));
-        }
-        eprintln!("{}: closed held back, open arrived: {arrived}", class.name);
     }
     ensure!(failures.is_empty(), "side doors:\n{}", failures.join("\n"));
     Ok(())

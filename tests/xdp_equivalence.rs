@@ -1,12 +1,14 @@
-//! One verdict function, two homes: the XDP program run by the kernel
-//! (`BPF_PROG_TEST_RUN`) and `gateway_common::classify` run in userspace must
+//! One verdict function, three homes: the XDP program and the late gate
+//! (the socket filter) run by the kernel (`BPF_PROG_TEST_RUN`), and
+//! `gateway_common::classify` / `classify_datagram` run in userspace, must
 //! give the same action and reason on every frame of a corpus of valid,
-//! malformed, truncated and randomly mutated packets.
+//! malformed, truncated, fragmented, extension-header and randomly mutated
+//! packets, and (late gate) UDP GRO buffers of many datagrams.
 
 use anyhow::Result;
 use gateway::xdp::testrun::{KernelHarness, XDP_DROP, XDP_PASS};
 use gateway_common::frames::{wg_message, ModelGate, UdpFrame};
-use gateway_common::{classify, EndpointKey, XdpVerdict, XdpConfig, MODE_ENFORCE};
+use gateway_common::{classify, classify_datagram, Coalesced, EndpointKey, IpDatagram, XdpConfig, XdpVerdict, MODE_ENFORCE};
 use gateway_tests::netns::require_root;
 
 const GW: [u8; 4] = [198, 18, 0, 1];
@@ -231,9 +233,10 @@ fn kernel_and_userspace_verdicts_agree_on_the_corpus() -> Result<()> {
         assert_eq!(action, expected_action, "frame #{i}");
         seen.insert(reason);
     }
-    // The corpus reaches every reason but the rate limiter (tested below).
+    // The corpus reaches every reason but the rate limiter and the unproven
+    // budget (tested below: they need one CPU's bucket).
     for r in XdpVerdict::ALL {
-        if r != XdpVerdict::DropRateLimited {
+        if r != XdpVerdict::DropRateLimited && r != XdpVerdict::DropUnprovenBudget {
             assert!(seen.contains(&r), "corpus never produced {r:?}");
         }
     }
@@ -261,5 +264,132 @@ fn kernel_and_userspace_rate_limit_alike() -> Result<()> {
         got.push(reason);
     }
     assert_eq!(got, [XdpVerdict::PassHandshakeInit, XdpVerdict::PassHandshakeInit, XdpVerdict::DropRateLimited]);
+    Ok(())
+}
+
+/// The unproven budget is one bucket per CPU: the test pins itself to one
+/// CPU so every run meets the same bucket, as the model's one.
+fn pin_to_one_cpu() -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    anyhow::ensure!(rc == 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
+#[test]
+fn kernel_and_userspace_spend_the_unproven_budget_alike() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    pin_to_one_cpu()?;
+    // A budget of 3 per 1000 s for every endpoint not marked live: the
+    // spoofed sources past the third are dropped whatever the clocks read,
+    // the live endpoint keeps its own bucket (burst 2), an expired mark
+    // counts for nothing.
+    let config = XdpConfig {
+        wg_port: PORT,
+        mode: MODE_ENFORCE,
+        handshake_rate_per_sec: 1,
+        handshake_burst: 2,
+        unproven_rate_per_sec: 1,
+        unproven_burst: 3,
+        hash_seed: 0x5eed,
+        ..XdpConfig::default()
+    };
+    let (mut kernel, mut model) = setup(config, 0)?;
+    let now = gateway::xdp::monotonic_now_ns();
+    let live = EndpointKey::v4(NODE, 40000);
+    let lapsed = EndpointKey::v4(NODE, 40003);
+    for (endpoint, until) in [(live, u64::MAX), (lapsed, 1)] {
+        kernel.mark_live(endpoint, until)?;
+        model.mark_live(endpoint, until);
+    }
+    let init = |src: [u8; 4], port: u16| UdpFrame::v4(src, port, GW, PORT, &wg_message(1, 0, 148)).build();
+    let mut frames = Vec::new();
+    for i in 0..6u8 {
+        frames.push(init([10, 7, 0, i], 1000 + i as u16));
+        frames.push(init(NODE, 40000));
+    }
+    frames.push(init(NODE, 40003));
+    let mut got = Vec::new();
+    for f in &frames {
+        let expected = classify(f.as_slice(), &config, &mut model, || now);
+        let (_, reason) = kernel.run(f)?;
+        assert_eq!(reason, expected);
+        got.push(reason);
+    }
+    let count = |v: XdpVerdict| got.iter().filter(|g| **g == v).count();
+    assert_eq!(count(XdpVerdict::DropUnprovenBudget), 4, "{got:?}");
+    assert_eq!(count(XdpVerdict::DropRateLimited), 4, "the live endpoint's own bucket: {got:?}");
+    assert_eq!(count(XdpVerdict::PassHandshakeInit), 5, "{got:?}");
+    Ok(())
+}
+
+/// GRO buffers as the late gate sees them: one IP and UDP header, then
+/// `count` payloads of `segment` bytes (the last may be shorter).
+fn coalesced_frames() -> Vec<(Vec<u8>, Coalesced)> {
+    let mut out = Vec::new();
+    let seg = |slot: u32, len: usize| wg_message(4, slot << 8, len);
+    let cases: Vec<(Vec<Vec<u8>>, usize)> = vec![
+        (vec![seg(5, 200), seg(5, 200), seg(9, 200)], 200),
+        (vec![seg(5, 200), seg(6, 200), seg(5, 200)], 200),
+        (vec![seg(5, 200), seg(5, 200), seg(5, 48)], 200),
+        (vec![seg(5, 200), seg(5, 200), seg(6, 48)], 200),
+        (vec![wg_message(2, 5 << 8, 92), seg(5, 32)], 92),
+        (vec![wg_message(1, 0, 148), wg_message(1, 0, 148)], 148),
+        (vec![seg(5, 48); 64], 48),
+        (vec![seg(5, 32); 65], 32),
+    ];
+    for (segments, size) in cases {
+        let payload: Vec<u8> = segments.concat();
+        let f = UdpFrame::v4(NODE, 40000, GW, PORT, &payload).build();
+        out.push((f.clone(), Coalesced { segment: size, count: segments.len() }));
+        out.push((f, Coalesced { segment: 0, count: segments.len() }));
+    }
+    out
+}
+
+#[test]
+fn kernel_and_userspace_late_gates_agree() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let config = XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, hash_seed: 0x0bad_cafe, ..XdpConfig::default() };
+    let now = gateway::xdp::monotonic_now_ns();
+    let (mut kernel, mut model) = setup(config, now)?;
+    let mut corpus: Vec<(Vec<u8>, Coalesced)> = base_frames().into_iter().map(|f| (f, Coalesced::ONE)).collect();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let bases = corpus.clone();
+    for _ in 0..2000 {
+        let (b, _) = &bases[rng.below(bases.len())];
+        corpus.push((mutate(&mut rng, b), Coalesced::ONE));
+    }
+    corpus.extend(coalesced_frames());
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, (frame, coalesced)) in corpus.iter().enumerate() {
+        // The kernel refuses to test-run a socket filter on a datagram
+        // without a whole IP header (no socket ever gets one).
+        let ip_header = match frame.get(12..14) {
+            Some([0x86, 0xdd]) => 40,
+            _ => 20,
+        };
+        if frame.len() < 14 + ip_header {
+            continue;
+        }
+        // The socket filter gets the datagram from its IP header on.
+        let datagram = IpDatagram::new(&frame[14..]);
+        let expected = classify_datagram(&datagram, &config, &mut model, || now, *coalesced);
+        let (kept, verdict) = kernel.run_late(frame, *coalesced)?;
+        assert_eq!(verdict, expected, "datagram #{i} {coalesced:?} {frame:02x?}");
+        assert_eq!(kept, !expected.is_drop(), "datagram #{i}");
+        seen.insert(verdict);
+    }
+    for v in [XdpVerdict::PassTransport, XdpVerdict::DropUnknownSlot, XdpVerdict::DropDeniedEndpoint, XdpVerdict::DropMalformed] {
+        assert!(seen.contains(&v), "the late corpus never produced {v:?}");
+    }
     Ok(())
 }

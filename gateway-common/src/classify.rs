@@ -10,7 +10,7 @@
 //! with a fragment that met the verdict.
 
 use crate::maps::{
-    deny_slot_of, frag_slot_of, rate_slot_of, DenyEntry, EndpointKey, FragEntry, FragKey, RateBucket,
+    deny_slot_of, frag_slot_of, live_slot_of, rate_slot_of, DenyEntry, EndpointKey, FragEntry, FragKey, RateBucket,
     XdpConfig, MILLI_TOKENS_PER_TOKEN,
 };
 use crate::verdict::XdpVerdict;
@@ -37,6 +37,15 @@ pub trait Packet {
         let a = self.ne32_at(off)? as u64;
         let b = self.ne32_at(off + 4)? as u64;
         Some(if cfg!(target_endian = "little") { a | (b << 32) } else { (a << 32) | b })
+    }
+
+    /// `v` unchanged, but with whatever a static analyser knows about it
+    /// forgotten. The BPF verifier checks a bounded loop once for every
+    /// distinct path into it; forgetting the offsets the paths differ in
+    /// lets it check the loop once. Userspace has nothing to forget.
+    #[inline(always)]
+    fn forget(&self, v: usize) -> usize {
+        v
     }
 
     #[inline(always)]
@@ -107,6 +116,11 @@ pub trait Gate {
     fn deny_entry(&self, index: u32, endpoint: &EndpointKey) -> Option<DenyEntry>;
     /// Rate-limit bucket `index`, to update in place.
     fn bucket_mut(&mut self, index: u32) -> Option<&mut RateBucket>;
+    /// Until when (CLOCK_MONOTONIC ns) live-endpoint slot `index` holds
+    /// `endpoint`; `None`: empty or another endpoint.
+    fn live_until(&self, index: u32, endpoint: &EndpointKey) -> Option<u64>;
+    /// The unproven budget's bucket (this CPU's, in the kernel).
+    fn unproven_bucket_mut(&mut self) -> Option<&mut RateBucket>;
     /// Fragment table slot `index`, if it remembers datagram `key`.
     fn fragment(&self, index: u32, key: &FragKey) -> Option<FragEntry>;
     /// Records in slot `index` what the first fragment of datagram `key`
@@ -381,7 +395,7 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     pkt: &P,
     cfg: &XdpConfig,
     gate: &mut G,
-    now_ns: impl FnOnce() -> u64,
+    mut now_ns: impl FnMut() -> u64,
 ) -> XdpVerdict {
     let (off, ethertype) = match locate_l3(pkt) {
         Ok(l3) => l3,
@@ -396,7 +410,96 @@ pub fn classify<P: Packet + ?Sized, G: Gate>(
     };
     match ip {
         Err(verdict) => verdict,
-        Ok(ip) => classify_ip(pkt, ip, cfg, gate, now_ns),
+        Ok(ip) => classify_ip(pkt, ip, cfg, gate, &mut now_ns, Coalesced::ONE),
+    }
+}
+
+/// UDP GRO: the kernel may hand a socket that asked for it (`UDP_GRO`)
+/// several datagrams of one flow as one buffer: one IP and UDP header, then
+/// the payloads, `segment` bytes each but the last. The late gate judges
+/// each payload as the datagram it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coalesced {
+    /// Payload bytes per datagram (the buffer's `gso_size`).
+    pub segment: usize,
+    /// Datagrams in the buffer (`gso_segs`); 0 or 1: a plain datagram.
+    pub count: usize,
+}
+
+impl Coalesced {
+    pub const ONE: Coalesced = Coalesced { segment: 0, count: 1 };
+}
+
+/// The most datagrams UDP GRO puts in one buffer (the kernel's
+/// `UDP_GRO_CNT_MAX`); a buffer claiming more is malformed.
+pub const MAX_COALESCED: usize = 64;
+
+/// The verdict at a WireGuard socket (the late gate): the same rules for a
+/// datagram whose IP header is at offset 0, after the kernel reassembled it,
+/// whatever interface it came by. `pkt.len()` is the length the IP header
+/// declares (the kernel trimmed the buffer to it before UDP saw it).
+#[inline(always)]
+pub fn classify_datagram<P: Packet + ?Sized, G: Gate>(
+    pkt: &P,
+    cfg: &XdpConfig,
+    gate: &mut G,
+    mut now_ns: impl FnMut() -> u64,
+    coalesced: Coalesced,
+) -> XdpVerdict {
+    let version = match pkt.u8_at(0) {
+        Some(v) => v >> 4,
+        None => return XdpVerdict::PassNotIp,
+    };
+    let ip = if version == 4 {
+        locate_v4(pkt, 0)
+    } else if version == 6 {
+        locate_v6(pkt, 0)
+    } else {
+        Err(XdpVerdict::PassNotIp)
+    };
+    match ip {
+        Err(verdict) => verdict,
+        Ok(ip) => classify_ip(pkt, ip, cfg, gate, &mut now_ns, coalesced),
+    }
+}
+
+/// The length an IP header at offset 0 declares (0 when there is none).
+#[inline(always)]
+pub fn declared_ip_len<P: Packet + ?Sized>(pkt: &P) -> usize {
+    match pkt.u8_at(0).map(|b| b >> 4) {
+        Some(4) => pkt.be16_at(2).map_or(0, |l| l as usize),
+        Some(6) => pkt.be16_at(4).map_or(0, |l| IPV6_HDR_LEN + l as usize),
+        _ => 0,
+    }
+}
+
+/// An IP datagram as the late gate sees it, in userspace (tests and the
+/// equivalence check): the bytes from the IP header on, its length the one
+/// the header declares.
+pub struct IpDatagram<'a> {
+    bytes: &'a [u8],
+    len: usize,
+}
+
+impl<'a> IpDatagram<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        let len = declared_ip_len(bytes);
+        IpDatagram { bytes, len }
+    }
+}
+
+impl Packet for IpDatagram<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        self.bytes.u8_at(off)
+    }
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        self.bytes.be16_at(off)
+    }
+    fn ne32_at(&self, off: usize) -> Option<u32> {
+        self.bytes.ne32_at(off)
     }
 }
 
@@ -408,7 +511,8 @@ fn classify_ip<P: Packet + ?Sized, G: Gate>(
     ip: Ip,
     cfg: &XdpConfig,
     gate: &mut G,
-    now_ns: impl FnOnce() -> u64,
+    now_ns: &mut impl FnMut() -> u64,
+    coalesced: Coalesced,
 ) -> XdpVerdict {
     match ip {
         Ip::Later(key) => match gate.fragment(frag_slot_of(&key, cfg.hash_seed), &key) {
@@ -420,9 +524,9 @@ fn classify_ip<P: Packet + ?Sized, G: Gate>(
             record(gate, cfg, &key, verdict);
             verdict
         }
-        Ip::Udp(located, Frag::Whole) => classify_udp(pkt, &located, false, cfg, gate, now_ns),
+        Ip::Udp(located, Frag::Whole) => classify_udp(pkt, &located, false, cfg, gate, now_ns, coalesced),
         Ip::Udp(located, Frag::First(key)) => {
-            let verdict = classify_udp(pkt, &located, true, cfg, gate, now_ns);
+            let verdict = classify_udp(pkt, &located, true, cfg, gate, now_ns, Coalesced::ONE);
             record(gate, cfg, &key, verdict);
             verdict
         }
@@ -435,9 +539,10 @@ fn record<G: Gate>(gate: &mut G, cfg: &XdpConfig, key: &FragKey, verdict: XdpVer
     gate.record_fragment(frag_slot_of(key, cfg.hash_seed), key, entry);
 }
 
-/// The UDP layer and the WireGuard message. In a first fragment the UDP
-/// length names the reassembled datagram (the one the socket would get), so
-/// sizes are judged on it; the frame only has to show the fields read.
+/// The UDP layer, then the WireGuard message (or each coalesced one). In a
+/// first fragment the UDP length names the reassembled datagram (the one
+/// the socket would get), so sizes are judged on it; the frame only has to
+/// show the fields read.
 #[inline(always)]
 fn classify_udp<P: Packet + ?Sized, G: Gate>(
     pkt: &P,
@@ -445,17 +550,13 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
     first_fragment: bool,
     cfg: &XdpConfig,
     gate: &mut G,
-    now_ns: impl FnOnce() -> u64,
+    now_ns: &mut impl FnMut() -> u64,
+    coalesced: Coalesced,
 ) -> XdpVerdict {
     let l4 = located.l4;
-    // What a read past the end of the frame means: a whole datagram cut
-    // short is malformed (or, inside the UDP header, not for us); a first
-    // fragment that does not show the fields is too short to judge.
-    let (cut_udp, cut_msg) = if first_fragment {
-        (XdpVerdict::DropFragmentTooShort, XdpVerdict::DropFragmentTooShort)
-    } else {
-        (XdpVerdict::PassOtherPort, XdpVerdict::DropMalformed)
-    };
+    // A UDP header cut short: not for us in a whole datagram; too short to
+    // judge in a first fragment.
+    let cut_udp = if first_fragment { XdpVerdict::DropFragmentTooShort } else { XdpVerdict::PassOtherPort };
     // One read at a time, in increasing offset order, with an early return
     // each. A combined match lets LLVM read a register on a path where it was
     // never written, and a read whose bounds check is implied by an earlier
@@ -482,14 +583,102 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
         return XdpVerdict::DropMalformed;
     }
     let msg = l4 + UDP_HDR_LEN;
-    let msg_len = udp_len - UDP_HDR_LEN;
+    let total = udp_len - UDP_HDR_LEN;
+    if coalesced.count <= 1 {
+        return classify_message(pkt, located, src_port, msg, total, first_fragment, cfg, gate, now_ns);
+    }
+    // Coalesced datagrams, all of one flow: the first is judged like a
+    // datagram of its own; every later one must be a transport message
+    // (WireGuard never sends handshake messages back to back, and only
+    // transport sizes repeat) to an open slot, or the buffer drops.
+    if coalesced.segment == 0 || coalesced.count > MAX_COALESCED {
+        return XdpVerdict::DropMalformed;
+    }
+    let segment = coalesced.segment;
+    let first_len = if total < segment { total } else { segment };
+    let first = classify_message(pkt, located, src_port, msg, first_len, false, cfg, gate, now_ns);
+    if first.is_drop() || total <= segment {
+        return first;
+    }
+    if segment < WG_TRANSPORT_MIN_LEN || (total - 1) / segment >= MAX_COALESCED {
+        return XdpVerdict::DropMalformed;
+    }
+    // Reached with a different offset from each IP layout (options,
+    // extension chains): forgotten, so the verifier checks the loop once.
+    let base = pkt.forget(msg);
+    let total = pkt.forget(total);
+    let segment = pkt.forget(segment);
+    let mut start = segment;
+    let mut k = 1;
+    while k < MAX_COALESCED {
+        if start >= total {
+            return first;
+        }
+        if total - start < WG_TRANSPORT_MIN_LEN {
+            return XdpVerdict::DropMalformed;
+        }
+        // Type (with its three zero bytes) and receiver index in one read.
+        let head = match pkt.ne64_at(base + start) {
+            Some(h) => u64::from_le(h),
+            None => return XdpVerdict::DropMalformed,
+        };
+        if head as u32 != WG_TRANSPORT as u32 {
+            return XdpVerdict::DropMalformed;
+        }
+        if !gate.slot_allowed(slot_of_index((head >> 32) as u32)) {
+            return XdpVerdict::DropUnknownSlot;
+        }
+        start += segment;
+        k += 1;
+    }
+    if start >= total {
+        first
+    } else {
+        XdpVerdict::DropMalformed
+    }
+}
+
+/// What the message alone says: a verdict, or "an initiation", which the
+/// endpoint rules decide.
+enum Message {
+    Judged(XdpVerdict),
+    Initiation,
+}
+
+/// One WireGuard message of `msg_len` bytes at `msg`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn classify_message<P: Packet + ?Sized, G: Gate>(
+    pkt: &P,
+    located: &Located,
+    src_port: u16,
+    msg: usize,
+    msg_len: usize,
+    first_fragment: bool,
+    cfg: &XdpConfig,
+    gate: &mut G,
+    now_ns: &mut impl FnMut() -> u64,
+) -> XdpVerdict {
+    // A message cut short: malformed, or too short to judge in a first fragment.
+    let cut_msg = if first_fragment { XdpVerdict::DropFragmentTooShort } else { XdpVerdict::DropMalformed };
+    match message_verdict(pkt, msg, msg_len, cut_msg, gate) {
+        Message::Judged(verdict) => verdict,
+        Message::Initiation => initiation_verdict(pkt, located, src_port, cfg, gate, now_ns),
+    }
+}
+
+/// The type and size of the message at `msg`, and for those that carry a
+/// receiver index, whether its slot is open. `cut_msg` is the verdict when
+/// the frame ends before the fields.
+#[inline(always)]
+fn message_verdict<P: Packet + ?Sized, G: Gate>(pkt: &P, msg: usize, msg_len: usize, cut_msg: XdpVerdict, gate: &mut G) -> Message {
     let header = match pkt.le32_at(msg) {
         Some(h) => h,
-        None => return cut_msg,
+        None => return Message::Judged(cut_msg),
     };
     // The type is a little-endian u32 on the wire: the three high bytes are zero.
     if header > 0xff {
-        return XdpVerdict::DropMalformed;
+        return Message::Judged(XdpVerdict::DropMalformed);
     }
     let kind = header as u8;
     let (expected_ok, receiver_offset, pass) = match kind {
@@ -509,23 +698,35 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
             WG_TRANSPORT_RECEIVER_OFFSET,
             XdpVerdict::PassTransport,
         ),
-        _ => return XdpVerdict::DropMalformed,
+        _ => return Message::Judged(XdpVerdict::DropMalformed),
     };
     if !expected_ok {
-        return XdpVerdict::DropMalformed;
+        return Message::Judged(XdpVerdict::DropMalformed);
     }
-    if kind != WG_HANDSHAKE_INIT {
-        let receiver = match pkt.le32_at(msg + receiver_offset) {
-            Some(r) => r,
-            None => return cut_msg,
-        };
-        if !gate.slot_allowed(slot_of_index(receiver)) {
-            return XdpVerdict::DropUnknownSlot;
-        }
-        return pass;
+    if kind == WG_HANDSHAKE_INIT {
+        return Message::Initiation;
     }
-    // A handshake initiation: its sender's key is encrypted, so only the
-    // endpoint can be judged here.
+    let receiver = match pkt.le32_at(msg + receiver_offset) {
+        Some(r) => r,
+        None => return Message::Judged(cut_msg),
+    };
+    if !gate.slot_allowed(slot_of_index(receiver)) {
+        return Message::Judged(XdpVerdict::DropUnknownSlot);
+    }
+    Message::Judged(pass)
+}
+
+/// A handshake initiation: its sender's key is encrypted, so only the
+/// source endpoint can be judged (deny, then the rate limit).
+#[inline(always)]
+fn initiation_verdict<P: Packet + ?Sized, G: Gate>(
+    pkt: &P,
+    located: &Located,
+    src_port: u16,
+    cfg: &XdpConfig,
+    gate: &mut G,
+    now_ns: &mut impl FnMut() -> u64,
+) -> XdpVerdict {
     let source = match addr_at(pkt, located.src_off, located.v4) {
         Some(a) => a,
         None => return XdpVerdict::DropMalformed,
@@ -538,7 +739,22 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
         }
     }
     if cfg.handshake_rate_per_sec == 0 {
-        return pass;
+        return XdpVerdict::PassHandshakeInit;
+    }
+    // Live peers' endpoints keep their own buckets; every other source,
+    // spoofed ones among them, first pays the one budget they share.
+    if cfg.unproven_rate_per_sec != 0 {
+        let live = match gate.live_until(live_slot_of(&endpoint, cfg.hash_seed), &endpoint) {
+            Some(expires_ns) => expires_ns > now_ns,
+            None => false,
+        };
+        if !live {
+            if let Some(bucket) = gate.unproven_bucket_mut() {
+                if !take_token(bucket, now_ns, cfg.unproven_rate_per_sec, cfg.unproven_burst) {
+                    return XdpVerdict::DropUnprovenBudget;
+                }
+            }
+        }
     }
     let allowed = match gate.bucket_mut(rate_slot_of(&source, cfg.hash_seed)) {
         Some(bucket) => take_token(bucket, now_ns, cfg.handshake_rate_per_sec, cfg.handshake_burst),
@@ -546,361 +762,12 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
         None => true,
     };
     if allowed {
-        pass
+        XdpVerdict::PassHandshakeInit
     } else {
         XdpVerdict::DropRateLimited
     }
 }
 
 #[cfg(test)]
-mod tests {
-    extern crate std;
-    use super::*;
-    use crate::frames::{wg_message, ModelGate, UdpFrame};
-    use crate::maps::MODE_ENFORCE;
-
-    const GW: [u8; 4] = [198, 18, 0, 1];
-    const NODE: [u8; 4] = [198, 18, 0, 2];
-    const PORT: u16 = 51820;
-
-    fn cfg() -> XdpConfig {
-        XdpConfig { wg_port: PORT, mode: MODE_ENFORCE, handshake_rate_per_sec: 2, handshake_burst: 3, ..Default::default() }
-    }
-
-    fn verdict(frame: &[u8], gate: &mut ModelGate, now: u64) -> XdpVerdict {
-        classify(frame, &cfg(), gate, || now)
-    }
-
-    fn wg_frame(msg: &[u8]) -> std::vec::Vec<u8> {
-        UdpFrame::v4(NODE, 40000, GW, PORT, msg).build()
-    }
-
-    #[test]
-    fn fixed_size_messages_must_have_their_exact_size() {
-        let mut gate = ModelGate::default();
-        gate.allowed_slots.insert(1);
-        for (kind, len, pass) in [
-            (1u8, 148usize, XdpVerdict::PassHandshakeInit),
-            (2, 92, XdpVerdict::PassHandshakeResponse),
-            (3, 64, XdpVerdict::PassCookieReply),
-            (4, 32, XdpVerdict::PassTransport),
-            (4, 1452, XdpVerdict::PassTransport),
-        ] {
-            let ok = wg_frame(&wg_message(kind, 1 << 8, len));
-            assert_eq!(verdict(&ok, &mut gate, 1), pass, "type {kind} len {len}");
-            if kind != 4 {
-                for bad in [len - 1, len + 1] {
-                    let f = wg_frame(&wg_message(kind, 1 << 8, bad));
-                    assert_eq!(verdict(&f, &mut gate, 1), XdpVerdict::DropMalformed, "type {kind} len {bad}");
-                }
-            }
-        }
-        let short = wg_frame(&wg_message(4, 1 << 8, 31));
-        assert_eq!(verdict(&short, &mut gate, 1), XdpVerdict::DropMalformed);
-    }
-
-    #[test]
-    fn unknown_types_and_nonzero_reserved_bytes_are_malformed() {
-        let mut gate = ModelGate::default();
-        for kind in [0u8, 5, 9, 255] {
-            assert_eq!(verdict(&wg_frame(&wg_message(kind, 0, 148)), &mut gate, 1), XdpVerdict::DropMalformed);
-        }
-        let mut m = wg_message(1, 0, 148);
-        m[2] = 1;
-        assert_eq!(verdict(&wg_frame(&m), &mut gate, 1), XdpVerdict::DropMalformed);
-        assert_eq!(verdict(&wg_frame(&[1, 0]), &mut gate, 1), XdpVerdict::DropMalformed);
-        assert_eq!(verdict(&wg_frame(&[]), &mut gate, 1), XdpVerdict::DropMalformed);
-    }
-
-    #[test]
-    fn session_messages_need_an_open_slot() {
-        let mut gate = ModelGate::default();
-        let to_slot_7 = wg_frame(&wg_message(4, (7 << 8) | 3, 96));
-        assert_eq!(verdict(&to_slot_7, &mut gate, 1), XdpVerdict::DropUnknownSlot);
-        gate.allowed_slots.insert(7);
-        assert_eq!(verdict(&to_slot_7, &mut gate, 1), XdpVerdict::PassTransport);
-        let response = wg_frame(&wg_message(2, 7 << 8, 92));
-        assert_eq!(verdict(&response, &mut gate, 1), XdpVerdict::PassHandshakeResponse);
-        let other = wg_frame(&wg_message(3, 8 << 8, 64));
-        assert_eq!(verdict(&other, &mut gate, 1), XdpVerdict::DropUnknownSlot);
-    }
-
-    #[test]
-    fn denied_endpoints_lose_initiations_until_expiry() {
-        let mut gate = ModelGate::default();
-        gate.deny(crate::EndpointKey::v4(NODE, 40000), 1_000);
-        let init = wg_frame(&wg_message(1, 0, 148));
-        assert_eq!(verdict(&init, &mut gate, 999), XdpVerdict::DropDeniedEndpoint);
-        assert_eq!(verdict(&init, &mut gate, 1_000), XdpVerdict::PassHandshakeInit);
-        // Another port of the same host is another endpoint.
-        let other_port = UdpFrame::v4(NODE, 40001, GW, PORT, &wg_message(1, 0, 148)).build();
-        gate.deny(crate::EndpointKey::v4(NODE, 40000), u64::MAX);
-        assert_eq!(verdict(&other_port, &mut gate, 5), XdpVerdict::PassHandshakeInit);
-    }
-
-    #[test]
-    fn initiations_are_rate_limited_per_source() {
-        let mut gate = ModelGate::default();
-        let init = wg_frame(&wg_message(1, 0, 148));
-        let t0 = 10_000_000_000u64;
-        // Burst of 3, then empty.
-        for _ in 0..3 {
-            assert_eq!(verdict(&init, &mut gate, t0), XdpVerdict::PassHandshakeInit);
-        }
-        assert_eq!(verdict(&init, &mut gate, t0), XdpVerdict::DropRateLimited);
-        // 2/s: one token back after 500 ms.
-        assert_eq!(verdict(&init, &mut gate, t0 + 499_000_000), XdpVerdict::DropRateLimited);
-        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), XdpVerdict::PassHandshakeInit);
-        assert_eq!(verdict(&init, &mut gate, t0 + 500_000_000), XdpVerdict::DropRateLimited);
-        // Another source has its own bucket.
-        let other = UdpFrame::v4([198, 18, 0, 3], 1, GW, PORT, &wg_message(1, 0, 148)).build();
-        assert_eq!(verdict(&other, &mut gate, t0), XdpVerdict::PassHandshakeInit);
-    }
-
-    #[test]
-    fn other_traffic_passes_with_its_reason() {
-        let mut gate = ModelGate::default();
-        let other_port = UdpFrame::v4(NODE, 1, GW, 53, b"dns").build();
-        assert_eq!(verdict(&other_port, &mut gate, 1), XdpVerdict::PassOtherPort);
-        let mut arp = wg_frame(&wg_message(1, 0, 148));
-        arp[12] = 0x08;
-        arp[13] = 0x06;
-        assert_eq!(verdict(&arp, &mut gate, 1), XdpVerdict::PassNotIp);
-        let mut tcp = wg_frame(&wg_message(1, 0, 148));
-        tcp[14 + 9] = 6;
-        assert_eq!(verdict(&tcp, &mut gate, 1), XdpVerdict::PassNotUdp);
-        let mut frag = UdpFrame::v4(NODE, 1, GW, 53, &[4, 0, 0, 0, 0, 0, 0, 0]);
-        frag.v4_frag = 0x2000;
-        assert_eq!(verdict(&frag.build(), &mut gate, 1), XdpVerdict::PassOtherPort, "a first fragment to DNS");
-        assert_eq!(verdict(&[0u8; 10][..], &mut gate, 1), XdpVerdict::PassNotIp);
-    }
-
-    #[test]
-    fn vlan_and_ipv6_frames_are_parsed() {
-        let mut gate = ModelGate::default();
-        let msg = wg_message(4, 9 << 8, 48);
-        let mut one = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
-        one.vlans = &[100];
-        assert_eq!(verdict(&one.build(), &mut gate, 1), XdpVerdict::DropUnknownSlot);
-        let mut two = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
-        two.vlans = &[100, 200];
-        assert_eq!(verdict(&two.build(), &mut gate, 1), XdpVerdict::DropUnknownSlot);
-        let mut three = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
-        three.vlans = &[1, 2, 3];
-        assert_eq!(verdict(&three.build(), &mut gate, 1), XdpVerdict::PassNotIp, "deeper stacks pass");
-        let mut v6 = [0u8; 16];
-        v6[0] = 0xfd;
-        v6[15] = 2;
-        let f = UdpFrame::v6(v6, 1, [0xfd; 16], PORT, &msg).build();
-        assert_eq!(verdict(&f, &mut gate, 1), XdpVerdict::DropUnknownSlot);
-        gate.allowed_slots.insert(9);
-        assert_eq!(verdict(&f, &mut gate, 1), XdpVerdict::PassTransport);
-    }
-
-    #[test]
-    fn udp_length_is_checked_against_the_frame() {
-        let mut gate = ModelGate::default();
-        let msg = wg_message(1, 0, 148);
-        let mut long = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
-        long.udp_len_override = Some(8 + 149);
-        assert_eq!(verdict(&long.build(), &mut gate, 1), XdpVerdict::DropMalformed);
-        let mut tiny = UdpFrame::v4(NODE, 1, GW, PORT, &msg);
-        tiny.udp_len_override = Some(7);
-        assert_eq!(verdict(&tiny.build(), &mut gate, 1), XdpVerdict::DropMalformed);
-        // Ethernet padding after the datagram is ignored.
-        let mut padded = UdpFrame::v4(NODE, 1, GW, PORT, &msg).build();
-        padded.extend_from_slice(&[0; 20]);
-        assert_eq!(verdict(&padded, &mut gate, 1), XdpVerdict::PassHandshakeInit);
-    }
-
-    #[test]
-    fn token_bucket_never_exceeds_its_burst() {
-        let mut b = RateBucket { milli_tokens: 0, last_ns: 1 };
-        // A year of idle time refills to the burst, not beyond.
-        assert!(take_token(&mut b, 365 * 24 * 3600 * 1_000_000_000, 1000, 5));
-        assert_eq!(b.milli_tokens, 4 * MILLI_TOKENS_PER_TOKEN);
-        // An unused bucket starts full.
-        let mut fresh = RateBucket::default();
-        assert!(take_token(&mut fresh, 7, 1, 5));
-        assert_eq!(b.milli_tokens, 4 * MILLI_TOKENS_PER_TOKEN);
-    }
-
-    fn v6(last: u8) -> [u8; 16] {
-        let mut a = [0u8; 16];
-        a[0] = 0xfd;
-        a[15] = last;
-        a
-    }
-
-    #[test]
-    fn later_fragments_inherit_the_first_fragments_verdict() {
-        let mut gate = ModelGate::default();
-        gate.allowed_slots.insert(5);
-        let open = wg_message(4, 5 << 8, 200);
-        let closed = wg_message(4, 6 << 8, 200);
-        for (msg, first, later) in [
-            (&open, XdpVerdict::PassTransport, XdpVerdict::PassFragment),
-            (&closed, XdpVerdict::DropUnknownSlot, XdpVerdict::DropFragmentFirstDropped),
-        ] {
-            let mut d = UdpFrame::v4(NODE, 40000, GW, PORT, msg);
-            d.ip_id = msg[5] as u32;
-            let frags = d.fragments(&[48, 96]);
-            assert_eq!(frags.len(), 3);
-            assert_eq!(verdict(&frags[0], &mut gate, 1), first);
-            assert_eq!(verdict(&frags[1], &mut gate, 1), later);
-            assert_eq!(verdict(&frags[2], &mut gate, 1), later);
-        }
-    }
-
-    #[test]
-    fn fragments_without_a_first_on_record_are_dropped() {
-        let mut gate = ModelGate::default();
-        gate.allowed_slots.insert(5);
-        let mut d = UdpFrame::v4(NODE, 40000, GW, PORT, &[]);
-        let msg = wg_message(4, 5 << 8, 200);
-        d.payload = &msg;
-        d.ip_id = 77;
-        let frags = d.fragments(&[64]);
-        // Reversed: the later fragment arrives first and has nothing to go by.
-        assert_eq!(verdict(&frags[1], &mut gate, 1), XdpVerdict::DropFragmentNeverSeen);
-        assert_eq!(verdict(&frags[0], &mut gate, 1), XdpVerdict::PassTransport);
-        // Another id, source or destination is another datagram.
-        let mut other = d.clone();
-        other.ip_id = 78;
-        assert_eq!(verdict(&other.fragments(&[64])[1], &mut gate, 1), XdpVerdict::DropFragmentNeverSeen);
-        let mut elsewhere = d.clone();
-        elsewhere.ips = crate::frames::Ips::V4 { src: NODE, dst: [198, 18, 0, 9] };
-        assert_eq!(verdict(&elsewhere.fragments(&[64])[1], &mut gate, 1), XdpVerdict::DropFragmentNeverSeen);
-        // Fragments of other protocols pass as before: they carry their protocol.
-        let mut tcp = d.fragments(&[64])[1].clone();
-        tcp[14 + 9] = 6;
-        assert_eq!(verdict(&tcp, &mut gate, 1), XdpVerdict::PassNotUdp);
-    }
-
-    #[test]
-    fn a_later_first_fragment_replaces_the_record() {
-        let mut gate = ModelGate::default();
-        gate.allowed_slots.insert(5);
-        let open = wg_message(4, 5 << 8, 200);
-        let closed = wg_message(4, 6 << 8, 200);
-        let mut a = UdpFrame::v4(NODE, 40000, GW, PORT, &open);
-        a.ip_id = 9;
-        let mut b = a.clone();
-        b.payload = &closed;
-        assert_eq!(verdict(&a.fragments(&[64])[0], &mut gate, 1), XdpVerdict::PassTransport);
-        assert_eq!(verdict(&b.fragments(&[64])[0], &mut gate, 1), XdpVerdict::DropUnknownSlot);
-        assert_eq!(verdict(&a.fragments(&[64])[1], &mut gate, 1), XdpVerdict::DropFragmentFirstDropped);
-    }
-
-    #[test]
-    fn first_fragments_must_show_the_header_fields() {
-        let mut gate = ModelGate::default();
-        gate.allowed_slots.insert(5);
-        let msg = wg_message(2, 5 << 8, 92);
-        let mut d = UdpFrame::v4(NODE, 40000, GW, PORT, &msg);
-        d.ip_id = 3;
-        // 8 bytes: the UDP header only; 16: the type but not the receiver
-        // index (at message offset 8).
-        for cut in [8usize, 16] {
-            let frags = d.fragments(&[cut]);
-            assert_eq!(verdict(&frags[0], &mut gate, 1), XdpVerdict::DropFragmentTooShort, "cut at {cut}");
-            assert_eq!(verdict(&frags[1], &mut gate, 1), XdpVerdict::DropFragmentFirstDropped);
-        }
-        // Cut inside the UDP header (an attacker may send any length).
-        let inside = d.fragment(0, 4, true);
-        assert_eq!(verdict(&inside, &mut gate, 1), XdpVerdict::DropFragmentTooShort);
-        // 24 bytes show the receiver index: judged on it.
-        assert_eq!(verdict(&d.fragments(&[24])[0], &mut gate, 1), XdpVerdict::PassHandshakeResponse);
-        // Sizes are judged on the UDP length (the reassembled datagram).
-        let short = wg_message(2, 5 << 8, 91);
-        let mut s = d.clone();
-        s.payload = &short;
-        assert_eq!(verdict(&s.fragments(&[24])[0], &mut gate, 1), XdpVerdict::DropMalformed);
-        // A first fragment of an initiation shows its type: the endpoint rules apply.
-        let init = wg_message(1, 0, 148);
-        let mut i = d.clone();
-        i.payload = &init;
-        gate.deny(crate::EndpointKey::v4(NODE, 40000), u64::MAX);
-        assert_eq!(verdict(&i.fragments(&[16])[0], &mut gate, 1), XdpVerdict::DropDeniedEndpoint);
-    }
-
-    #[test]
-    fn ipv6_extension_headers_are_walked_to_udp() {
-        use crate::frames::ExtHeader::*;
-        let mut gate = ModelGate::default();
-        let msg = wg_message(4, 9 << 8, 64);
-        let chains: [&[crate::frames::ExtHeader]; 5] = [
-            &[HopByHop(0)],
-            &[DestOpts(1)],
-            &[HopByHop(0), Routing(2), DestOpts(0)],
-            &[Fragment { offset: 0, more: false, id: 5 }],
-            &[HopByHop(0), DestOpts(0), Routing(0), Fragment { offset: 0, more: false, id: 5 }, DestOpts(0)],
-        ];
-        for chain in chains {
-            let mut f = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
-            f.v6_ext = chain;
-            assert_eq!(verdict(&f.build(), &mut gate, 1), XdpVerdict::DropUnknownSlot, "{chain:?}");
-        }
-        // Behind a header the walk does not cross there is no UDP for us.
-        let mut ah = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
-        ah.v6_ext = &[Other(51, 2)];
-        assert_eq!(verdict(&ah.build(), &mut gate, 1), XdpVerdict::PassNotUdp);
-        // Too many headers, or too many bytes of them: unwalkable.
-        let mut deep = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
-        deep.v6_ext = &[DestOpts(0); 7];
-        assert_eq!(verdict(&deep.build(), &mut gate, 1), XdpVerdict::DropExtHeaderUnwalkable);
-        let mut long = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
-        long.v6_ext = &[HopByHop(63), DestOpts(1)];
-        assert_eq!(verdict(&long.build(), &mut gate, 1), XdpVerdict::DropExtHeaderUnwalkable);
-        let mut six = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
-        six.v6_ext = &[DestOpts(0); 6];
-        assert_eq!(verdict(&six.build(), &mut gate, 1), XdpVerdict::DropUnknownSlot, "six is within the bounds");
-        // A chain cut by the end of the frame.
-        let mut cut = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
-        cut.v6_ext = &[DestOpts(3)];
-        let frame = cut.build();
-        assert_eq!(verdict(&frame[..14 + 40 + 12], &mut gate, 1), XdpVerdict::DropExtHeaderUnwalkable);
-    }
-
-    #[test]
-    fn ipv6_fragments_are_tracked_like_ipv4() {
-        use crate::frames::ExtHeader::*;
-        let mut gate = ModelGate::default();
-        gate.allowed_slots.insert(5);
-        let open = wg_message(4, 5 << 8, 300);
-        let closed = wg_message(4, 6 << 8, 300);
-        for (msg, first, later) in [
-            (&open, XdpVerdict::PassTransport, XdpVerdict::PassFragment),
-            (&closed, XdpVerdict::DropUnknownSlot, XdpVerdict::DropFragmentFirstDropped),
-        ] {
-            let mut d = UdpFrame::v6(v6(2), 40000, v6(1), PORT, msg);
-            d.ip_id = 0x0102_0300 | msg[5] as u32;
-            d.v6_ext = &[HopByHop(0)];
-            let frags = d.fragments(&[128, 256]);
-            assert_eq!(verdict(&frags[0], &mut gate, 1), first);
-            assert_eq!(verdict(&frags[2], &mut gate, 1), later);
-            assert_eq!(verdict(&frags[1], &mut gate, 1), later);
-        }
-        let mut stray = UdpFrame::v6(v6(2), 40000, v6(1), PORT, &open);
-        stray.ip_id = 1;
-        assert_eq!(verdict(&stray.fragments(&[128])[1], &mut gate, 1), XdpVerdict::DropFragmentNeverSeen);
-        let short = stray.fragment(0, 8, true);
-        assert_eq!(verdict(&short, &mut gate, 1), XdpVerdict::DropFragmentTooShort);
-        // A first fragment to another port passes and lets its datagram through.
-        let mut dns = UdpFrame::v6(v6(2), 40000, v6(1), 53, &open);
-        dns.ip_id = 2;
-        let frags = dns.fragments(&[64]);
-        assert_eq!(verdict(&frags[0], &mut gate, 1), XdpVerdict::PassOtherPort);
-        assert_eq!(verdict(&frags[1], &mut gate, 1), XdpVerdict::PassFragment);
-    }
-
-    #[test]
-    fn a_second_fragment_header_is_unwalkable() {
-        use crate::frames::ExtHeader::*;
-        let mut gate = ModelGate::default();
-        let msg = wg_message(4, 5 << 8, 64);
-        let mut f = UdpFrame::v6(v6(2), 1, v6(1), PORT, &msg);
-        f.v6_ext = &[Fragment { offset: 0, more: true, id: 1 }, Fragment { offset: 0, more: true, id: 2 }];
-        assert_eq!(verdict(&f.build(), &mut gate, 1), XdpVerdict::DropExtHeaderUnwalkable);
-    }
-}
+#[path = "classify_tests.rs"]
+mod tests;

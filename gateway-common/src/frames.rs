@@ -288,6 +288,10 @@ pub struct ModelGate {
     pub buckets: alloc::collections::BTreeMap<u32, crate::RateBucket>,
     /// The fragment table, the same direct-mapped slots as the kernel's.
     pub fragments: alloc::collections::BTreeMap<u32, crate::FragSlot>,
+    /// The live-endpoint table, direct-mapped as the kernel's.
+    pub live: alloc::collections::BTreeMap<u32, crate::LiveEndpoint>,
+    /// The unproven budget (one CPU's bucket).
+    pub unproven: crate::RateBucket,
     /// Must equal the config's `hash_seed`.
     pub seed: u32,
 }
@@ -296,6 +300,12 @@ impl ModelGate {
     pub fn deny(&mut self, endpoint: crate::EndpointKey, expires_ns: u64) {
         let index = crate::deny_slot_of(&endpoint, self.seed);
         self.deny_table.insert(index, crate::DenyEntry { endpoint, expires_ns, reason: 0, _pad: 0 });
+    }
+
+    /// Marks `endpoint` live until `expires_ns`, as the daemon does.
+    pub fn mark_live(&mut self, endpoint: crate::EndpointKey, expires_ns: u64) {
+        let index = crate::live_slot_of(&endpoint, self.seed);
+        self.live.insert(index, crate::LiveEndpoint { endpoint, expires_ns });
     }
 }
 
@@ -314,5 +324,11 @@ impl crate::Gate for ModelGate {
     }
     fn bucket_mut(&mut self, index: u32) -> Option<&mut crate::RateBucket> {
         Some(self.buckets.entry(index).or_default())
+    }
+    fn live_until(&self, index: u32, endpoint: &crate::EndpointKey) -> Option<u64> {
+        self.live.get(&index).filter(|e| e.endpoint == *endpoint).map(|e| e.expires_ns)
+    }
+    fn unproven_bucket_mut(&mut self) -> Option<&mut crate::RateBucket> {
+        Some(&mut self.unproven)
     }
 }

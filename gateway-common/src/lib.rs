@@ -12,6 +12,6 @@ pub mod wire;
 #[cfg(test)]
 mod fuzz_tests;
 
-pub use classify::{classify, Gate, Packet};
+pub use classify::{classify, classify_datagram, declared_ip_len, Coalesced, Gate, IpDatagram, Packet};
 pub use maps::*;
 pub use verdict::{XdpStats, XdpVerdict};

@@ -9,18 +9,39 @@ pub const MAP_ALLOW_SLOTS: &str = "GW_ALLOW_SLOTS";
 pub const MAP_DENY_ENDPOINTS: &str = "GW_DENY_ENDPOINTS";
 pub const MAP_RATE_LIMIT: &str = "GW_RATE_LIMIT";
 pub const MAP_FRAGMENTS: &str = "GW_FRAGMENTS";
-/// Every map the program defines, for pinning and clean-up.
-pub const ALL_MAPS: [&str; 6] = [
+/// The late gate's own counters and rate-limit buckets (it shares the
+/// others with the XDP program). Its own buckets, so a datagram that met
+/// both gates pays one token in each instead of two in one.
+pub const MAP_LATE_STATS: &str = "GW_LATE_STATS";
+pub const MAP_LATE_RATE_LIMIT: &str = "GW_LATE_RATE_LIMIT";
+/// Endpoints of peers with a recent completed handshake (written by the
+/// daemon from the data plane's peers): their initiations keep their own
+/// per-source buckets; every other initiation first pays the unproven
+/// budget, one per-CPU bucket per gate.
+pub const MAP_LIVE_ENDPOINTS: &str = "GW_LIVE_ENDPOINTS";
+pub const MAP_UNPROVEN_BUDGET: &str = "GW_UNPROVEN_BUDGET";
+pub const MAP_LATE_UNPROVEN_BUDGET: &str = "GW_LATE_UNPROVEN_BUDGET";
+/// Every map the programs define, for pinning and clean-up: attaching XDP
+/// pins them all, and the late gate opens the same pins.
+pub const ALL_MAPS: [&str; 11] = [
     MAP_CONFIG,
     MAP_STATS,
     MAP_ALLOW_SLOTS,
     MAP_DENY_ENDPOINTS,
     MAP_RATE_LIMIT,
     MAP_FRAGMENTS,
+    MAP_LATE_STATS,
+    MAP_LATE_RATE_LIMIT,
+    MAP_LIVE_ENDPOINTS,
+    MAP_UNPROVEN_BUDGET,
+    MAP_LATE_UNPROVEN_BUDGET,
 ];
 
 /// The XDP entry point's name in the object file.
 pub const PROGRAM_NAME: &str = "gateway_xdp";
+/// The late gate: a socket filter on the WireGuard sockets running the same
+/// verdict on every datagram they receive, whatever interface it came by.
+pub const LATE_GATE_PROGRAM: &str = "gateway_late_gate";
 /// Benchmark anchors in the same object (never attached): a bare counted
 /// drop, and header parsing plus one hash lookup.
 pub const ANCHOR_DROP_COUNT: &str = "anchor_drop_count";
@@ -41,6 +62,11 @@ pub const DENY_SLOTS: u32 = 1 << 16;
 /// source address. Sources that collide share a bucket, which can only make
 /// the limit stricter for them.
 pub const RATE_SLOTS: u32 = 1 << 16;
+/// Slots of the live-endpoint table, direct-mapped by a seeded hash of the
+/// endpoint like the deny table. Two live endpoints that collide share a
+/// slot and the newer wins: the other's initiations pay the unproven
+/// budget until its next handshake (slower under a flood, never refused).
+pub const LIVE_SLOTS: u32 = 1 << 16;
 
 /// Slots of the fragment table: fragmented datagrams whose first fragment's
 /// verdict is remembered, in a direct-mapped array indexed by a seeded hash
@@ -78,6 +104,14 @@ pub struct XdpConfig {
     /// Seed of the deny and rate-limit slot hashes, random per attachment so
     /// nobody can aim collisions from outside.
     pub hash_seed: u32,
+    /// The unproven budget: handshake initiations per second, per CPU and
+    /// gate, from endpoints not in `GW_LIVE_ENDPOINTS` (spoofed sources
+    /// among them, each of which would otherwise get a fresh per-source
+    /// bucket); 0 disables it. Userspace divides the configured total by
+    /// the CPUs.
+    pub unproven_rate_per_sec: u32,
+    /// Its bucket's depth, per CPU.
+    pub unproven_burst: u32,
 }
 
 /// Value of `GW_ALLOW_SLOTS[slot]`: non-zero `allowed` opens the slot.
@@ -112,6 +146,16 @@ pub struct DenyEntry {
     /// Why userspace denied it (an access reason code), for inspection.
     pub reason: u32,
     pub _pad: u32,
+}
+
+/// One slot of `GW_LIVE_ENDPOINTS`: an endpoint that completed a handshake
+/// and until when it counts as live (CLOCK_MONOTONIC ns). Empty:
+/// `expires_ns == 0`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveEndpoint {
+    pub endpoint: EndpointKey,
+    pub expires_ns: u64,
 }
 
 /// One fragmented datagram, as RFC 791 and RFC 8200
@@ -181,6 +225,15 @@ pub fn deny_slot_of(endpoint: &EndpointKey, seed: u32) -> u32 {
     (h ^ (h >> 16)) & (DENY_SLOTS - 1)
 }
 
+/// The live-endpoint table slot of an endpoint (another seed mix than the
+/// deny table's, so a collision there says nothing about one here).
+#[inline(always)]
+pub fn live_slot_of(endpoint: &EndpointKey, seed: u32) -> u32 {
+    let w = addr_words(&endpoint.addr);
+    let h = mix(mix(mix(mix(mix(seed ^ 0x85eb_ca6b, w[0]), w[1]), w[2]), w[3]), endpoint.port as u32);
+    (h ^ (h >> 16)) & (LIVE_SLOTS - 1)
+}
+
 /// The fragment table slot of a datagram.
 #[inline(always)]
 pub fn frag_slot_of(key: &FragKey, seed: u32) -> u32 {
@@ -215,6 +268,7 @@ mod pod {
     unsafe impl aya::Pod for super::DenyEntry {}
     unsafe impl aya::Pod for super::RateBucket {}
     unsafe impl aya::Pod for super::FragSlot {}
+    unsafe impl aya::Pod for super::LiveEndpoint {}
 }
 
 impl EndpointKey {

@@ -85,6 +85,9 @@ xdp_verdicts! {
     /// IPv6 behind an extension-header chain longer than the walk's bounds,
     /// or cut short inside it.
     DropExtHeaderUnwalkable = 15 => drop_ext_header_unwalkable, drop;
+    /// A handshake initiation from an endpoint without a recent completed
+    /// handshake, over the unproven budget (a spoofed-source flood).
+    DropUnprovenBudget = 16 => drop_unproven_budget, drop;
 }
 
 const _: () = assert!(core::mem::size_of::<XdpStats>() == XdpVerdict::COUNT * 8);

@@ -1,6 +1,9 @@
-//! The XDP front: runs the shared classifier on every frame arriving on the
-//! underlay interface, counts the reason per CPU, and drops what it must when
-//! enforcing. All verdict logic lives in `gateway_common::classify`.
+//! The kernel side of the gate: the XDP front runs the shared classifier on
+//! every frame arriving on the underlay interface, the late gate (a socket
+//! filter on the WireGuard sockets) runs it on every datagram they receive,
+//! whatever interface it came by; each counts its verdicts per CPU and drops
+//! what it must when enforcing. All verdict logic lives in
+//! `gateway_common::classify`.
 #![no_std]
 #![no_main]
 // A one-instruction `asm!` is the cheapest optimisation barrier (see
@@ -8,15 +11,15 @@
 #![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{__sk_buff, bpf_hdr_start_off::BPF_HDR_START_NET, xdp_action},
     btf_maps::{Array, PerCpuArray},
-    helpers::generated::bpf_ktime_get_coarse_ns,
-    macros::{btf_map, xdp},
-    programs::XdpContext,
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes_relative},
+    macros::{btf_map, socket_filter, xdp},
+    programs::{SkBuffContext, XdpContext},
 };
 use gateway_common::{
-    classify, wire::MAX_READ_END, AllowSlot, DenyEntry, EndpointKey, FragEntry, FragKey, FragSlot, Gate,
-    Packet, RateBucket, XdpConfig, XdpStats, XdpVerdict, DENY_SLOTS, FRAG_SLOTS, MAX_PEER_SLOTS,
+    classify, classify_datagram, declared_ip_len, wire::MAX_READ_END, Coalesced, AllowSlot, DenyEntry, EndpointKey, FragEntry, FragKey, FragSlot, Gate,
+    LiveEndpoint, Packet, RateBucket, XdpConfig, XdpStats, XdpVerdict, DENY_SLOTS, FRAG_SLOTS, LIVE_SLOTS, MAX_PEER_SLOTS,
     MODE_ENFORCE, RATE_SLOTS,
 };
 
@@ -37,6 +40,27 @@ static GW_RATE_LIMIT: Array<RateBucket, { RATE_SLOTS as usize }> = Array::new();
 
 #[btf_map]
 static GW_FRAGMENTS: Array<FragSlot, { FRAG_SLOTS as usize }> = Array::new();
+
+#[btf_map]
+static GW_LIVE_ENDPOINTS: Array<LiveEndpoint, { LIVE_SLOTS as usize }> = Array::new();
+
+/// One bucket per CPU: no cache line bounces between CPUs under a flood.
+#[btf_map]
+static GW_UNPROVEN_BUDGET: PerCpuArray<RateBucket, 1> = PerCpuArray::new();
+
+#[btf_map]
+static GW_LATE_STATS: PerCpuArray<XdpStats, 1> = PerCpuArray::new();
+
+#[btf_map]
+static GW_LATE_UNPROVEN_BUDGET: PerCpuArray<RateBucket, 1> = PerCpuArray::new();
+
+#[btf_map]
+static GW_LATE_RATE_LIMIT: Array<RateBucket, { RATE_SLOTS as usize }> = Array::new();
+
+/// Scratch for `Datagram::forget`: a value written here and read back is a
+/// value the verifier knows nothing about. Never pinned.
+#[btf_map]
+static GW_LATE_SCRATCH: PerCpuArray<u64, 1> = PerCpuArray::new();
 
 /// Only for the parse+lookup benchmark anchor: a plain hash map keyed by
 /// endpoint, the structure a first design would use for the deny list.
@@ -118,8 +142,12 @@ impl Packet for Frame<'_> {
     }
 }
 
-/// The maps, seen through the classifier's `Gate`.
-struct Maps;
+/// The maps, seen through the classifier's `Gate`: shared by both gates but
+/// for the rate-limit buckets and the unproven budget, each gate's own.
+struct Maps {
+    buckets: &'static Array<RateBucket, { RATE_SLOTS as usize }>,
+    unproven: &'static PerCpuArray<RateBucket, 1>,
+}
 
 impl Gate for Maps {
     #[inline(always)]
@@ -151,7 +179,29 @@ impl Gate for Maps {
     fn bucket_mut(&mut self, index: u32) -> Option<&mut RateBucket> {
         // SAFETY: races between CPUs on a bucket only make the limiter
         // approximate, never unsafe (plain integers).
-        GW_RATE_LIMIT.get_ptr_mut(index).map(|p| unsafe { &mut *p })
+        self.buckets.get_ptr_mut(index).map(|p| unsafe { &mut *p })
+    }
+
+    #[inline(always)]
+    fn live_until(&self, index: u32, endpoint: &EndpointKey) -> Option<u64> {
+        let slot = GW_LIVE_ENDPOINTS.get_ptr(index)?;
+        // SAFETY: as in `deny_entry`: a map value of LiveEndpoint's size and
+        // a live EndpointKey, compared as three u64 words.
+        unsafe {
+            if same_words::<3>(slot as *const u64, endpoint as *const EndpointKey as *const u64) {
+                Some((*slot).expires_ns)
+            } else {
+                None
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn unproven_bucket_mut(&mut self) -> Option<&mut RateBucket> {
+        // SAFETY: this CPU's value of a per-CPU map (each gate its own);
+        // a program interrupted on its CPU can at worst lose or double one
+        // token (plain integers), which leaves the budget approximate.
+        self.unproven.get_ptr_mut(0).map(|p| unsafe { &mut *p })
     }
 
     #[inline(always)]
@@ -220,8 +270,9 @@ fn try_gateway_xdp(ctx: &XdpContext) -> u32 {
         None => return xdp_action::XDP_PASS,
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let reason = classify(&Frame(ctx), &cfg, &mut Maps, || unsafe { bpf_ktime_get_coarse_ns() });
-    count(reason);
+    let mut maps = Maps { buckets: &GW_RATE_LIMIT, unproven: &GW_UNPROVEN_BUDGET };
+    let reason = classify(&Frame(ctx), &cfg, &mut maps, || unsafe { bpf_ktime_get_coarse_ns() });
+    count(&GW_STATS, reason);
     if reason.is_drop() && cfg.mode == MODE_ENFORCE {
         xdp_action::XDP_DROP
     } else {
@@ -230,8 +281,8 @@ fn try_gateway_xdp(ctx: &XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn count(reason: XdpVerdict) {
-    if let Some(stats) = GW_STATS.get_ptr_mut(0) {
+fn count(map: &PerCpuArray<XdpStats, 1>, reason: XdpVerdict) {
+    if let Some(stats) = map.get_ptr_mut(0) {
         // XdpStats is #[repr(C)] with one u64 per XdpVerdict, in XdpVerdict order.
         let idx = reason as usize;
         if idx < XdpVerdict::COUNT {
@@ -248,7 +299,7 @@ fn count(reason: XdpVerdict) {
 /// a drop. Loaded only by `gateway xdp bench`, never attached.
 #[xdp]
 pub fn anchor_drop_count(_ctx: XdpContext) -> u32 {
-    count(XdpVerdict::DropMalformed);
+    count(&GW_STATS, XdpVerdict::DropMalformed);
     xdp_action::XDP_DROP
 }
 
@@ -273,6 +324,120 @@ pub fn anchor_parse_lookup(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS
+}
+
+
+/// A datagram at a socket, read through `bpf_skb_load_bytes_relative` from
+/// its IP header (a socket filter has no direct packet access; the helper
+/// also reads across the fragments of a reassembled datagram).
+struct Datagram {
+    skb: *mut __sk_buff,
+    len: usize,
+}
+
+impl Datagram {
+    #[inline(always)]
+    fn new(skb: *mut __sk_buff) -> Self {
+        let mut d = Datagram { skb, len: 0 };
+        d.len = declared_ip_len(&d);
+        d
+    }
+
+    /// `N` bytes (at most 8) at `off` from the IP header, in memory order.
+    #[inline(always)]
+    fn load<const N: usize>(&self, off: usize) -> Option<u64> {
+        let mut v: u64 = 0;
+        // SAFETY: the helper writes at most N <= 8 bytes into `v`.
+        let r = unsafe {
+            bpf_skb_load_bytes_relative(
+                self.skb as *const aya_ebpf::cty::c_void,
+                off as u32,
+                &mut v as *mut u64 as *mut aya_ebpf::cty::c_void,
+                N as u32,
+                BPF_HDR_START_NET,
+            )
+        };
+        if r == 0 {
+            Some(v)
+        } else {
+            None
+        }
+    }
+}
+
+impl Packet for Datagram {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        self.load::<1>(off).map(|v| v.to_ne_bytes()[0])
+    }
+
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        self.load::<2>(off).map(|v| {
+            let b = v.to_ne_bytes();
+            u16::from_be_bytes([b[0], b[1]])
+        })
+    }
+
+    #[inline(always)]
+    fn ne32_at(&self, off: usize) -> Option<u32> {
+        self.load::<4>(off).map(|v| {
+            let b = v.to_ne_bytes();
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+        })
+    }
+
+    #[inline(always)]
+    fn ne64_at(&self, off: usize) -> Option<u64> {
+        self.load::<8>(off)
+    }
+
+    #[inline(always)]
+    fn forget(&self, v: usize) -> usize {
+        // Exists for the verifier: see `Packet::forget`.
+        match GW_LATE_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot of a per-CPU map, one u64.
+            Some(slot) => unsafe {
+                core::ptr::write_volatile(slot, v as u64);
+                core::ptr::read_volatile(slot) as usize
+            },
+            None => v,
+        }
+    }
+}
+
+/// The late gate: a socket filter attached to each WireGuard socket. It
+/// returns how many bytes of the datagram to keep: all of it, or none.
+#[socket_filter]
+pub fn gateway_late_gate(ctx: SkBuffContext) -> i64 {
+    try_gateway_late_gate(&ctx)
+}
+
+#[inline(always)]
+fn try_gateway_late_gate(ctx: &SkBuffContext) -> i64 {
+    let keep = ctx.len() as i64;
+    let cfg = match GW_CONFIG.get(0) {
+        Some(c) => *c,
+        None => return keep,
+    };
+    let skb = ctx.skb.skb;
+    // SAFETY: two __sk_buff fields every socket filter may read.
+    let (segments, segment) = unsafe { ((*skb).gso_segs, (*skb).gso_size) };
+    let coalesced = Coalesced { segment: segment as usize, count: segments as usize };
+    let mut maps = Maps { buckets: &GW_LATE_RATE_LIMIT, unproven: &GW_LATE_UNPROVEN_BUDGET };
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let verdict = classify_datagram(&Datagram::new(skb), &cfg, &mut maps, || unsafe { bpf_ktime_get_coarse_ns() }, coalesced);
+    count(&GW_LATE_STATS, verdict);
+    if verdict.is_drop() && cfg.mode == MODE_ENFORCE {
+        0
+    } else {
+        keep
+    }
 }
 
 #[cfg(not(test))]

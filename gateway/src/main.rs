@@ -79,12 +79,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// `gateway run --check-config`: the key file is read as `run` reads it
-/// (present, 0600, a key); the configuration was validated by loading it.
+/// `gateway run --check-config`: the key file and the API token file are
+/// read as `run` reads them (present, 0600, well formed); the
+/// configuration was validated by loading it.
 fn report_config_ok(path: &std::path::Path, config: &gateway::config::Config) -> anyhow::Result<()> {
     use std::io::Write as _;
     let key = &config.wireguard.private_key_file;
     gateway::dataplane::cli::read_private_key(key)?;
+    gateway::http::ApiToken::configured(&config.http)?;
     writeln!(std::io::stdout(), "configuration OK: {} (private key {})", path.display(), key.display())?;
     Ok(())
 }

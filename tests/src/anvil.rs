@@ -27,9 +27,12 @@ pub fn anvil_binary() -> PathBuf {
 pub fn spawn_anvil(extra_args: &[&str]) -> AnvilInstance {
     // States stay in memory: anvil otherwise spills them under
     // ~/.foundry/anvil/tmp, and a killed anvil leaves them there.
+    // (`--prune-history` keeps no states on disk already, and anvil refuses both.)
+    let persisted: &[&str] =
+        if extra_args.contains(&"--prune-history") { &[] } else { &["--max-persisted-states", "0"] };
     Anvil::at(anvil_binary())
         .host("127.0.0.1")
-        .args(["--max-persisted-states", "0"])
+        .args(persisted.iter().copied())
         .args(extra_args.iter().copied())
         .spawn()
 }

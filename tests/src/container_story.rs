@@ -124,6 +124,17 @@ fn the_story(p: &Project, n: &mut dyn Narrator, report: &mut StoryReport) -> Res
     ensure!(wg.matches("peer: ").count() == 2, "two peers in `wg show`:\n{wg}");
     ensure!(wg.contains("latest handshake"), "handshakes in `wg show`:\n{wg}");
 
+    n.step("the admin surface from another container: metrics on gateway-host:9181, the peer API on the gateway's loopback only");
+    let metrics = p.exec_ok("node-b", &["curl", "-fsS", "--max-time", "3", "http://gateway-host:9181/metrics"], EXEC)?;
+    let drops = metrics.lines().filter(|l| l.starts_with("gw_xdp_packets_total{")).count();
+    ensure!(drops > 0, "no XDP counters on the metrics listener:\n{metrics}");
+    n.detail(&format!("node-b: GET http://gateway-host:9181/metrics: 200, {drops} gw_xdp_packets_total series"));
+    let peers = p.exec("node-b", &["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", "http://gateway-host:9181/v1/peers"], EXEC)?;
+    ensure!(peers.stdout.trim() == "404", "the metrics listener served /v1/peers: {}", peers.stdout);
+    let api = p.exec("node-b", &["curl", "-sS", "--max-time", "3", "http://gateway-host:9180/v1/peers"], EXEC)?;
+    ensure!(!api.success, "the peer API answered another container: {}", api.stdout);
+    n.detail("node-b: /v1/peers on :9181 is 404, and nothing listens on :9180 beyond the gateway's loopback");
+
     n.step(&format!("docker exec <gateway> bpftool map dump pinned {pins}/GW_STATS"));
     let before = stats_in_container(p, &pins)?;
     n.detail(&nonzero(&before));

@@ -2,6 +2,7 @@
 //! packets, a local chain.
 
 pub mod anvil;
+pub mod backfill_sim;
 pub mod bench_args;
 pub mod container;
 pub mod container_story;

@@ -33,6 +33,10 @@ pub enum Fault {
     RateLimited { retry_after: Option<Duration> },
     /// Held this long, then the connection is closed unanswered.
     Hang(Duration),
+    /// Infura's "query timeout exceeded", at once.
+    QueryTimeout,
+    /// The inner fault on the next `eth_getLogs`; other calls pass it by.
+    OnLogs(Box<Fault>),
 }
 
 /// One call the proxy saw (a batch counts each of its calls).
@@ -47,6 +51,8 @@ pub struct CallRecord {
     pub logs: usize,
     /// `eth_getLogs` only: the filter as sent (address, topics).
     pub filter: Option<Value>,
+    /// When the proxy received it (a retry's wait is read from two of these).
+    pub at: Instant,
 }
 
 struct Shared {
@@ -285,12 +291,21 @@ async fn handle_call(call: Value, upstream: SocketAddr, shared: &Arc<Mutex<Share
         shared.lock().unwrap_or_else(|p| p.into_inner()).calls.push(record);
     };
     let filter = (method == "eth_getLogs").then(|| call.get("params").and_then(|p| p.get(0)).cloned()).flatten();
-    let mut entry = CallRecord { method: method.clone(), range: None, refused: None, logs: 0, filter };
+    let mut entry = CallRecord { method: method.clone(), range: None, refused: None, logs: 0, filter, at: Instant::now() };
+    // Known before any fault, so a refused call's range is recorded too.
+    entry.range = if method == "eth_getLogs" { log_range(&call, upstream).await } else { None };
 
     // Scripted faults first, then the rate, as a provider's edge would.
     let (fault, limits, over_rate) = {
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        let fault = s.faults.pop_front();
+        let fault = match s.faults.front() {
+            Some(Fault::OnLogs(_)) if method != "eth_getLogs" => None,
+            Some(_) => s.faults.pop_front().map(|f| match f {
+                Fault::OnLogs(inner) => *inner,
+                other => other,
+            }),
+            None => None,
+        };
         let limits = s.limits.clone();
         let over_rate = match &limits.rate_limit {
             Some(limit) if fault.is_none() => !s.window.admit(limit, Instant::now()),
@@ -312,7 +327,13 @@ async fn handle_call(call: Value, upstream: SocketAddr, shared: &Arc<Mutex<Share
             tokio::time::sleep(wait).await;
             return Reply::Silence;
         }
-        None => {}
+        Some(Fault::QueryTimeout) => {
+            entry.refused = Some(RefusalKind::TimedOut);
+            record(shared, entry);
+            return refuse(ProviderLimits::infura().timed_out().unwrap_or_else(|| ProviderLimits::infura().rate_limited()));
+        }
+        // Unwrapped when it was popped.
+        Some(Fault::OnLogs(_)) | None => {}
     }
     if over_rate {
         entry.refused = Some(RefusalKind::RateLimited);
@@ -320,8 +341,7 @@ async fn handle_call(call: Value, upstream: SocketAddr, shared: &Arc<Mutex<Share
         return refuse(limits.rate_limited());
     }
 
-    let range = if method == "eth_getLogs" { log_range(&call, upstream).await } else { None };
-    entry.range = range;
+    let range = entry.range;
     if let Some((from, to)) = range {
         if let Some(refusal) = limits.check_range(from, to) {
             entry.refused = Some(refusal.kind);

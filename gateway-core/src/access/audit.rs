@@ -102,7 +102,7 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
         }
         ChainEvent::KeyUpdated { meta, .. } => (Some(AuditAction::Rekey), Some(&meta.tx_hash), Some(meta.block_number)),
         ChainEvent::Snapshot { snapshot, .. } => (None, None, Some(snapshot.block_number)),
-        ChainEvent::Synced { .. } | ChainEvent::Unavailable { .. } => return Vec::new(),
+        ChainEvent::Synced { .. } | ChainEvent::Unavailable { .. } | ChainEvent::EndpointChecked { .. } => return Vec::new(),
     };
     match outcome.effect {
         Effect::Applied => {}
@@ -140,6 +140,8 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
         r.block_number = block_number;
         if !is_own {
             r.detail = Some("standing changed through a key shared with the event's token".into());
+        } else if let Some(Err(weak)) = after.key.filter(|_| after.reason == AccessReason::InvalidKey).map(|k| k.check_usable()) {
+            r.detail = Some(weak.to_string());
         }
         records.push(r);
     }

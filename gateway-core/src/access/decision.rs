@@ -105,6 +105,8 @@ pub fn decide(registry: &Registry, key: &WgKey) -> Decision {
             owner: r.owner,
             ..Decision::bare(key.to_base64(), r.reason)
         },
+        // Never usable, bound or not (`WgKey::check_usable`).
+        KeyLookup::Unknown if key.check_usable().is_err() => Decision::bare(key.to_base64(), AccessReason::InvalidKey),
         KeyLookup::Unknown => Decision::bare(key.to_base64(), AccessReason::UnknownKey),
     }
 }

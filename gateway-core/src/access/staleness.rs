@@ -76,18 +76,27 @@ impl Staleness {
 #[derive(Clone, Debug, Default)]
 pub struct StalenessWatch {
     withholding: Option<bool>,
+    /// `now` of the first call: a chain never heard from counts as silent
+    /// since then.
+    started: Option<u64>,
 }
 
 impl StalenessWatch {
-    /// `Some(now_withholding)` when the state flipped since the last call
-    /// (the first call reports the initial state).
+    /// `Some(now_withholding)` when the state flipped since the last call.
+    /// The first call reports only a start that withholds because the
+    /// saved state is too old. A start that has not synced yet is no
+    /// outage (nothing is granted before the first sync anyway): it counts
+    /// as withholding only once the chain stayed silent for the maximum
+    /// age since that first call.
     pub fn observe(&mut self, staleness: &Staleness, last_sync: Option<u64>, now: u64) -> Option<bool> {
-        let w = staleness.withholds(last_sync, now);
+        let started = *self.started.get_or_insert(now);
+        let w = staleness.withholds(last_sync.or(Some(started)), now);
+        let first = self.withholding.is_none();
         if self.withholding == Some(w) {
             return None;
         }
         self.withholding = Some(w);
-        Some(w)
+        (!first || w).then_some(w)
     }
 }
 
@@ -136,10 +145,30 @@ mod tests {
     fn watch_reports_flips_once() {
         let s = Staleness { max_age_secs: 60, policy: StalePolicy::FailClosed };
         let mut w = StalenessWatch::default();
-        assert_eq!(w.observe(&s, Some(100), 100), Some(false));
+        assert_eq!(w.observe(&s, Some(100), 100), None, "a fresh start serving grants is no change");
         assert_eq!(w.observe(&s, Some(100), 150), None);
         assert_eq!(w.observe(&s, Some(100), 161), Some(true));
         assert_eq!(w.observe(&s, Some(100), 500), None);
         assert_eq!(w.observe(&s, Some(500), 500), Some(false));
+    }
+
+    #[test]
+    fn a_start_before_the_first_sync_is_not_an_outage() {
+        let s = Staleness { max_age_secs: 60, policy: StalePolicy::FailClosed };
+        let mut w = StalenessWatch::default();
+        assert_eq!(w.observe(&s, None, 1000), None, "no chain_unavailable line before the first sync was tried");
+        assert_eq!(w.observe(&s, None, 1030), None);
+        assert_eq!(w.observe(&s, Some(1040), 1040), None, "the first sync serves grants without a line");
+        assert_eq!(w.observe(&s, Some(1040), 1101), Some(true), "then silence is an outage again");
+        // A chain that never answers is reported the maximum age after the start.
+        let mut never = StalenessWatch::default();
+        assert_eq!(never.observe(&s, None, 1000), None);
+        assert_eq!(never.observe(&s, None, 1061), Some(true));
+        // A restart whose saved state is already too old says so at once.
+        let mut restart = StalenessWatch::default();
+        assert_eq!(restart.observe(&s, Some(100), 1000), Some(true));
+        // Fail-open never withholds.
+        let open = Staleness { max_age_secs: 60, policy: StalePolicy::FailOpen };
+        assert_eq!(StalenessWatch::default().observe(&open, Some(100), 1000), None);
     }
 }

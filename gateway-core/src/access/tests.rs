@@ -138,3 +138,40 @@ proptest::proptest! {
         }
     }
 }
+
+/// Every spelling of a low-order Curve25519 point, bound to a token, is
+/// `invalid_key`: in the registry, in `/v1/access` (with the token that
+/// bound it, 403) and in the audit record of the grant (with why).
+#[test]
+fn low_order_keys_are_invalid_with_their_token_and_the_reason_logged() {
+    use base64::Engine as _;
+    let weak = crate::registry::low_order_encodings();
+    for (i, bytes) in weak.iter().enumerate() {
+        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let token = 1 + i as u128;
+        let mut reg = registry();
+        let mut access = fresh_access();
+        let event = granted_raw(token, "node-weak", &text, 10, 0);
+        let out = reg.apply(&event, 100);
+        access.invalidate(&out);
+        feed(&mut reg, &mut access, &[synced(10)], 100);
+        assert_eq!(reg.view(token).map(|v| v.reason), Some(AccessReason::InvalidKey), "{text}");
+        assert!(reg.admitted().is_empty(), "{text}");
+
+        let d = access.check_str(&reg, &text, 100);
+        assert_eq!((d.allowed, d.reason, d.token_id), (false, AccessReason::InvalidKey, Some(token)), "{text}");
+        assert_eq!(d.http_status(), 403, "{text}");
+
+        let records = audit::records_for_event(&event, &out, 100);
+        assert_eq!(records.len(), 1, "{text}");
+        let r = &records[0];
+        assert_eq!((r.action, r.reason, r.access), (AuditAction::Grant, AccessReason::InvalidKey, false), "{text}");
+        assert_eq!(r.public_key.as_deref(), Some(text.as_str()));
+        assert!(r.detail.as_deref().is_some_and(|d| d.contains("low-order")), "{:?}", r.detail);
+    }
+    // Not bound to any token: still invalid, never "unknown".
+    let reg = registry();
+    let zero = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
+    let d = decide_str(&reg, &zero);
+    assert_eq!((d.reason, d.http_status()), (AccessReason::InvalidKey, 400));
+}

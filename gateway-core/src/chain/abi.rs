@@ -37,13 +37,16 @@ pub struct RawLog {
     pub removed: bool,
 }
 
-/// The topics of the four access events, for the `eth_getLogs` filter.
+/// The topics of the four access events and ERC-721's `Transfer`, for the
+/// `eth_getLogs` filter: a contract that transfers or burns with only the
+/// standard event (the deployed one's source is not public) is followed too.
 pub fn access_event_topics() -> Vec<B256> {
     vec![
         DstackAccessNFT::NodeAccessGranted::SIGNATURE_HASH,
         DstackAccessNFT::NodeAccessRevoked::SIGNATURE_HASH,
         DstackAccessNFT::NodeAccessTransferred::SIGNATURE_HASH,
         DstackAccessNFT::PublicKeyUpdated::SIGNATURE_HASH,
+        DstackAccessNFT::Transfer::SIGNATURE_HASH,
     ]
 }
 
@@ -96,6 +99,15 @@ pub fn decode_log(log: &RawLog) -> Result<ChainEvent, DecodeError> {
         }
         ContractEvent::PublicKeyUpdated(e) => {
             ChainEvent::KeyUpdated { owner: e.owner.into(), public_key: e.wireguardPublicKey, meta }
+        }
+        // A mint: `NodeAccessGranted` says more (the node id and key).
+        ContractEvent::Transfer(e) if e.from.is_zero() => return Err(DecodeError::OtherEvent),
+        // ERC-721's own word for a transfer, and for a burn (to the zero
+        // address): the key is unbound as after `NodeAccessTransferred`,
+        // which the reference contract emits beside it (the registry takes
+        // the second of the pair as a replay).
+        ContractEvent::Transfer(e) => {
+            ChainEvent::Transferred { token_id: token(e.tokenId)?, from: e.from.into(), to: e.to.into(), meta }
         }
         _ => return Err(DecodeError::OtherEvent),
     })
@@ -233,6 +245,21 @@ mod tests {
         assert_eq!(public_key, "not even base64", "malformed keys are passed on for the registry to report");
         assert_eq!((meta.block_number, meta.log_index), (9, 3));
         assert_eq!(meta.tx_hash, TxHash([0x22; 32]));
+    }
+
+    #[test]
+    fn erc721_transfers_and_burns_unbind_and_mints_are_left_to_the_grant() {
+        let (a, b) = (alloy_primitives::Address::repeat_byte(0xaa), alloy_primitives::Address::repeat_byte(0xbb));
+        let transfer = |from, to| raw(DstackAccessNFT::Transfer { from, to, tokenId: U256::from(7) }.encode_log_data());
+        assert!(access_event_topics().contains(&DstackAccessNFT::Transfer::SIGNATURE_HASH), "the filter asks for Transfer");
+        let moved = decode_log(&transfer(a, b)).unwrap();
+        assert!(matches!(moved, ChainEvent::Transferred { token_id: 7, from, to, .. } if from == Address([0xaa; 20]) && to == Address([0xbb; 20])), "{moved:?}");
+        let burnt = decode_log(&transfer(a, alloy_primitives::Address::ZERO)).unwrap();
+        assert!(matches!(burnt, ChainEvent::Transferred { token_id: 7, to, .. } if to.is_zero()), "{burnt:?}");
+        assert_eq!(decode_log(&transfer(alloy_primitives::Address::ZERO, b)), Err(DecodeError::OtherEvent));
+        // ERC-20's Transfer has the same topic and two indexed fields: not ours.
+        let erc20 = LogData::new_unchecked(vec![DstackAccessNFT::Transfer::SIGNATURE_HASH, B256::ZERO, B256::ZERO], U256::from(5).to_be_bytes_vec().into());
+        assert!(matches!(decode_log(&raw(erc20)), Err(DecodeError::Undecodable(_))));
     }
 
     #[test]

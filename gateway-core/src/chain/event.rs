@@ -54,6 +54,17 @@ pub enum ChainEvent {
     Synced { block_number: u64, block_hash: BlockHash, head: u64 },
     /// No RPC endpoint answered; the access layer applies its staleness policy.
     Unavailable { error: String },
+    /// An endpoint answered `eth_chainId` on connect (`endpoint` redacted):
+    /// used when `served == expected`, refused until it serves that chain
+    /// otherwise. Says nothing about tokens: for readiness and metrics.
+    EndpointChecked { endpoint: String, expected: u64, served: u64 },
+}
+
+impl ChainEvent {
+    /// An `EndpointChecked` for an endpoint of another chain.
+    pub fn is_wrong_chain(&self) -> bool {
+        matches!(self, ChainEvent::EndpointChecked { expected, served, .. } if expected != served)
+    }
 }
 
 /// Why a snapshot was taken.

@@ -4,9 +4,12 @@
 
 pub mod abi;
 pub mod backoff;
+pub mod chain_id;
 pub mod confirm;
 pub mod event;
 pub mod ids;
+pub mod log_span;
+pub mod provider;
 pub mod range;
 
 pub use event::{ChainEvent, Cursor, LogMeta, SnapshotCause, TokenSnapshot};

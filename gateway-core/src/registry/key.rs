@@ -22,6 +22,61 @@ pub enum KeyError {
     NotBase64,
     #[error("decodes to {0} bytes, a WireGuard key has 32")]
     WrongLength(usize),
+    #[error("a low-order Curve25519 point: Diffie-Hellman with it is all zeros, which anybody can compute")]
+    LowOrder,
+}
+
+/// p = 2^255 - 19, little endian: the field Curve25519 lives in.
+const P: [u8; 32] = {
+    let mut p = [0xff; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    p
+};
+
+/// The u-coordinates (mod p, little endian) of the points of order 1, 2,
+/// 4 and 8 on Curve25519 and its twist: 0, 1, p - 1 and the two points of
+/// order 8 of <https://cr.yp.to/ecdh.html#validate> (325606…233504 and
+/// 393823…705823 in decimal). X25519 with any clamped scalar maps each of
+/// them to 0 (the scalar is a multiple of the cofactor 8), so the "shared"
+/// secret is public. Checked in the tests against X25519 itself.
+const LOW_ORDER_U: [[u8; 32]; 5] = [
+    [0; 32],
+    {
+        let mut one = [0; 32];
+        one[0] = 1;
+        one
+    },
+    {
+        let mut minus_one = P;
+        minus_one[0] = 0xec;
+        minus_one
+    },
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb,
+        0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef, 0x5b, 0x04, 0x44, 0x5c, 0xc4,
+        0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57,
+    ],
+];
+
+/// Whether the 32 bytes are a low-order point in any of their encodings.
+/// X25519 ignores the top bit (RFC 7748, section 5) and reads values in
+/// [p, 2^255) as their residue mod p, so `u`, `u | 2^255` and `u + p` are one
+/// point: the top bit is cleared and the non-canonical range (p .. p + 18:
+/// only 0 and 1 have a second spelling there) reduced before comparing.
+pub fn is_low_order_point(bytes: &[u8; 32]) -> bool {
+    let mut u = *bytes;
+    u[31] &= 0x7f;
+    if u[1..].iter().zip(&P[1..]).all(|(a, b)| a == b) && u[0] >= P[0] {
+        // u >= p; u - p is the low byte's excess.
+        let excess = u[0] - P[0];
+        u = [0; 32];
+        u[0] = excess;
+    }
+    LOW_ORDER_U.contains(&u)
 }
 
 impl WgKey {
@@ -38,6 +93,23 @@ impl WgKey {
             .try_into()
             .map_err(|_| KeyError::WrongLength(bytes.len()))?;
         Ok(WgKey(arr))
+    }
+
+    /// A well-formed key that is still unusable: a low-order point, with
+    /// which the static-static Diffie-Hellman is all zeros, so whoever knows
+    /// the gateway's public key could take the token's place.
+    pub fn check_usable(&self) -> Result<(), KeyError> {
+        if is_low_order_point(&self.0) {
+            return Err(KeyError::LowOrder);
+        }
+        Ok(())
+    }
+
+    /// [`parse`](Self::parse), then [`check_usable`](Self::check_usable).
+    pub fn parse_usable(s: &str) -> Result<WgKey, KeyError> {
+        let key = WgKey::parse(s)?;
+        key.check_usable()?;
+        Ok(key)
     }
 
     pub fn to_base64(&self) -> String {
@@ -75,6 +147,31 @@ impl<'de> Deserialize<'de> for WgKey {
         let s = String::deserialize(d)?;
         WgKey::parse(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// Every spelling of every low-order point: the canonical five, the
+/// same with the top bit set, and p and p + 1 (0 and 1 again), with
+/// and without the top bit: 14 encodings.
+#[cfg(any(test, feature = "test-support"))]
+pub fn low_order_encodings() -> Vec<[u8; 32]> {
+    let mut all: Vec<[u8; 32]> = LOW_ORDER_U.to_vec();
+    let p_plus = |excess: u8| {
+        let mut u = P;
+        u[0] += excess;
+        u
+    };
+    all.push(p_plus(0));
+    all.push(p_plus(1));
+    let high: Vec<[u8; 32]> = all
+        .iter()
+        .map(|u| {
+            let mut h = *u;
+            h[31] |= 0x80;
+            h
+        })
+        .collect();
+    all.extend(high);
+    all
 }
 
 /// Longest node id accepted: it becomes a DNS label (`<node_id>.vpn.dstack`),
@@ -120,6 +217,52 @@ mod tests {
         assert_eq!(WgKey::parse("not base64!"), Err(KeyError::NotBase64));
         assert_eq!(WgKey::parse(&STANDARD.encode([1u8; 31])), Err(KeyError::WrongLength(31)));
         assert_eq!(WgKey::parse(&format!(" {}", k.to_base64())), Err(KeyError::NotBase64));
+    }
+
+    #[test]
+    fn every_low_order_encoding_is_refused() {
+        let encodings = low_order_encodings();
+        assert_eq!(encodings.len(), 14);
+        for u in &encodings {
+            assert!(is_low_order_point(u), "{}", STANDARD.encode(u));
+            let text = STANDARD.encode(u);
+            assert_eq!(WgKey::parse_usable(&text), Err(KeyError::LowOrder), "{text}");
+            // Well-formed all the same: the registry can say which token bound it.
+            assert_eq!(WgKey::parse(&text), Ok(WgKey(*u)));
+        }
+        assert_eq!(WgKey::parse_usable("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), Err(KeyError::LowOrder));
+    }
+
+    /// The list is right: X25519 of each encoding with random clamped
+    /// scalars is all zeros, and neighbours of each are ordinary points.
+    #[test]
+    fn low_order_points_make_diffie_hellman_zero_and_their_neighbours_do_not() {
+        use rand_core::{OsRng, RngCore};
+        for u in low_order_encodings() {
+            for _ in 0..4 {
+                let mut scalar = [0u8; 32];
+                OsRng.fill_bytes(&mut scalar);
+                let secret = x25519_dalek::StaticSecret::from(scalar);
+                let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(u));
+                assert_eq!(shared.as_bytes(), &[0u8; 32], "{}", STANDARD.encode(u));
+                assert!(!shared.was_contributory());
+            }
+            let mut neighbour = u;
+            neighbour[5] ^= 0x01;
+            assert!(!is_low_order_point(&neighbour), "{}", STANDARD.encode(neighbour));
+        }
+        // p - 2 .. p + 18 outside {p - 1, p, p + 1} are ordinary.
+        for excess in [2u8, 3, 18] {
+            let mut u = P;
+            u[0] += excess;
+            assert!(!is_low_order_point(&u));
+        }
+        let mut p_minus_2 = P;
+        p_minus_2[0] -= 2;
+        assert!(!is_low_order_point(&p_minus_2));
+        // An ordinary public key is usable.
+        let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::random_from_rng(OsRng));
+        assert_eq!(WgKey(public.to_bytes()).check_usable(), Ok(()));
     }
 
     #[test]

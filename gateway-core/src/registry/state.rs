@@ -324,6 +324,16 @@ impl Registry {
                 })
             }
             ChainEvent::Transferred { token_id, to, meta, .. } => {
+                // ERC-721's `Transfer` and `NodeAccessTransferred` of one
+                // transfer (the reference contract logs both): the second
+                // changes nothing and is not logged twice.
+                let owner = Some(*to).filter(|a| !a.is_zero());
+                let replay = self.tokens.get(token_id).is_some_and(|r| {
+                    r.owner == owner && r.public_key.is_empty() && r.unbound_by == Some(Unbind::Transfer) && r.last_tx_hash == Some(meta.tx_hash)
+                });
+                if replay {
+                    return Outcome::bare(Effect::Stale);
+                }
                 let pos = ChainPosition::of_log(meta);
                 self.update_token(*token_id, pos, false, None, now, |prev, t| {
                     let mut rec = prev.cloned().unwrap_or_else(|| blank(t));
@@ -380,6 +390,8 @@ impl Registry {
                 Outcome::bare(Effect::Synced)
             }
             ChainEvent::Unavailable { .. } => Outcome::bare(Effect::Unavailable),
+            // About an endpoint, not a token (the daemon's readiness reads it).
+            ChainEvent::EndpointChecked { .. } => Outcome::bare(Effect::Stale),
         }
     }
 
@@ -513,7 +525,8 @@ impl Registry {
                 None => AccessReason::Unbound,
             };
         }
-        if WgKey::parse(&r.public_key).is_err() {
+        // Malformed, or well-formed but a low-order point (`KeyError::LowOrder`).
+        if WgKey::parse_usable(&r.public_key).is_err() {
             return AccessReason::InvalidKey;
         }
         if validate_node_id(&r.node_id).is_err() {

@@ -40,6 +40,10 @@ pub struct FollowArgs {
     /// Seconds between re-reads of every known token.
     #[arg(long, default_value_t = 300)]
     pub reconcile_secs: u64,
+    /// The chain every endpoint must serve (eth_chainId); unset: the first
+    /// endpoint that answers sets it for this run.
+    #[arg(long)]
+    pub chain_id: Option<u64>,
     /// Largest block range per eth_getLogs.
     #[arg(long, default_value_t = gateway_core::chain::range::DEFAULT_MAX_BLOCK_SPAN)]
     pub max_block_span: u64,
@@ -68,6 +72,7 @@ async fn follow(args: FollowArgs) -> anyhow::Result<()> {
     config.poll_interval = Duration::from_millis(args.poll_interval_ms);
     config.reconcile_interval = Duration::from_secs(args.reconcile_secs);
     config.max_block_span = args.max_block_span;
+    config.chain_id = super::identity::establish(&config.rpc_urls, args.contract.into(), args.chain_id, None, config.call_timeout).await?;
     let start_cursor = match &args.cursor {
         Some(path) => cursor::load(path)?,
         None => None,
@@ -124,5 +129,9 @@ pub fn describe(event: &ChainEvent) -> String {
         ),
         ChainEvent::Synced { block_number, head, .. } => format!("synced   block {block_number} (head {head})"),
         ChainEvent::Unavailable { error } => format!("unavailable: {error}"),
+        ChainEvent::EndpointChecked { endpoint, expected, served } if expected != served => {
+            format!("refused  {endpoint}: serves chain {served}, not chain {expected}")
+        }
+        ChainEvent::EndpointChecked { endpoint, served, .. } => format!("endpoint {endpoint} serves chain {served}"),
     }
 }

@@ -48,6 +48,12 @@ pub struct FollowerConfig {
     pub max_reorg_depth: u64,
     pub backoff: Backoff,
     pub call_timeout: Duration,
+    /// The chain every endpoint must serve (`eth_chainId` on connect);
+    /// `None`: the first endpoint that answers sets it.
+    pub chain_id: Option<u64>,
+    /// Send a `ChainEvent::EndpointChecked` for each connect's chain check
+    /// (the daemon's readiness and metrics); off, they are only logged.
+    pub report_chain_checks: bool,
 }
 
 impl FollowerConfig {
@@ -65,6 +71,8 @@ impl FollowerConfig {
             max_reorg_depth: 128,
             backoff: Backoff::default(),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            chain_id: None,
+            report_chain_checks: false,
         }
     }
 }
@@ -127,6 +135,8 @@ pub struct Follower {
     span: AdaptiveSpan,
     outage_failures: u32,
     last_heartbeat: std::time::Instant,
+    /// The transfer last read back, so its two logs cost one read.
+    last_transfer_read: Option<(TokenId, gateway_core::chain::TxHash)>,
 }
 
 impl Follower {
@@ -135,7 +145,8 @@ impl Follower {
         start: StartState,
         events: mpsc::Sender<ChainEvent>,
     ) -> anyhow::Result<Self> {
-        let rpc = RpcPool::new(&config.rpc_urls, config.backoff, config.call_timeout)?;
+        let rpc = RpcPool::new(&config.rpc_urls, config.backoff, config.call_timeout)?
+            .with_chain_check(config.chain_id, config.report_chain_checks.then(|| events.clone()));
         let mut recent_hashes = BTreeMap::new();
         let scanned = match &start.cursor {
             Some(cursor) => {
@@ -163,6 +174,7 @@ impl Follower {
             outage_failures: 0,
             // Due at once: the first step after a restart reports freshness.
             last_heartbeat: std::time::Instant::now() - SYNCED_HEARTBEAT,
+            last_transfer_read: None,
         })
     }
 
@@ -333,12 +345,22 @@ impl Follower {
                 self.emit(event).await
             }
             ChainEvent::Transferred { token_id, to, meta, .. } => {
-                self.note_recent(meta.block_number, *token_id);
-                self.held.touch(*token_id);
-                if let Some(owner) = self.known.get_mut(token_id) {
+                let (token_id, tx_hash) = (*token_id, meta.tx_hash);
+                self.note_recent(meta.block_number, token_id);
+                self.held.touch(token_id);
+                if let Some(owner) = self.known.get_mut(&token_id) {
                     *owner = Some(*to);
                 }
-                self.emit(event).await
+                self.emit(event).await?;
+                // The key goes at once; what the contract makes of a
+                // transfer (ERC-721's `Transfer` alone says nothing of the
+                // key) is read back: once per transaction, which the
+                // reference contract logs twice (`Transfer`, `NodeAccessTransferred`).
+                if self.last_transfer_read != Some((token_id, tx_hash)) {
+                    self.last_transfer_read = Some((token_id, tx_hash));
+                    self.send_snapshot(token_id, SnapshotCause::Reconcile).await?;
+                }
+                Ok(())
             }
             ChainEvent::KeyUpdated { owner, meta, .. } => {
                 let owner = *owner;

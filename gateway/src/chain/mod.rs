@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod contract;
 pub mod follower;
+pub mod identity;
 pub mod rpc;

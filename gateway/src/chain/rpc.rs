@@ -10,6 +10,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use gateway_core::chain::backoff::{try_order, Backoff, EndpointHealth};
+use gateway_core::chain::chain_id::{check_endpoint, EndpointChain};
+use gateway_core::chain::ChainEvent;
 
 /// A hung endpoint must not stall the follower; a healthy node answers a
 /// 2,000-block `eth_getLogs` well within this.
@@ -85,6 +87,11 @@ pub struct RpcPool {
     recheck_at: Option<Instant>,
     backoff: Backoff,
     call_timeout: Duration,
+    /// The chain every endpoint must serve (`eth_chainId` on connect); `None`
+    /// until the first endpoint that answers sets it.
+    chain_id: Option<u64>,
+    /// Where each connect's chain check is reported (`ChainEvent::EndpointChecked`).
+    chain_reports: Option<tokio::sync::mpsc::Sender<ChainEvent>>,
 }
 
 impl RpcPool {
@@ -99,7 +106,20 @@ impl RpcPool {
                 health: EndpointHealth::default(),
             })
             .collect();
-        Ok(Self { endpoints, current: 0, recheck_at: None, backoff, call_timeout })
+        Ok(Self { endpoints, current: 0, recheck_at: None, backoff, call_timeout, chain_id: None, chain_reports: None })
+    }
+
+    /// Every endpoint must serve `chain_id` (learned from the first that
+    /// answers when `None`); each check is reported on `reports`.
+    pub fn with_chain_check(mut self, chain_id: Option<u64>, reports: Option<tokio::sync::mpsc::Sender<ChainEvent>>) -> Self {
+        self.chain_id = chain_id;
+        self.chain_reports = reports;
+        self
+    }
+
+    /// The chain the endpoints serve: configured, or learned on the first connect.
+    pub fn chain_id(&self) -> Option<u64> {
+        self.chain_id
     }
 
     /// The current endpoint, redacted for logs.
@@ -247,8 +267,41 @@ impl RpcPool {
             Ok(Err(err)) => return Err(redact_error(&format!("connecting: {err}"), &endpoint.url, &endpoint.label)),
             Err(_) => return Err(format!("connecting timed out after {timeout:?}")),
         };
-        endpoint.provider = Some(provider.clone());
+        self.check_chain(index, &provider, timeout).await?;
+        self.endpoints[index].provider = Some(provider.clone());
         Ok(provider)
+    }
+
+    /// `eth_chainId` on a fresh connection: an endpoint of another chain is
+    /// refused (as a failed connect: the pool moves on and retries it after
+    /// backoff, checking again), with a log line and a report.
+    async fn check_chain(&mut self, index: usize, provider: &DynProvider, timeout: Duration) -> Result<(), String> {
+        let served = match tokio::time::timeout(timeout, provider.get_chain_id()).await {
+            Ok(Ok(served)) => served,
+            Ok(Err(err)) => {
+                let endpoint = &self.endpoints[index];
+                return Err(redact_error(&format!("eth_chainId: {err}"), &endpoint.url, &endpoint.label));
+            }
+            Err(_) => return Err(format!("eth_chainId timed out after {timeout:?}")),
+        };
+        let label = self.endpoints[index].label.clone();
+        let verdict = check_endpoint(&mut self.chain_id, served);
+        if let Some(reports) = &self.chain_reports {
+            let expected = self.chain_id.unwrap_or(served);
+            // Never blocks the follower: a full channel loses a report, never an event.
+            let _ = reports.try_send(ChainEvent::EndpointChecked { endpoint: label.clone(), expected, served });
+        }
+        match verdict {
+            EndpointChain::Expected => Ok(()),
+            EndpointChain::Learned(chain_id) => {
+                tracing::warn!(endpoint = %label, chain_id, "no chain id configured: following the chain this endpoint serves; every other endpoint must serve it too");
+                Ok(())
+            }
+            EndpointChain::Other { expected, served } => {
+                tracing::error!(endpoint = %label, expected_chain_id = expected, served_chain_id = served, "RPC endpoint serves another chain: refused");
+                Err(format!("serves chain {served}, not chain {expected}: refused"))
+            }
+        }
     }
 
     fn succeed(&mut self, index: usize) {

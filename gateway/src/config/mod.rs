@@ -38,6 +38,10 @@ pub struct ChainSection {
     pub rpc_urls: Vec<String>,
     /// The DstackAccessNFT contract address.
     pub contract: String,
+    /// The chain every endpoint must serve (`eth_chainId`; Base is 8453).
+    /// Unset: learned from the first endpoint on first start and pinned in
+    /// `state_dir/chain_id`.
+    pub chain_id: Option<u64>,
     /// Block to backfill logs from (the contract's deployment block).
     pub start_block: u64,
     /// Confirmations before a grant is applied (revocations apply at once).
@@ -59,6 +63,7 @@ impl Default for ChainSection {
         ChainSection {
             rpc_urls: Vec::new(),
             contract: String::new(),
+            chain_id: None,
             start_block: 0,
             confirmations: 0,
             poll_interval_ms: 250,
@@ -173,12 +178,27 @@ pub struct XdpSection {
     pub xdp_mode: crate::xdp::XdpModeChoice,
     pub handshake_rate_per_sec: u32,
     pub handshake_burst: u32,
+    /// Handshake initiations per second, for the whole machine, from
+    /// endpoints without a completed handshake in the last 180 s (new
+    /// nodes, and every spoofed source of a flood); endpoints of live peers
+    /// keep their own buckets. 0 disables it.
+    pub unproven_handshake_rate_per_sec: u32,
+    pub unproven_handshake_burst: u32,
     /// How long an endpoint whose key was rejected or revoked stays denied.
     pub deny_seconds: u64,
     /// Detach on shutdown; otherwise leave it attached and pinned so the
     /// kernel keeps enforcing the last applied state across a restart.
     pub detach_on_exit: bool,
+    /// The same verdict at the WireGuard sockets (a socket filter), for what
+    /// XDP on `iface` cannot see: other interfaces, loopback.
+    pub late_gate: bool,
 }
+
+/// The default unproven budget: what passes it costs the data plane about
+/// 4 us each (mac1, a cookie reply under load, the send), so a flood gets at
+/// most ~1% of a core; a new node's initiation gets through a flood of R
+/// initiations per second with probability about this over R (docs/RELIABILITY.md).
+const UNPROVEN_HANDSHAKES_PER_SEC: u32 = 2000;
 
 impl Default for XdpSection {
     fn default() -> Self {
@@ -189,8 +209,11 @@ impl Default for XdpSection {
             xdp_mode: crate::xdp::XdpModeChoice::Auto,
             handshake_rate_per_sec: 20,
             handshake_burst: 40,
+            unproven_handshake_rate_per_sec: UNPROVEN_HANDSHAKES_PER_SEC,
+            unproven_handshake_burst: UNPROVEN_HANDSHAKES_PER_SEC,
             deny_seconds: 300,
             detach_on_exit: false,
+            late_gate: true,
         }
     }
 }
@@ -199,13 +222,31 @@ impl Default for XdpSection {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     pub enabled: bool,
-    /// Health, metrics and the read-only API; loopback unless you mean otherwise.
+    /// Health, metrics and the peer and access API, which lists every
+    /// node's key, owner and address: loopback, unless `api_token_file`
+    /// guards the API.
     pub listen: String,
+    /// Health and metrics alone (empty: none), for a Prometheus on another
+    /// host or container: may bind beyond loopback.
+    pub metrics_listen: String,
+    /// A file (mode 0600) holding the bearer token `/v1/*` requires (empty:
+    /// no token, and then `listen` must be a loopback address).
+    pub api_token_file: String,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
-        HttpSection { enabled: true, listen: "127.0.0.1:9180".into() }
+        HttpSection { enabled: true, listen: "127.0.0.1:9180".into(), metrics_listen: String::new(), api_token_file: String::new() }
+    }
+}
+
+impl HttpSection {
+    /// The metrics-only listener, when one is configured.
+    pub fn metrics_listen(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        if self.metrics_listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics_listen.parse().map(Some)
     }
 }
 
@@ -244,7 +285,8 @@ fn err(field: &str, problem: impl Into<String>, fix: impl Into<String>) -> Confi
 /// Every problem found, so an operator fixes the file in one pass.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("reading {path}: {source}")]
+    // The OS error is the source: `{:#}` prints it once, after this.
+    #[error("reading {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not valid TOML for this gateway: {message}")]
     Parse { path: PathBuf, message: String },
@@ -300,6 +342,9 @@ impl Config {
         if self.chain.contract_address().is_err() {
             out.push(err("chain.contract", format!("{c:?} is not a 20-byte hex address"), "set the DstackAccessNFT address, 0x followed by 40 hex digits (GATEWAY_CHAIN_CONTRACT)"));
         }
+        if self.chain.chain_id == Some(0) {
+            out.push(err("chain.chain_id", "is 0", "set the chain's id (eth_chainId), e.g. 8453 for Base, 31337 for anvil"));
+        }
         if self.chain.poll_interval_ms == 0 {
             out.push(err("chain.poll_interval_ms", "is 0", "use a positive interval, e.g. 250"));
         }
@@ -340,11 +385,29 @@ impl Config {
         if self.xdp.enabled && self.xdp.iface.is_empty() {
             out.push(err("xdp.iface", "is empty while xdp.enabled = true", "name the underlay interface (e.g. eth0), or set xdp.enabled = false"));
         }
+        if self.xdp.unproven_handshake_rate_per_sec > 0 && self.xdp.unproven_handshake_burst == 0 {
+            out.push(err("xdp.unproven_handshake_burst", "is 0 while a rate is set", "allow a burst of at least 1 (e.g. 2000), or set the rate to 0 to disable the budget"));
+        }
         if self.xdp.handshake_rate_per_sec > 0 && self.xdp.handshake_burst == 0 {
             out.push(err("xdp.handshake_burst", "is 0 while a rate is set", "allow a burst of at least 1 (e.g. 40), or set the rate to 0 to disable the limiter"));
         }
-        if self.http.enabled && self.http.listen.parse::<SocketAddr>().is_err() {
-            out.push(err("http.listen", format!("{:?} is not an address:port", self.http.listen), "write e.g. 127.0.0.1:9180"));
+        if self.http.enabled {
+            match self.http.listen.parse::<SocketAddr>() {
+                Err(_) => out.push(err("http.listen", format!("{:?} is not an address:port", self.http.listen), "write e.g. 127.0.0.1:9180")),
+                Ok(addr) if !addr.ip().is_loopback() && self.http.api_token_file.is_empty() => out.push(err(
+                    "http.listen",
+                    format!("{addr} is beyond loopback, and /v1/peers and /v1/access would list every node's key, owner and address to anyone"),
+                    "keep it on 127.0.0.1 and give Prometheus http.metrics_listen, or set http.api_token_file",
+                )),
+                Ok(_) => {}
+            }
+            match self.http.metrics_listen() {
+                Err(_) => out.push(err("http.metrics_listen", format!("{:?} is not an address:port", self.http.metrics_listen), "write e.g. 0.0.0.0:9181, or leave it empty")),
+                Ok(Some(m)) if Some(m) == self.http.listen.parse().ok() => {
+                    out.push(err("http.metrics_listen", format!("{m} is http.listen too"), "give the metrics listener a port of its own"))
+                }
+                Ok(_) => {}
+            }
         }
         out
     }
@@ -386,12 +449,14 @@ fn apply_env(value: &mut toml::Value, env: &[(String, String)]) -> Result<(), Co
         let key = &rest[section.len() + 1..];
         let field = format!("{section}.{key}");
         let string = toml::Value::String(String::new());
+        let integer = toml::Value::Integer(0);
         // Only keys the configuration has: other GATEWAY_* variables belong to
         // CLI flags (GATEWAY_XDP_INSTANCE, GATEWAY_SIGNER_KEY, ...). A key
         // whose default is unset (audit.path) is a string.
         let default = match defaults.get(*section).and_then(|s| s.get(key)) {
             Some(d) => d,
             None if (*section, key) == ("audit", "path") => &string,
+            None if (*section, key) == ("chain", "chain_id") => &integer,
             None => continue,
         };
         let parsed = match default {
@@ -425,6 +490,25 @@ iface = "eth0"
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn the_peer_api_stays_on_loopback_unless_a_token_guards_it() {
+        let with = |pairs: &[(&str, &str)]| Config::from_toml_and_env(GOOD, &env(pairs));
+        let fields = |r: Result<Config, LoadError>| match r {
+            Err(LoadError::Invalid(problems)) => problems.into_iter().map(|p| p.field).collect::<Vec<_>>(),
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        assert!(with(&[]).unwrap().http.metrics_listen().unwrap().is_none(), "no metrics listener by default");
+        assert_eq!(fields(with(&[("GATEWAY_HTTP_LISTEN", "0.0.0.0:9180")])), ["http.listen"]);
+        assert_eq!(fields(with(&[("GATEWAY_HTTP_LISTEN", "10.1.0.5:9180")])), ["http.listen"]);
+        let guarded = with(&[("GATEWAY_HTTP_LISTEN", "0.0.0.0:9180"), ("GATEWAY_HTTP_API_TOKEN_FILE", "/etc/dstack-gateway/api.token")]).unwrap();
+        assert_eq!(guarded.http.api_token_file, "/etc/dstack-gateway/api.token");
+        let metrics = with(&[("GATEWAY_HTTP_METRICS_LISTEN", "0.0.0.0:9181")]).unwrap();
+        assert_eq!(metrics.http.metrics_listen().unwrap(), Some("0.0.0.0:9181".parse().unwrap()), "metrics may face the network");
+        assert_eq!(fields(with(&[("GATEWAY_HTTP_METRICS_LISTEN", "9181")])), ["http.metrics_listen"]);
+        assert_eq!(fields(with(&[("GATEWAY_HTTP_METRICS_LISTEN", "127.0.0.1:9180")])), ["http.metrics_listen"]);
+        assert!(with(&[("GATEWAY_HTTP_LISTEN", "[::1]:9180")]).is_ok(), "IPv6 loopback is loopback");
     }
 
     #[test]

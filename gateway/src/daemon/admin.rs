@@ -27,9 +27,17 @@ pub(super) struct Status {
     /// Chain outages reported by the follower, by the endpoint named first
     /// in the error (the follower tries them all before reporting).
     pub rpc_errors: BTreeMap<String, u64>,
+    /// Each endpoint's chain at its last connect: (served, expected).
+    endpoint_chains: BTreeMap<String, (u64, u64)>,
+    /// Connects refused because the endpoint served another chain.
+    wrong_chain_refusals: BTreeMap<String, u64>,
     revocation_counts: [u64; REVOCATION_BUCKETS.len() + 1],
     revocation_sum: f64,
     max_lag_blocks: u64,
+    /// Hand-made changes to the live peers and slots put back, by kind.
+    drift_repairs: BTreeMap<&'static str, u64>,
+    /// Read-backs of the live state completed (each may repair nothing).
+    drift_checks: u64,
 }
 
 impl Status {
@@ -40,11 +48,15 @@ impl Status {
             chain_unavailable: false,
             last_chain_error: None,
             rpc_errors: BTreeMap::new(),
+            endpoint_chains: BTreeMap::new(),
+            wrong_chain_refusals: BTreeMap::new(),
             revocation_counts: [0; REVOCATION_BUCKETS.len() + 1],
             revocation_sum: 0.0,
             // Grants wait for confirmations, so the cursor trails the head by
             // that much in normal operation.
             max_lag_blocks: config.chain.confirmations + 10,
+            drift_repairs: BTreeMap::new(),
+            drift_checks: 0,
         }
     }
 
@@ -65,6 +77,12 @@ impl Status {
                     .unwrap_or_else(|| "all".into());
                 *self.rpc_errors.entry(endpoint).or_default() += 1;
             }
+            ChainEvent::EndpointChecked { endpoint, expected, served } => {
+                self.endpoint_chains.insert(endpoint.clone(), (*served, *expected));
+                if served != expected {
+                    *self.wrong_chain_refusals.entry(endpoint.clone()).or_default() += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -74,6 +92,25 @@ impl Status {
         let bucket = REVOCATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(REVOCATION_BUCKETS.len());
         self.revocation_counts[bucket] += 1;
         self.revocation_sum += secs;
+    }
+
+    /// One read-back of the live state and what it put back.
+    pub(super) fn record_drift_check(&mut self, repaired: impl IntoIterator<Item = &'static str>) {
+        self.drift_checks += 1;
+        for kind in repaired {
+            *self.drift_repairs.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// The endpoints refused at their last connect, for `/readyz`.
+    fn wrong_chains(&self) -> Option<String> {
+        let wrong: Vec<String> = self
+            .endpoint_chains
+            .iter()
+            .filter(|(_, (served, expected))| served != expected)
+            .map(|(endpoint, (served, expected))| format!("{endpoint} serves chain {served}, not chain {expected}: refused"))
+            .collect();
+        (!wrong.is_empty()).then(|| wrong.join("; "))
     }
 
     fn lag(&self) -> Option<u64> {
@@ -111,7 +148,7 @@ impl Admin {
         if !self.config.xdp.enabled {
             return Vec::new();
         }
-        let stats = match crate::xdp::PinnedMaps::open_instance(&self.config.gateway.instance).and_then(|m| Ok(m.stats.read()?)) {
+        let stats = match crate::xdp::PinnedMaps::open_instance(&self.config.gateway.instance).and_then(|m| Ok((m.stats.read()?, m.late_stats.read()?))) {
             Ok(s) => s,
             Err(err) => {
                 tracing::warn!(error = %err, "reading XDP counters");
@@ -119,14 +156,13 @@ impl Admin {
             }
         };
         let mut packets = Family::new("gw_xdp_packets_total", "Packets seen by the XDP front, by verdict reason.", MetricKind::Counter);
+        let mut late = Family::new("gw_late_gate_datagrams_total", "Datagrams the late gate at the WireGuard sockets judged, by verdict reason.", MetricKind::Counter);
         for r in XdpVerdict::ALL {
-            packets.samples.push(
-                Sample::new(stats.get(r) as f64)
-                    .label("reason", r.name())
-                    .label("verdict", if r.is_drop() { "drop" } else { "pass" }),
-            );
+            let verdict = if r.is_drop() { "drop" } else { "pass" };
+            packets.samples.push(Sample::new(stats.0.get(r) as f64).label("reason", r.name()).label("verdict", verdict));
+            late.samples.push(Sample::new(stats.1.get(r) as f64).label("reason", r.name()).label("verdict", verdict));
         }
-        vec![packets]
+        vec![packets, late]
     }
 
     fn dataplane_families(&self) -> Vec<Family> {
@@ -158,7 +194,8 @@ impl Admin {
                 .with(Sample::new(counters.unknown_slot as f64).label("reason", "unknown_slot"))
                 .with(Sample::new(counters.decrypt_errors as f64).label("reason", "decrypt_error"))
                 .with(Sample::new(counters.spoofed_source as f64).label("reason", "spoofed_source"))
-                .with(Sample::new(counters.no_route as f64).label("reason", "no_route")),
+                .with(Sample::new(counters.no_route as f64).label("reason", "no_route"))
+                .with(Sample::new(counters.low_order_ephemeral as f64).label("reason", "low_order_ephemeral")),
         ]
     }
 
@@ -178,6 +215,32 @@ impl Admin {
             rpc.samples.push(Sample::new(0.0).label("endpoint", "none"));
         }
         out.push(rpc);
+        let mut drift = Family::new(
+            "gw_drift_repairs_total",
+            "Live peers or XDP slots found changed by hand and put back to what the chain says, by kind.",
+            MetricKind::Counter,
+        );
+        for kind in ["unknown_peer", "missing_peer", "changed_peer", "opened_slot", "closed_slot"] {
+            let n = st.drift_repairs.get(kind).copied().unwrap_or(0);
+            drift.samples.push(Sample::new(n as f64).label("kind", kind));
+        }
+        out.push(drift);
+        out.push(
+            Family::new("gw_drift_checks_total", "Read-backs of the live peers and XDP slots compared with what was applied.", MetricKind::Counter)
+                .with(Sample::new(st.drift_checks as f64)),
+        );
+        let mut refused = Family::new(
+            "gw_chain_endpoint_wrong_chain_total",
+            "Connects to an RPC endpoint refused because it serves another chain than chain.chain_id, by endpoint.",
+            MetricKind::Counter,
+        );
+        for (endpoint, n) in &st.wrong_chain_refusals {
+            refused.samples.push(Sample::new(*n as f64).label("endpoint", endpoint.clone()));
+        }
+        if refused.samples.is_empty() {
+            refused.samples.push(Sample::new(0.0).label("endpoint", "none"));
+        }
+        out.push(refused);
         out.push(Family::histogram(
             "gw_revocation_latency_seconds",
             "From a revoking chain event reaching the gateway to its slot closed in the kernel.",
@@ -198,9 +261,11 @@ impl AdminView for Admin {
             }
         }
         let st = self.status();
+        let wrong_chains = st.wrong_chains();
         if st.chain_unavailable {
+            let also = wrong_chains.map(|w| format!(" ({w})")).unwrap_or_default();
             return Readiness::NotReady(format!(
-                "chain unavailable: {}",
+                "chain unavailable: {}{also}",
                 st.last_chain_error.clone().unwrap_or_default()
             ));
         }
@@ -215,7 +280,11 @@ impl AdminView for Admin {
         if self.dataplane.listen_port() == 0 {
             return Readiness::NotReady("data plane not listening".into());
         }
-        Readiness::Ready
+        match wrong_chains {
+            // Ready on the endpoints that serve the chain; the operator sees which do not.
+            Some(detail) => Readiness::Degraded(detail),
+            None => Readiness::Ready,
+        }
     }
 
     fn metrics(&self) -> Vec<Family> {

@@ -1,10 +1,13 @@
 //! Applies plan ops to the XDP maps and the data plane (I/O edge). The order
 //! comes from the plan (revoke: XDP first; grant: WireGuard first); this only
-//! carries each op out and says whether it worked.
+//! carries each op out and says whether it worked, and reads the live
+//! state back to put right what was changed by hand ([`super::drift`]).
 
+use super::drift::{self, Drift, LivePeer};
 use crate::dataplane::peer::PeerConfig;
 use crate::dataplane::runtime::DataplaneHandle;
-use gateway_core::plan::Op;
+use gateway_core::plan::{Applied, Op};
+use gateway_core::registry::{PeerSlot, WgKey};
 use crate::xdp::PinnedMaps;
 
 pub(super) struct Executor {
@@ -65,5 +68,33 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// Compares `applied` with the data plane's peers and the pinned allow
+    /// map as they are now, and puts back each difference (logged, with
+    /// what changed). Returns the differences repaired; one that could not
+    /// be is logged and seen again at the next check.
+    pub(super) fn repair_drift(&mut self, applied: &Applied) -> anyhow::Result<Vec<Drift>> {
+        let live: Vec<LivePeer> = self
+            .dataplane
+            .peers()
+            .into_iter()
+            .map(|p| LivePeer { key: WgKey(p.public_key), slot: PeerSlot(p.slot), allowed_ips: p.allowed_ips })
+            .collect();
+        let open = match &self.xdp {
+            Some(maps) => Some(maps.allow.open_slots()?),
+            None => None,
+        };
+        let mut repaired = Vec::new();
+        for d in drift::diff(applied, &live, open.as_deref()) {
+            match self.apply(&d.repair()) {
+                Ok(()) => {
+                    tracing::warn!(kind = d.kind(), change = %d, "drift: the live state differed from the chain's; put back");
+                    repaired.push(d);
+                }
+                Err(err) => tracing::error!(kind = d.kind(), change = %d, error = %err, "drift: could not put it back"),
+            }
+        }
+        Ok(repaired)
     }
 }

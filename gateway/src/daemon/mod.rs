@@ -4,6 +4,7 @@
 //! talk to it over channels, and the admin HTTP server reads shared state.
 
 mod admin;
+mod drift;
 mod executor;
 
 use crate::chain::follower::{Follower, FollowerConfig, StartState};
@@ -28,6 +29,11 @@ use tokio::sync::mpsc;
 const CHAIN_CHANNEL_DEPTH: usize = 4096;
 /// The loop re-plans at least this often (staleness policy, failed ops).
 const TICK: Duration = Duration::from_secs(1);
+/// How often the live peers and the pinned allow map are read back and
+/// compared with what was applied. Reading all 65,536 slots of the allow
+/// map costs a few tens of milliseconds of one core; a hand-made change
+/// lives at most this long.
+const DRIFT_CHECK: Duration = Duration::from_secs(10);
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -55,6 +61,8 @@ fn xdp_front(config: &Config) -> anyhow::Result<Option<(PinnedMaps, Vec<u32>)>> 
         },
         handshake_rate_per_sec: config.xdp.handshake_rate_per_sec,
         handshake_burst: config.xdp.handshake_burst,
+        unproven_rate_per_sec: xdp::maps::per_cpu_share(config.xdp.unproven_handshake_rate_per_sec),
+        unproven_burst: xdp::maps::per_cpu_share(config.xdp.unproven_handshake_burst),
         ..XdpConfig::default()
     };
     if pins.is_attached() {
@@ -65,6 +73,8 @@ fn xdp_front(config: &Config) -> anyhow::Result<Option<(PinnedMaps, Vec<u32>)>> 
                 current.mode = wanted.mode;
                 current.handshake_rate_per_sec = wanted.handshake_rate_per_sec;
                 current.handshake_burst = wanted.handshake_burst;
+                current.unproven_rate_per_sec = wanted.unproven_rate_per_sec;
+                current.unproven_burst = wanted.unproven_burst;
                 maps.config.set(current)?;
                 let open = maps.allow.open_slots()?;
                 tracing::info!(instance = pins.instance(), open_slots = open.len(), "adopted the attached XDP program");
@@ -125,12 +135,25 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         access: AccessConfig { staleness: config.chain.staleness(), ..AccessConfig::default() },
         plan: config.xdp.plan_config(),
     };
+    // Before anything is attached: the wrong chain or no contract is a
+    // configuration error, said once and clearly.
+    let chain_id = crate::chain::identity::establish(
+        &config.chain.rpc_urls,
+        contract,
+        config.chain.chain_id,
+        Some(&config.gateway.state_dir),
+        crate::chain::rpc::DEFAULT_CALL_TIMEOUT,
+    )
+    .await?;
     let follower_start = start_state(&registry);
     let control = Control::new(registry, control_config);
     let mut audit = AuditLog::open(config.audit_path())?;
 
     // The XDP front first: from here on the kernel enforces the last applied state.
     let xdp = xdp_front(&config)?;
+    if xdp.is_some() && config.xdp.late_gate {
+        xdp::late_gate::install(&PinDir::for_instance(&config.gateway.instance)?)?;
+    }
     let (maps, open_in_kernel) = match xdp {
         Some((maps, open)) => (Some(maps), open),
         None => (None, Vec::new()),
@@ -164,7 +187,10 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let status = Arc::new(Mutex::new(Status::new(&config)));
     let control = Arc::new(Mutex::new(control));
     let (chain_tx, mut chain_rx) = mpsc::channel::<ChainEvent>(CHAIN_CHANNEL_DEPTH);
-    let follower = Follower::new(follower_config(&config)?, follower_start, chain_tx)?;
+    let mut follower_config = follower_config(&config)?;
+    follower_config.chain_id = chain_id;
+    follower_config.report_chain_checks = true;
+    let follower = Follower::new(follower_config, follower_start, chain_tx)?;
     let follower_task = tokio::spawn(async move {
         if let Err(err) = follower.run().await {
             tracing::error!(error = %err, "chain follower stopped");
@@ -173,20 +199,30 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let admin = Arc::new(Admin::new(control.clone(), status.clone(), dataplane.handle(), config.clone()));
-    let http_task = if config.http.enabled {
-        let listen = config.http.listen.parse().context("http.listen")?;
-        let mut rx = shutdown_rx.clone();
+    let http_tasks = if config.http.enabled {
         let view: Arc<dyn crate::http::AdminView> = admin.clone();
-        Some(tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.changed().await;
-            };
-            if let Err(err) = crate::http::serve(listen, view, stop).await {
-                tracing::error!(error = %err, "admin HTTP server stopped");
-            }
-        }))
+        let token = crate::http::ApiToken::configured(&config.http).context("http.api_token_file")?;
+        let routers = crate::http::routers(view, token);
+        let mut surfaces = vec![(config.http.listen.parse().context("http.listen")?, routers.api, "admin")];
+        if let Some(metrics_listen) = config.http.metrics_listen()? {
+            surfaces.push((metrics_listen, routers.metrics, "metrics"));
+        }
+        surfaces
+            .into_iter()
+            .map(|(listen, router, what)| {
+                let mut rx = shutdown_rx.clone();
+                tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.changed().await;
+                    };
+                    if let Err(err) = crate::http::serve(listen, router, what, stop).await {
+                        tracing::error!(error = %err, "{what} HTTP server stopped");
+                    }
+                })
+            })
+            .collect()
     } else {
-        None
+        Vec::new()
     };
 
     let zone = {
@@ -204,6 +240,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Its first tick is at once: the start-up check.
+    let mut drift_check = tokio::time::interval(DRIFT_CHECK);
+    drift_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             Some(first) = chain_rx.recv() => {
@@ -220,6 +259,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 lp.handle(step, None);
                 lp.learn_endpoints();
             }
+            _ = drift_check.tick() => lp.repair_drift(),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -236,7 +276,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     if config.xdp.enabled && config.xdp.detach_on_exit {
         xdp::detach(&config.gateway.instance)?;
     }
-    for task in [http_task, dns_task].into_iter().flatten() {
+    for task in http_tasks.into_iter().chain(dns_task) {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tracing::info!("stopped");
@@ -344,7 +384,11 @@ impl Loop<'_> {
         if !step.ops.is_empty() {
             let closes = step.ops.iter().any(|op| matches!(op, gateway_core::plan::Op::CloseSlot { .. }));
             let executor = &mut *self.executor;
+            let mut first = true;
             let result = gateway_core::plan::execute(&step.ops, control.applied_mut(), |op| {
+                if !std::mem::take(&mut first) {
+                    crate::fault::point("plan.between_ops");
+                }
                 tracing::info!(?op, "apply");
                 executor.apply(op)
             });
@@ -368,10 +412,29 @@ impl Loop<'_> {
         }
     }
 
+    /// Puts the live peers and slots back to what was applied.
+    fn repair_drift(&mut self) {
+        let control = self.control.clone();
+        let control = control.lock().unwrap_or_else(|p| p.into_inner());
+        match self.executor.repair_drift(control.applied()) {
+            Ok(repaired) => {
+                self.status.lock().unwrap_or_else(|p| p.into_inner()).record_drift_check(repaired.iter().map(|d| d.kind()));
+            }
+            Err(err) => tracing::error!(error = %err, "drift: reading the live state back"),
+        }
+    }
+
     /// Tells the control core where peers are, so a revocation can deny
-    /// the endpoint in the kernel.
+    /// the endpoint in the kernel, and the kernel which endpoints are live.
     fn learn_endpoints(&mut self) {
         let peers = self.executor.dataplane.peers();
+        if let Some(maps) = &mut self.executor.xdp {
+            // Their initiations keep their own buckets, off the unproven budget.
+            let live = peers.iter().filter_map(|p| Some((p.endpoint?, p.since_last_handshake?)));
+            if let Err(err) = maps.live.refresh(live, xdp::monotonic_now_ns()) {
+                tracing::warn!(error = %err, "marking live peer endpoints in the kernel");
+            }
+        }
         let mut control = self.lock();
         for peer in peers {
             if let Some(endpoint) = peer.endpoint {

@@ -125,6 +125,8 @@ pub enum PeerError {
     NotFound(String),
     #[error("no free peer slot left")]
     NoFreeSlot,
+    #[error("{0} is a low-order Curve25519 point: the handshake's Diffie-Hellman with it is all zeros")]
+    LowOrderKey(String),
 }
 
 /// Device-wide drop and event counters.
@@ -145,6 +147,10 @@ pub struct DeviceCounters {
     pub handed_off: u64,
     /// Of those, dropped because the owner's queue was full.
     pub handoffs_dropped: u64,
+    /// Handshake initiations and responses whose ephemeral key is a
+    /// low-order point (its Diffie-Hellman is all zeros), dropped before
+    /// boringtun sees them.
+    pub low_order_ephemeral: u64,
 }
 
 impl DeviceCounters {
@@ -164,6 +170,7 @@ impl DeviceCounters {
             events_dropped,
             handed_off,
             handoffs_dropped,
+            low_order_ephemeral,
         } = other;
         self.malformed += malformed;
         self.invalid_mac += invalid_mac;
@@ -178,6 +185,7 @@ impl DeviceCounters {
         self.events_dropped += events_dropped;
         self.handed_off += handed_off;
         self.handoffs_dropped += handoffs_dropped;
+        self.low_order_ephemeral += low_order_ephemeral;
     }
 }
 
@@ -286,6 +294,9 @@ impl Device {
         }
         if config.public_key == self.public_key() {
             return Err(PeerError::OwnKey);
+        }
+        if gateway_core::registry::is_low_order_point(&config.public_key) {
+            return Err(PeerError::LowOrderKey(super::peer::encode_key(&config.public_key)));
         }
         if self.slot_by_key.contains_key(&config.public_key) {
             return Err(PeerError::DuplicateKey(super::peer::encode_key(&config.public_key)));
@@ -458,6 +469,10 @@ impl Device {
     /// `local` (if the socket says).
     pub fn handle_datagram(&mut self, from: SocketAddr, local: Option<IpAddr>, datagram: &[u8], sink: &mut impl PacketSink) {
         let path = UdpPath { remote: from, local };
+        if super::weak_keys::low_order_ephemeral(datagram) {
+            self.counters.low_order_ephemeral += 1;
+            return;
+        }
         let (slot, is_init) = match Tunn::parse_incoming_packet(datagram) {
             Err(_) => {
                 self.counters.malformed += 1;

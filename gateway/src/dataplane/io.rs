@@ -210,6 +210,8 @@ fn bind_udp(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<UdpSocket> {
     // whose defaults (~200 KiB) overflow within a millisecond at line rate.
     set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES as libc::c_int);
     set_int_option(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES as libc::c_int);
+    // The late gate (if the daemon installed it) before bind: nothing queues unfiltered.
+    crate::xdp::late_gate::attach(&socket)?;
     socket.bind(&addr.into())?;
     // UDP GRO: the kernel hands us runs of same-sized datagrams from one
     // source as one buffer (split again in `UdpBatch`).

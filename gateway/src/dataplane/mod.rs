@@ -16,6 +16,7 @@ pub mod steer;
 pub mod takeover;
 pub mod uapi;
 pub mod vnet;
+pub mod weak_keys;
 
 pub use device::{Device, DeviceCounters, DeviceEvent, Handoff, PacketSink, PeerError, Shard};
 pub use peer::{encode_key, parse_key, PeerConfig, PeerStats, PublicKey};

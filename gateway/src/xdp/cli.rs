@@ -50,6 +50,14 @@ pub enum XdpCommand {
         /// Burst of initiations a source may send before the rate applies.
         #[arg(long, default_value_t = 40)]
         handshake_burst: u32,
+        /// Initiations per second, for the whole machine, from endpoints not
+        /// marked live (0: off). Off by default here: without the daemon
+        /// nothing marks live peers, so every initiation would pay it.
+        #[arg(long, default_value_t = 0)]
+        unproven_rate: u32,
+        /// That budget's burst.
+        #[arg(long, default_value_t = 0)]
+        unproven_burst: u32,
         /// Replace an instance of the same name instead of failing.
         #[arg(long)]
         replace: bool,
@@ -118,6 +126,8 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
             xdp_mode,
             handshake_rate,
             handshake_burst,
+            unproven_rate,
+            unproven_burst,
             replace,
         } => {
             let config = XdpConfig {
@@ -128,6 +138,8 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
                 },
                 handshake_rate_per_sec: handshake_rate,
                 handshake_burst,
+                unproven_rate_per_sec: super::maps::per_cpu_share(unproven_rate),
+                unproven_burst: super::maps::per_cpu_share(unproven_burst.max(unproven_rate.min(1))),
                 ..XdpConfig::default()
             };
             let pins = attach(&AttachOptions {
@@ -145,16 +157,18 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
         }
         XdpCommand::Stats { instance, json } => {
             let maps = PinnedMaps::open_instance(&instance.instance)?;
-            let stats = maps.stats.read()?;
+            let (stats, late) = (maps.stats.read()?, maps.late_stats.read()?);
             if json {
-                let obj: serde_json::Map<String, serde_json::Value> = XdpVerdict::ALL
-                    .iter()
-                    .map(|r| (r.name().to_string(), stats.get(*r).into()))
-                    .collect();
+                let counters = |s: &gateway_common::XdpStats| -> serde_json::Map<String, serde_json::Value> {
+                    XdpVerdict::ALL.iter().map(|r| (r.name().to_string(), s.get(*r).into())).collect()
+                };
+                let mut obj = counters(&stats);
+                obj.insert("late_gate".into(), serde_json::Value::Object(counters(&late)));
                 writeln!(out, "{}", serde_json::Value::Object(obj))?;
             } else {
+                writeln!(out, "{:<28} {:>12} {:>12}", "verdict", "xdp", "late gate")?;
                 for r in XdpVerdict::ALL {
-                    writeln!(out, "{:<24} {:>12}", r.name(), stats.get(r))?;
+                    writeln!(out, "{:<28} {:>12} {:>12}", r.name(), stats.get(r), late.get(r))?;
                 }
             }
         }
@@ -191,6 +205,8 @@ pub fn run(cmd: XdpCommand) -> anyhow::Result<()> {
                     "mode": if config.mode == MODE_ENFORCE { "enforce" } else { "observe" },
                     "handshake_rate_per_sec": config.handshake_rate_per_sec,
                     "handshake_burst": config.handshake_burst,
+                    "unproven_rate_per_sec_per_cpu": config.unproven_rate_per_sec,
+                    "unproven_burst_per_cpu": config.unproven_burst,
                     "open_slots": slots,
                     "denied_endpoints": denied.iter().map(|(a, s)| serde_json::json!({"endpoint": a.to_string(), "expires_in_s": s})).collect::<Vec<_>>(),
                 });

@@ -1,13 +1,13 @@
 //! Typed handles on the pinned XDP maps (I/O edge): allowed slots, denied
-//! endpoints, configuration and per-CPU counters. Opened from the pins, so
+//! and live endpoints, configuration and per-CPU counters. Opened from the pins, so
 //! the daemon, `gateway xdp ...` and tests all go through the same code.
 
 use super::loader::{PinDir, XdpError};
 use anyhow::Context;
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use gateway_common::{
-    deny_slot_of, AllowSlot, DenyEntry, EndpointKey, XdpConfig, XdpStats, MAP_ALLOW_SLOTS,
-    MAP_CONFIG, MAP_DENY_ENDPOINTS, MAP_STATS, MAX_PEER_SLOTS,
+    deny_slot_of, live_slot_of, AllowSlot, DenyEntry, EndpointKey, LiveEndpoint, XdpConfig, XdpStats, MAP_ALLOW_SLOTS,
+    MAP_CONFIG, MAP_DENY_ENDPOINTS, MAP_LATE_STATS, MAP_LIVE_ENDPOINTS, MAP_STATS, MAX_PEER_SLOTS,
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -35,7 +35,7 @@ impl ConfigMap {
     }
 }
 
-/// `GW_STATS`: per-CPU verdict counters.
+/// `GW_STATS` (XDP) or `GW_LATE_STATS` (the late gate): per-CPU verdict counters.
 pub struct StatsMap(PerCpuArray<MapData, XdpStats>);
 
 impl StatsMap {
@@ -152,27 +152,105 @@ impl DenyEndpoints {
     }
 }
 
+/// `GW_LIVE_ENDPOINTS`: endpoints of peers with a recent completed
+/// handshake, whose initiations skip the unproven budget (see
+/// `gateway_common::LIVE_SLOTS`).
+pub struct LiveEndpoints {
+    table: Array<MapData, LiveEndpoint>,
+    seed: u32,
+    /// What [`refresh`](Self::refresh) last wrote, so a tick rewrites only
+    /// what a new handshake moved.
+    written: std::collections::BTreeMap<SocketAddr, u64>,
+}
+
+/// How long after its last completed handshake an endpoint counts as live:
+/// WireGuard's REJECT_AFTER_TIME (a session older than that is dead; a
+/// peer in use rekeys every 120 s).
+pub const LIVE_AFTER_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(180);
+
+impl LiveEndpoints {
+    /// Marks the endpoints of peers whose last handshake is under
+    /// [`LIVE_AFTER_HANDSHAKE`] old, live until that age: `peers` gives each
+    /// endpoint with the time since its handshake. Returns how many slots it
+    /// wrote.
+    pub fn refresh(
+        &mut self,
+        peers: impl IntoIterator<Item = (SocketAddr, std::time::Duration)>,
+        now_ns: u64,
+    ) -> anyhow::Result<usize> {
+        let mut wrote = 0;
+        for (endpoint, since) in peers {
+            let Some(left) = LIVE_AFTER_HANDSHAKE.checked_sub(since) else { continue };
+            let expires_ns = now_ns.saturating_add(left.as_nanos() as u64);
+            // The same handshake seen a tick later: within the clocks' skew.
+            if self.written.get(&endpoint).is_some_and(|w| w.abs_diff(expires_ns) < 1_000_000_000) {
+                continue;
+            }
+            self.mark(endpoint, expires_ns)?;
+            self.written.insert(endpoint, expires_ns);
+            wrote += 1;
+        }
+        self.written.retain(|_, expires_ns| *expires_ns > now_ns);
+        Ok(wrote)
+    }
+
+    /// Marks `endpoint` live until `expires_ns` (CLOCK_MONOTONIC).
+    pub fn mark(&mut self, endpoint: SocketAddr, expires_ns: u64) -> anyhow::Result<()> {
+        let key = endpoint_key(endpoint);
+        let index = live_slot_of(&key, self.seed);
+        self.table
+            .set(index, LiveEndpoint { endpoint: key, expires_ns }, 0)
+            .with_context(|| format!("marking {endpoint} live"))
+    }
+
+    /// Until when `endpoint` is live, if its slot holds it.
+    pub fn until(&self, endpoint: SocketAddr) -> anyhow::Result<Option<u64>> {
+        let key = endpoint_key(endpoint);
+        let entry = self.table.get(&live_slot_of(&key, self.seed), 0).context("reading live endpoint table")?;
+        Ok((entry.endpoint == key && entry.expires_ns != 0).then_some(entry.expires_ns))
+    }
+}
+
+/// The per-CPU share of a budget configured for the whole machine (at least
+/// 1 when the total is not 0): XDP runs on the CPU that received the frame,
+/// and each CPU has its own bucket.
+pub fn per_cpu_share(total: u32) -> u32 {
+    let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
+    if total == 0 {
+        0
+    } else {
+        total.div_ceil(cpus)
+    }
+}
+
 /// Every map of one attached instance.
 pub struct PinnedMaps {
     pub config: ConfigMap,
     pub stats: StatsMap,
+    /// The late gate's counters (the same verdicts, at the sockets).
+    pub late_stats: StatsMap,
     pub allow: AllowSlots,
     pub deny: DenyEndpoints,
+    pub live: LiveEndpoints,
 }
 
 impl PinnedMaps {
     pub fn open(pins: &PinDir) -> Result<Self, XdpError> {
         let config = Array::try_from(open(pins, MAP_CONFIG)?).context("GW_CONFIG type")?;
         let stats = PerCpuArray::try_from(open(pins, MAP_STATS)?).context("GW_STATS type")?;
+        let late_stats = PerCpuArray::try_from(open(pins, MAP_LATE_STATS)?).context("GW_LATE_STATS type")?;
         let allow = Array::try_from(open(pins, MAP_ALLOW_SLOTS)?).context("GW_ALLOW_SLOTS type")?;
         let table = Array::try_from(open(pins, MAP_DENY_ENDPOINTS)?).context("GW_DENY_ENDPOINTS type")?;
+        let live = Array::try_from(open(pins, MAP_LIVE_ENDPOINTS)?).context("GW_LIVE_ENDPOINTS type")?;
         let config = ConfigMap(config);
         let seed = config.get()?.hash_seed;
         Ok(PinnedMaps {
             config,
             stats: StatsMap(stats),
+            late_stats: StatsMap(late_stats),
             allow: AllowSlots(allow),
             deny: DenyEndpoints { table, seed },
+            live: LiveEndpoints { table: live, seed, written: Default::default() },
         })
     }
 

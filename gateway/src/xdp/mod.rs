@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod late_gate;
 pub mod loader;
 pub mod maps;
 pub mod testrun;

@@ -9,8 +9,14 @@
 //! blocks, Infura's words). `gateway chain follow --exit-when-synced` runs
 //! through it as configured by default and pinned to the fixed span, three
 //! alternating rounds of each, the median wall time reported.
-//! The proxy counts the calls. (The simulated 30-million-block part runs in the
-//! follower's deterministic harness once the sans-IO follower is in.)
+//! The proxy counts the calls.
+//!
+//! The simulated part: a Base-like chain (30 million blocks, the contract at
+//! block 5,000,000, 10,000 grants scattered after it) behind each provider's
+//! limits, call by call in `backfill_sim`: the follower's span policy and
+//! refusal classifier (gateway-core) against today's span logic, with a
+//! simulated 100 ms round trip. (The sans-IO follower's own harness replaces
+//! this loop once that follower is in.)
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant};
 use alloy::providers::Provider;
 use anyhow::{Context, Result};
 use gateway_tests::bench_args::{arg, json_path};
+use gateway_tests::backfill_sim;
 use gateway_tests::history::History;
 use gateway_tests::netns::gateway_bin;
 use gateway_tests::provider_limits::ProviderLimits;
@@ -80,8 +87,61 @@ async fn fewest_calls(history: &History, limits: &ProviderLimits, filter: Option
     Ok(limits.fewest_calls(history.chain.deploy_block, history.head, &blocks))
 }
 
+/// The simulated part: each provider's limits over a Base-like history.
+fn simulated(out: &mut impl std::io::Write) -> Result<Value> {
+    const FIRST: u64 = 5_000_000;
+    const LAST: u64 = 30_000_000;
+    const TOKENS: u64 = 10_000;
+    let logs = backfill_sim::grant_logs(FIRST, LAST, TOKENS);
+    let mut providers = serde_json::Map::new();
+    let mut totals = (0u64, 0u64, 0.0f64, 0.0f64);
+    writeln!(out, "simulated: blocks {FIRST}..={LAST}, {TOKENS} grants, {} ms a round trip", backfill_sim::SIMULATED_RTT.as_millis())?;
+    writeln!(out, "{:<14} {:>8} {:>8} {:>10} {:>9} {:>12} {:>12}", "provider", "fewest", "calls", "x fewest", "fixed", "fixed/calls", "seconds")?;
+    for (name, limits) in [
+        ("alchemy_free", ProviderLimits::alchemy_free()),
+        ("alchemy_paid", ProviderLimits::alchemy_paid()),
+        ("infura", ProviderLimits::infura()),
+        ("quicknode", ProviderLimits::quicknode()),
+        ("public_node", ProviderLimits::public_node()),
+    ] {
+        let fewest = limits.fewest_calls(FIRST, LAST, &logs);
+        let ours = backfill_sim::adaptive(&limits, &logs, FIRST, LAST)?;
+        let today = backfill_sim::fixed_span(&limits, &logs, FIRST, LAST, FIXED_SPAN);
+        let over_fewest = ours.calls as f64 / fewest as f64;
+        let fewer = today.calls as f64 / ours.calls as f64;
+        writeln!(out, "{name:<14} {fewest:>8} {:>8} {over_fewest:>10.3} {:>9} {fewer:>12.2} {:>12.1}", ours.calls, today.calls, ours.seconds)?;
+        providers.insert(
+            name.to_string(),
+            json!({
+                "fewest_calls": fewest,
+                "calls": ours.calls,
+                "refused": ours.refused,
+                "calls_fixed_span": today.calls,
+                "refused_fixed_span": today.refused,
+                "seconds": ours.seconds,
+                "seconds_fixed_span": today.seconds,
+                "calls_over_fewest": over_fewest,
+                "fixed_span_over_calls": fewer,
+            }),
+        );
+        totals = (totals.0 + ours.calls, totals.1 + today.calls, totals.2 + ours.seconds, totals.3 + today.seconds);
+    }
+    Ok(json!({
+        "first_block": FIRST,
+        "last_block": LAST,
+        "tokens": TOKENS,
+        "round_trip_ms": backfill_sim::SIMULATED_RTT.as_millis() as u64,
+        "calls": totals.0,
+        "calls_fixed_span": totals.1,
+        "seconds": totals.2,
+        "seconds_fixed_span": totals.3,
+        "providers": providers,
+    }))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    let simulated = simulated(&mut std::io::stdout().lock())?;
     let blocks = arg("--blocks", 20_000)?;
     let tokens = arg("--tokens", 2_000)?;
     let history = History::build(blocks, tokens).await?;
@@ -112,7 +172,7 @@ async fn main() -> Result<()> {
         "seconds": adaptive.seconds,
         "seconds_fixed_span": fixed.seconds,
     });
-    let report = json!({ "real": real, "simulated": Value::Null });
+    let report = json!({ "real": real, "simulated": simulated });
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "backfill of {} blocks with {tokens} grants (history built in {:.1} s)", real["blocks"], history.built_in.as_secs_f64())?;

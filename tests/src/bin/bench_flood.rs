@@ -9,7 +9,14 @@
 //! - `unknown-index`: transport packets to a receiver index no session has;
 //! - `denied-init`: handshake initiations from one endpoint (on the gateway,
 //!   an endpoint its XDP deny list holds, as after a rejection);
-//! - `spoofed-init`: handshake initiations from random spoofed sources (raw socket).
+//! - `spoofed-init`: handshake initiations from random spoofed sources (raw socket);
+//!   on the gateway also `spoofed-init-unbounded`, the same with the
+//!   unproven budget off (every spoofed source gets a fresh per-source
+//!   bucket, as before the budget), for the before/after of the same run.
+//!
+//! Then a node minted before the flood starts its first handshake with the
+//! gateway during a spoofed flood: how long it took, and how many of the
+//! flood's initiations the unproven budget dropped meanwhile.
 //!
 //! The generator sends batches with sendmmsg from two threads as fast as it can.
 //!
@@ -52,9 +59,10 @@ enum Flood {
     UnknownIndex,
     DeniedInit,
     SpoofedInit,
+    SpoofedInitUnbounded,
 }
 
-const FLOODS: [Flood; 4] = [Flood::None, Flood::UnknownIndex, Flood::DeniedInit, Flood::SpoofedInit];
+const FLOODS: [Flood; 5] = [Flood::None, Flood::UnknownIndex, Flood::DeniedInit, Flood::SpoofedInit, Flood::SpoofedInitUnbounded];
 
 /// Runs the flood from `ns` at `target` until `stop`; counts datagrams sent.
 fn start_flood(ns: &str, target: Ipv4Addr, flood: Flood, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Vec<std::thread::JoinHandle<()>> {
@@ -69,7 +77,7 @@ fn start_flood(ns: &str, target: Ipv4Addr, flood: Flood, stop: Arc<AtomicBool>, 
                     return;
                 }
                 let _ = match flood {
-                    Flood::SpoofedInit => spoofed(target, t, &stop, &sent),
+                    Flood::SpoofedInit | Flood::SpoofedInitUnbounded => spoofed(target, t, &stop, &sent),
                     _ => plain(target, flood, t, &stop, &sent),
                 };
             })
@@ -185,6 +193,10 @@ fn measure(t: &Target, lan: &Netns, flood: Flood, attacker: &str, seconds: u32, 
         Ok(XdpVerdict::ALL.iter().filter(|r| r.is_drop()).map(|r| s.get(*r)).sum())
     };
     let cpu = || gateway_tests::netns::cpu_seconds(t.pid);
+    let budget = match (flood, xdp_instance) {
+        (Flood::SpoofedInitUnbounded, Some(i)) => Some(UnprovenBudgetOff::new(i)?),
+        _ => None,
+    };
     let xdp_before = xdp_instance.map(drops).transpose()?;
     let port_drops_before = lan_port_drops(lan, t.server_ns)?;
     let threads = start_flood(attacker, t.flood_ip, flood, stop.clone(), sent.clone());
@@ -199,6 +211,7 @@ fn measure(t: &Target, lan: &Netns, flood: Flood, attacker: &str, seconds: u32, 
     for th in threads {
         let _ = th.join();
     }
+    drop(budget);
     let xdp_dropped = match (xdp_instance, xdp_before) {
         (Some(i), Some(b)) => Some(drops(i)? - b),
         _ => None,
@@ -218,6 +231,77 @@ fn measure(t: &Target, lan: &Netns, flood: Flood, attacker: &str, seconds: u32, 
         xdp_dropped,
         lost_on_the_way_in,
         retransmits,
+    })
+}
+
+/// Turns the gateway's unproven budget off until dropped (then back as it was).
+struct UnprovenBudgetOff {
+    instance: String,
+    saved: gateway_common::XdpConfig,
+}
+
+impl UnprovenBudgetOff {
+    fn new(instance: &str) -> Result<Self> {
+        let mut maps = PinnedMaps::open_instance(instance)?;
+        let saved = maps.config.get()?;
+        maps.config.set(gateway_common::XdpConfig { unproven_rate_per_sec: 0, ..saved })?;
+        Ok(UnprovenBudgetOff { instance: instance.to_string(), saved })
+    }
+}
+
+impl Drop for UnprovenBudgetOff {
+    fn drop(&mut self) {
+        if let Ok(mut maps) = PinnedMaps::open_instance(&self.instance) {
+            let _ = maps.config.set(self.saved);
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct FirstHandshake {
+    /// Whether the node's first handshake completed before the timeout.
+    completed: bool,
+    seconds: f64,
+    flood_packets_per_second: f64,
+    /// Flood initiations the unproven budget dropped meanwhile.
+    dropped_by_the_budget: u64,
+    /// Initiations that passed XDP meanwhile (the node's among them).
+    passed_xdp: u64,
+    /// Cookie replies the data plane sent meanwhile (it was under load).
+    cookie_replies: f64,
+    gateway_cpu_percent_of_a_core: f64,
+}
+
+/// A node granted before the flood starts its first handshake during one.
+fn first_handshake_under_flood(lab: &Lab, node: usize, keys: Keypair, attacker: &str, pid: u32) -> Result<FirstHandshake> {
+    let stat = |r: XdpVerdict| -> Result<u64> { Ok(PinnedMaps::open_instance(&lab.instance)?.stats.read()?.get(r)) };
+    let cookies = || lab.metric(r#"gw_wireguard_handshakes_total{result="cookie_reply"}"#);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let gw_ip: Ipv4Addr = gateway_tests::lab::GATEWAY_LAN_IP.parse()?;
+    let threads = start_flood(attacker, gw_ip, Flood::SpoofedInit, stop.clone(), sent.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let (budget0, passed0, cookies0, sent0, cpu0) =
+        (stat(XdpVerdict::DropUnprovenBudget)?, stat(XdpVerdict::PassHandshakeInit)?, cookies()?, sent.load(Ordering::Relaxed), gateway_tests::netns::cpu_seconds(pid)?);
+    let t0 = Instant::now();
+    // Token 2: host 3.
+    let _node = lab.start_node(node, keys, &format!("{TUNNEL_PREFIX}.3"))?;
+    let completed = lab.ping(node, &format!("{TUNNEL_PREFIX}.1"), Duration::from_secs(120));
+    let seconds = t0.elapsed().as_secs_f64();
+    let (budget1, passed1, cookies1, sent1, cpu1) =
+        (stat(XdpVerdict::DropUnprovenBudget)?, stat(XdpVerdict::PassHandshakeInit)?, cookies()?, sent.load(Ordering::Relaxed), gateway_tests::netns::cpu_seconds(pid)?);
+    stop.store(true, Ordering::Relaxed);
+    for th in threads {
+        let _ = th.join();
+    }
+    Ok(FirstHandshake {
+        completed,
+        seconds,
+        flood_packets_per_second: (sent1 - sent0) as f64 / seconds,
+        dropped_by_the_budget: budget1 - budget0,
+        passed_xdp: passed1 - passed0,
+        cookie_replies: cookies1 - cookies0,
+        gateway_cpu_percent_of_a_core: 100.0 * (cpu1 - cpu0) / seconds,
     })
 }
 
@@ -306,10 +390,13 @@ fn main() -> Result<()> {
     let seconds: u32 = args.iter().position(|a| a == "--seconds").and_then(|i| args.get(i + 1)).map(|v| v.parse()).transpose()?.unwrap_or(5);
     let json = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
 
-    // nodes: 0 gateway client, 1 attacker, 2 wireguard-go client, 3 boringtun client
-    let mut lab = Lab::new(4)?;
+    // nodes: 0 gateway client, 1 attacker, 2 wireguard-go client, 3 boringtun
+    // client, 4 the gateway's late joiner (token 2)
+    let mut lab = Lab::new(5)?;
     let keys = Keypair::generate(lab.dir.path(), "client")?;
     lab.node_cli(0, &["mint", DEV_ADDRESSES[1], "bench-client", "--pubkey", &keys.public, "--json"])?;
+    let joiner_keys = Keypair::generate(lab.dir.path(), "joiner")?;
+    lab.node_cli(0, &["mint", DEV_ADDRESSES[1], "late-joiner", "--pubkey", &joiner_keys.public, "--json"])?;
     lab.start_gateway("")?;
     let _client = lab.start_node(0, keys, &format!("{TUNNEL_PREFIX}.2"))?;
     anyhow::ensure!(lab.ping(0, &format!("{TUNNEL_PREFIX}.1"), Duration::from_secs(20)), "gateway tunnel up");
@@ -338,6 +425,9 @@ fn main() -> Result<()> {
     for t in targets.iter().filter(|t| only.as_deref().is_none_or(|o| o == t.name)) {
         let mut baseline = 0.0;
         for flood in FLOODS {
+            if flood == Flood::SpoofedInitUnbounded && t.name != "gateway" {
+                continue;
+            }
             let xdp = (t.name == "gateway").then_some(lab.instance.as_str());
             let r = measure(t, &lab.lan, flood, &attacker, seconds, xdp, baseline)?;
             if flood == Flood::None {
@@ -361,12 +451,28 @@ fn main() -> Result<()> {
             runs.push(r);
         }
     }
+    let mut first = None;
+    if only.as_deref().is_none_or(|o| o == "gateway") {
+        let f = first_handshake_under_flood(&lab, 4, joiner_keys, &attacker, gateway_pid)?;
+        writeln!(
+            std::io::stdout(),
+            "first handshake of a new node under a spoofed flood of {:.0} pkt/s: {} after {:.1} s; the unproven budget dropped {}, {} initiations passed XDP, {:.0} cookie replies, gateway CPU {:.1}%",
+            f.flood_packets_per_second,
+            if f.completed { "completed" } else { "NOT completed" },
+            f.seconds,
+            f.dropped_by_the_budget,
+            f.passed_xdp,
+            f.cookie_replies,
+            f.gateway_cpu_percent_of_a_core,
+        )?;
+        first = Some(f);
+    }
     if let Some(path) = json {
         let path = std::path::PathBuf::from(path);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(&path, serde_json::to_string_pretty(&serde_json::json!({ "seconds": seconds, "runs": runs }))?)?;
+        std::fs::write(&path, serde_json::to_string_pretty(&serde_json::json!({ "seconds": seconds, "runs": runs, "first_handshake_under_spoofed_flood": first }))?)?;
     }
     lab.stop_gateway()?;
     Ok(())
