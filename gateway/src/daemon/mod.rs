@@ -99,7 +99,7 @@ fn follower_config(config: &Config) -> anyhow::Result<FollowerConfig> {
         .chain
         .contract_address()
         .with_context(|| format!("chain.contract {:?} is not an address", config.chain.contract))?;
-    let mut f = FollowerConfig::new(config.chain.rpc_urls.clone(), contract.into());
+    let mut f = FollowerConfig::new(&config.chain.rpc_urls, contract);
     f.start_block = config.chain.start_block;
     f.confirmations = config.chain.confirmations;
     f.poll_interval = Duration::from_millis(config.chain.poll_interval_ms);
