@@ -175,6 +175,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         uapi: true,
         workers: 0,
         takeover: config.wireguard.takeover,
+        max_burst: crate::dataplane::DEFAULT_MAX_BURST.into(),
     })
     .context("starting the WireGuard data plane")?;
     tracing::info!(
