@@ -17,7 +17,7 @@
 //!                                      run(step) }
 //!   (key, endpoint) = rejected    => { let v = control.on_handshake(&key, endpoint, now, now_ns);
 //!                                      run(Step { ops: v.deny.into_iter().collect(), audit: v.audit.into_iter().collect(), .. }) }
-//!   _ = tick (1 s, or poll_timeout) => run(control.on_tick(now, now_ns)),
+//!   _ = sleep_until(control.poll_timeout(now)) => run(control.on_tick(now, now_ns)),
 //! } }
 //! // run(step): audit_log.write_all(&step.audit); plan::execute(&step.ops, control.applied_mut(),
 //! //   |op| match op { CloseSlot/OpenSlot/DenyEndpoint/LiftDeny => xdp maps, Add/RemoveWgPeer => data plane })
