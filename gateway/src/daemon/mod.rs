@@ -357,7 +357,11 @@ impl Loop<'_> {
     /// the core's `poll_timeout` (unix seconds) or a retry of failed ops.
     fn next_wake(&self) -> (Option<Duration>, &'static str) {
         let now = unix_now();
-        let core = self.lock().poll_timeout(now).map(|(due, why)| (Duration::from_secs(due.saturating_sub(now)), why));
+        // From the precise wall clock, not whole seconds: the sleep is
+        // started again after every other input (the endpoint refresh runs
+        // each second), so a rounded-up remainder would never run out.
+        let precise = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let core = self.lock().poll_timeout(now).map(|(due, why)| (Duration::from_secs(due).saturating_sub(precise), why));
         let retry = self.retry_at.map(|at| (at.saturating_duration_since(Instant::now()), "retry the ops that failed"));
         match [core, retry].into_iter().flatten().min_by_key(|(after, _)| *after) {
             Some((after, why)) => (Some(after), why),
@@ -382,22 +386,10 @@ impl Loop<'_> {
     fn on_device(&mut self, event: DeviceEvent) {
         match event {
             DeviceEvent::RejectedHandshake { public_key, endpoint } => {
-                let control = self.control.clone();
-                let mut control = control.lock().unwrap_or_else(|p| p.into_inner());
-                let verdict = control.on_handshake(&WgKey(public_key), endpoint, unix_now(), xdp::monotonic_now_ns());
-                if let Some(record) = &verdict.audit {
-                    if let Err(err) = self.audit.write(record) {
-                        tracing::error!(error = %err, "writing the audit log");
-                    }
-                }
-                if let Some(op) = verdict.deny {
-                    let ops = [op];
-                    let executor = &mut *self.executor;
-                    if let Err(err) = gateway_core::plan::execute(&ops, control.applied_mut(), |op| executor.apply(op)) {
-                        tracing::warn!(error = %err, "denying a rejected endpoint");
-                    }
-                }
+                let verdict = self.lock().on_handshake(&WgKey(public_key), endpoint, unix_now(), xdp::monotonic_now_ns());
                 tracing::info!(%endpoint, reason = ?verdict.decision, "handshake from a key without access");
+                // The same path as every other step: ops, audit, executor outcomes.
+                self.handle(verdict.into_step(), None);
             }
         }
     }
