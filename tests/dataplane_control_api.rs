@@ -35,6 +35,7 @@ fn access_layer_adds_rekeys_and_removes_a_peer_live() -> Result<()> {
         // Two shards whatever the machine: peers on both, hand-offs between.
         workers: 2,
         takeover: true,
+        max_burst: gateway::dataplane::DEFAULT_MAX_BURST.into(),
     };
     // Created inside the namespace; its threads and sockets stay there.
     let (dataplane, mut events) = gateway_ns.within(move || Dataplane::start(config))?;

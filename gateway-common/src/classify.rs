@@ -117,8 +117,9 @@ pub trait Gate {
     /// Rate-limit bucket `index`, to update in place.
     fn bucket_mut(&mut self, index: u32) -> Option<&mut RateBucket>;
     /// Until when (CLOCK_MONOTONIC ns) live-endpoint slot `index` holds
-    /// `endpoint`; `None`: empty or another endpoint.
-    fn live_until(&self, index: u32, endpoint: &EndpointKey) -> Option<u64>;
+    /// `endpoint`, and that endpoint's own bucket (this gate's); `None`:
+    /// empty or another endpoint.
+    fn live_mut(&mut self, index: u32, endpoint: &EndpointKey) -> Option<(u64, &mut RateBucket)>;
     /// The unproven budget's bucket (this CPU's, in the kernel).
     fn unproven_bucket_mut(&mut self) -> Option<&mut RateBucket>;
     /// Fragment table slot `index`, if it remembers datagram `key`.
@@ -741,18 +742,24 @@ fn initiation_verdict<P: Packet + ?Sized, G: Gate>(
     if cfg.handshake_rate_per_sec == 0 {
         return XdpVerdict::PassHandshakeInit;
     }
-    // Live peers' endpoints keep their own buckets; every other source,
-    // spoofed ones among them, first pays the one budget they share.
+    // Live peers' endpoints keep their own buckets (in their live slot);
+    // every other source, spoofed ones among them, first pays the one
+    // budget they share, then its source's bucket.
     if cfg.unproven_rate_per_sec != 0 {
-        let live = match gate.live_until(live_slot_of(&endpoint, cfg.hash_seed), &endpoint) {
-            Some(expires_ns) => expires_ns > now_ns,
-            None => false,
+        let own = match gate.live_mut(live_slot_of(&endpoint, cfg.hash_seed), &endpoint) {
+            Some((expires_ns, bucket)) if expires_ns > now_ns => {
+                Some(take_token(bucket, now_ns, cfg.handshake_rate_per_sec, cfg.handshake_burst))
+            }
+            _ => None,
         };
-        if !live {
-            if let Some(bucket) = gate.unproven_bucket_mut() {
-                if !take_token(bucket, now_ns, cfg.unproven_rate_per_sec, cfg.unproven_burst) {
-                    return XdpVerdict::DropUnprovenBudget;
-                }
+        match own {
+            Some(true) => return XdpVerdict::PassHandshakeInit,
+            Some(false) => return XdpVerdict::DropRateLimited,
+            None => {}
+        }
+        if let Some(bucket) = gate.unproven_bucket_mut() {
+            if !take_token(bucket, now_ns, cfg.unproven_rate_per_sec, cfg.unproven_burst) {
+                return XdpVerdict::DropUnprovenBudget;
             }
         }
     }

@@ -305,7 +305,7 @@ impl ModelGate {
     /// Marks `endpoint` live until `expires_ns`, as the daemon does.
     pub fn mark_live(&mut self, endpoint: crate::EndpointKey, expires_ns: u64) {
         let index = crate::live_slot_of(&endpoint, self.seed);
-        self.live.insert(index, crate::LiveEndpoint { endpoint, expires_ns });
+        self.live.insert(index, crate::LiveEndpoint::new(endpoint, expires_ns));
     }
 }
 
@@ -325,8 +325,8 @@ impl crate::Gate for ModelGate {
     fn bucket_mut(&mut self, index: u32) -> Option<&mut crate::RateBucket> {
         Some(self.buckets.entry(index).or_default())
     }
-    fn live_until(&self, index: u32, endpoint: &crate::EndpointKey) -> Option<u64> {
-        self.live.get(&index).filter(|e| e.endpoint == *endpoint).map(|e| e.expires_ns)
+    fn live_mut(&mut self, index: u32, endpoint: &crate::EndpointKey) -> Option<(u64, &mut crate::RateBucket)> {
+        self.live.get_mut(&index).filter(|e| e.endpoint == *endpoint).map(|e| (e.expires_ns, &mut e.bucket))
     }
     fn unproven_bucket_mut(&mut self) -> Option<&mut crate::RateBucket> {
         Some(&mut self.unproven)

@@ -148,14 +148,25 @@ pub struct DenyEntry {
     pub _pad: u32,
 }
 
-/// One slot of `GW_LIVE_ENDPOINTS`: an endpoint that completed a handshake
-/// and until when it counts as live (CLOCK_MONOTONIC ns). Empty:
-/// `expires_ns == 0`.
+/// One slot of `GW_LIVE_ENDPOINTS`: an endpoint that completed a handshake,
+/// until when it counts as live (CLOCK_MONOTONIC ns; empty: 0), and its own
+/// initiation buckets, one per gate, in the same slot: one lookup instead of
+/// two on the live path (`gateway xdp bench`: 85 ns, 1.35x the anchor, with
+/// the bucket in `GW_RATE_LIMIT`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LiveEndpoint {
     pub endpoint: EndpointKey,
     pub expires_ns: u64,
+    pub bucket: RateBucket,
+    pub late_bucket: RateBucket,
+}
+
+impl LiveEndpoint {
+    /// A fresh mark: full buckets.
+    pub fn new(endpoint: EndpointKey, expires_ns: u64) -> Self {
+        LiveEndpoint { endpoint, expires_ns, ..Default::default() }
+    }
 }
 
 /// One fragmented datagram, as RFC 791 and RFC 8200

@@ -147,6 +147,8 @@ impl Packet for Frame<'_> {
 struct Maps {
     buckets: &'static Array<RateBucket, { RATE_SLOTS as usize }>,
     unproven: &'static PerCpuArray<RateBucket, 1>,
+    /// Which of a live endpoint's two buckets is this gate's.
+    late: bool,
 }
 
 impl Gate for Maps {
@@ -183,13 +185,15 @@ impl Gate for Maps {
     }
 
     #[inline(always)]
-    fn live_until(&self, index: u32, endpoint: &EndpointKey) -> Option<u64> {
-        let slot = GW_LIVE_ENDPOINTS.get_ptr(index)?;
+    fn live_mut(&mut self, index: u32, endpoint: &EndpointKey) -> Option<(u64, &mut RateBucket)> {
+        let slot = GW_LIVE_ENDPOINTS.get_ptr_mut(index)?;
         // SAFETY: as in `deny_entry`: a map value of LiveEndpoint's size and
-        // a live EndpointKey, compared as three u64 words.
+        // a live EndpointKey, compared as three u64 words; the bucket is
+        // plain integers (races between CPUs only make it approximate).
         unsafe {
             if same_words::<3>(slot as *const u64, endpoint as *const EndpointKey as *const u64) {
-                Some((*slot).expires_ns)
+                let bucket = if self.late { &mut (*slot).late_bucket } else { &mut (*slot).bucket };
+                Some(((*slot).expires_ns, bucket))
             } else {
                 None
             }
@@ -270,7 +274,7 @@ fn try_gateway_xdp(ctx: &XdpContext) -> u32 {
         None => return xdp_action::XDP_PASS,
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let mut maps = Maps { buckets: &GW_RATE_LIMIT, unproven: &GW_UNPROVEN_BUDGET };
+    let mut maps = Maps { buckets: &GW_RATE_LIMIT, unproven: &GW_UNPROVEN_BUDGET, late: false };
     let reason = classify(&Frame(ctx), &cfg, &mut maps, || unsafe { bpf_ktime_get_coarse_ns() });
     count(&GW_STATS, reason);
     if reason.is_drop() && cfg.mode == MODE_ENFORCE {
@@ -429,7 +433,7 @@ fn try_gateway_late_gate(ctx: &SkBuffContext) -> i64 {
     // SAFETY: two __sk_buff fields every socket filter may read.
     let (segments, segment) = unsafe { ((*skb).gso_segs, (*skb).gso_size) };
     let coalesced = Coalesced { segment: segment as usize, count: segments as usize };
-    let mut maps = Maps { buckets: &GW_LATE_RATE_LIMIT, unproven: &GW_LATE_UNPROVEN_BUDGET };
+    let mut maps = Maps { buckets: &GW_LATE_RATE_LIMIT, unproven: &GW_LATE_UNPROVEN_BUDGET, late: true };
     // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
     let verdict = classify_datagram(&Datagram::new(skb), &cfg, &mut maps, || unsafe { bpf_ktime_get_coarse_ns() }, coalesced);
     count(&GW_LATE_STATS, verdict);

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod fault;
 pub mod http;
 pub mod logging;
 pub mod netns;

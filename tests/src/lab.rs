@@ -132,10 +132,16 @@ impl Lab {
 
     /// `rpc` is the TOML list body of `chain.rpc_urls` (one quoted URL, or several).
     pub fn start_gateway_full(&mut self, rpc: &str, poll_interval_ms: u64, extra_toml: &str) -> Result<()> {
+        self.write_config(rpc, poll_interval_ms, extra_toml)?;
+        self.restart_gateway()
+    }
+
+    /// Writes the gateway's configuration (see [`start_gateway_full`](Self::start_gateway_full)).
+    pub fn write_config(&mut self, rpc: &str, poll_interval_ms: u64, extra_toml: &str) -> Result<()> {
         let config = self.gateway_config(rpc, poll_interval_ms, extra_toml);
         self.config_path = self.dir.path().join("gateway.toml");
         std::fs::write(&self.config_path, config)?;
-        self.restart_gateway()
+        Ok(())
     }
 
     /// The gateway's configuration as [`start_gateway_full`](Self::start_gateway_full)
@@ -183,15 +189,7 @@ listen = "127.0.0.1:{HTTP_PORT}"
     /// Starts `gateway run` with the configuration already written, its log
     /// appended to [`log_path`](Self::log_path), and waits until it is ready.
     pub fn restart_gateway(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
-        let mut cmd = Command::new(gateway_bin());
-        cmd.args(["--netns", self.gw.name(), "run", "--config"])
-            .arg(&self.config_path)
-            .env("RUST_LOG", "info")
-            .envs(self.gateway_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        self.gateway = Some(ChildGuard::spawn(cmd, "gateway run")?);
+        self.spawn_gateway()?;
         let log_path = self.log_path();
         wait_for("gateway ready", Duration::from_secs(30), || {
             if let Some(g) = self.gateway.as_mut() {
@@ -202,6 +200,27 @@ listen = "127.0.0.1:{HTTP_PORT}"
             }
             Ok(matches!(self.http_get("/readyz"), Ok((200, _))).then_some(()))
         })
+    }
+
+    /// Starts `gateway run` without waiting for it (a restart while the
+    /// chain is out of reach never gets ready).
+    pub fn spawn_gateway(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let mut cmd = Command::new(gateway_bin());
+        cmd.args(["--netns", self.gw.name(), "run", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .envs(self.gateway_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        self.gateway = Some(ChildGuard::spawn(cmd, "gateway run")?);
+        Ok(())
+    }
+
+    /// How the gateway ended, once it has (`None` while it runs or when none
+    /// was started); the status is kept until the next start.
+    pub fn gateway_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.gateway.as_mut().and_then(|g| g.child_mut().try_wait().ok().flatten())
     }
 
     /// The running gateway's process id.

@@ -4,6 +4,7 @@
 pub mod anvil;
 pub mod backfill_sim;
 pub mod bench_args;
+pub mod chaos;
 pub mod container;
 pub mod container_story;
 pub mod cutproxy;

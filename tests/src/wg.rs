@@ -169,16 +169,25 @@ impl GatewayProcess {
 
     /// The same with extra `dataplane run` arguments (`--workers 2`).
     pub fn start_with(ns: &Netns, dir: &Path, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
+        Self::start_program(&gateway_bin(), ns, dir, peers, extra)
+    }
+
+    /// The same with another gateway binary (a benchmark's baseline build).
+    pub fn start_program(binary: &Path, ns: &Netns, dir: &Path, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
         let iface = unique_name("wgg");
         let keys = Keypair::generate(dir, &iface)?;
-        Self::start_as(ns, &iface, keys, peers, extra)
+        Self::launch(binary, ns, &iface, keys, peers, extra)
     }
 
     /// The same with a given interface name and key (a restart, or a second
     /// gateway with the first one's key) and `extra` arguments.
     pub fn start_as(ns: &Netns, iface: &str, keys: Keypair, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
+        Self::launch(&gateway_bin(), ns, iface, keys, peers, extra)
+    }
+
+    fn launch(binary: &Path, ns: &Netns, iface: &str, keys: Keypair, peers: &[(String, String)], extra: &[&str]) -> Result<Self> {
         let iface = iface.to_string();
-        let mut cmd = Command::new(gateway_bin());
+        let mut cmd = Command::new(binary);
         cmd.args(["--netns", ns.name(), "dataplane", "run", "--iface", &iface])
             .args(["--listen-port", &WG_PORT.to_string(), "--private-key-file", keys.private_path()])
             .args(["--address", &format!("{TUNNEL_PREFIX}.1/24"), "--address", &format!("{TUNNEL_PREFIX6}:1/64")])

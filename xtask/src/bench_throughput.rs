@@ -23,6 +23,12 @@ pub struct ThroughputArgs {
     /// Gateway worker counts, one row each (e.g. `1,2`); default: the gateway's own.
     #[arg(long)]
     workers: Option<String>,
+    /// Gateway burst bounds (`--max-burst`), one row each (e.g. `64,16`).
+    #[arg(long)]
+    bursts: Option<String>,
+    /// Another gateway binary measured as one more row (e.g. a build of main).
+    #[arg(long)]
+    baseline: Option<String>,
 }
 
 /// The crates.io peers and the versions the figures in docs/BENCHMARKS.md used.
@@ -39,6 +45,12 @@ pub fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
     }
     if let Some(workers) = &args.workers {
         driver_args.extend(["--workers", workers]);
+    }
+    if let Some(bursts) = &args.bursts {
+        driver_args.extend(["--bursts", bursts]);
+    }
+    if let Some(baseline) = &args.baseline {
+        driver_args.extend(["--baseline", baseline]);
     }
     let mut json = String::from("throughput");
     if args.peers > 1 {

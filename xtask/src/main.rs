@@ -106,6 +106,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2_000)]
         tokens: u64,
     },
+    /// SIGKILL of the gateway holding the floating address to the first ping
+    /// reply through the standby (keepalived pair), p50/p99, beside the same
+    /// failovers with the takeover off (the nodes' own timers).
+    Failover {
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
     /// Revoke-transaction receipt to the first in-kernel drop of that peer's
     /// packets, p50/p99 over many revocations, WebSocket and HTTP polling.
     Revocation {
@@ -149,6 +156,7 @@ fn main() -> std::process::ExitCode {
             &["--blocks", &blocks.to_string(), "--tokens", &tokens.to_string()],
             "backfill.json",
         ),
+        Command::Bench(BenchCommand::Failover { count }) => util::bench_driver("bench-failover", &["--count", &count.to_string()], "failover.json"),
         Command::Bench(BenchCommand::Scale { tokens }) => util::bench_driver("bench-scale", &["--tokens", &tokens.to_string()], "scale.json"),
         Command::Bench(BenchCommand::Flood { seconds }) => util::bench_driver("bench-flood", &["--seconds", &seconds.to_string()], "flood.json"),
         Command::Bench(BenchCommand::Access { tokens }) => util::bench_driver("bench-access", &["--tokens", &tokens.to_string()], "access.json"),

@@ -1,36 +1,38 @@
 //! Holds grants back until they have the configured confirmations, while
 //! revocations, transfers and rekeys pass at first sight (pure).
 //!
-//! A held grant that a later event touched (revoked, transferred, rekeyed,
-//! reorged) is not released as the original `Granted`: its log no longer
-//! describes the token, so the follower re-reads the token instead.
+//! Two kinds of entries wait here, in chain order: a grant log, delivered as
+//! it is once confirmed, and a re-read of a token whose log (a rekey) named
+//! a new key: the new key is a grant too, so the token is re-read only once
+//! that log is confirmed. A held grant that a later event touched (revoked,
+//! transferred, rekeyed) is not released as the original `Granted`: its log
+//! no longer describes the token, so the follower re-reads the token instead.
 
 use std::collections::BTreeMap;
 
-use super::event::ChainEvent;
+use super::event::{ChainEvent, SnapshotCause};
 use super::ids::{Address, TokenId};
 
-/// What to do with a grant whose confirmations are complete.
+/// What to do with an entry whose confirmations are complete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Release {
     /// Deliver the grant as logged.
     Grant(ChainEvent),
-    /// A later event changed the token: re-read it and deliver a snapshot.
-    Reread(TokenId),
+    /// Re-read the token and deliver a snapshot.
+    Reread(TokenId, SnapshotCause),
 }
 
 #[derive(Clone, Debug)]
-struct HeldGrant {
-    token_id: TokenId,
-    event: ChainEvent,
-    touched: bool,
+enum Held {
+    Grant { event: ChainEvent, touched: bool },
+    Reread(SnapshotCause),
 }
 
-/// Grants waiting for confirmations, in chain order.
+/// Entries waiting for confirmations, in chain order.
 #[derive(Clone, Debug, Default)]
 pub struct HeldGrants {
-    /// Keyed by (block number, log index): chain order.
-    held: BTreeMap<(u64, u64), HeldGrant>,
+    /// Keyed by (block number, log index, token): chain order.
+    held: BTreeMap<(u64, u64, TokenId), Held>,
 }
 
 /// A log in block `block` has `head - block + 1` confirmations once `head` is
@@ -39,61 +41,79 @@ pub fn is_confirmed(block: u64, head: u64, required: u64) -> bool {
     head.saturating_add(1) >= block.saturating_add(required.max(1))
 }
 
+/// The highest block whose logs are confirmed at `head`: the state a grant
+/// is read at (`head` itself for 0 or 1 confirmations).
+pub fn confirmed_height(head: u64, required: u64) -> u64 {
+    head.saturating_add(1).saturating_sub(required.max(1))
+}
+
 impl HeldGrants {
     pub fn hold(&mut self, token_id: TokenId, block: u64, log_index: u64, event: ChainEvent) {
-        self.held.insert((block, log_index), HeldGrant { token_id, event, touched: false });
+        self.held.insert((block, log_index, token_id), Held::Grant { event, touched: false });
+    }
+
+    /// `token_id` is to be re-read once the log at (`block`, `log_index`) is confirmed.
+    pub fn hold_reread(&mut self, token_id: TokenId, block: u64, log_index: u64, cause: SnapshotCause) {
+        self.held.entry((block, log_index, token_id)).or_insert(Held::Reread(cause));
     }
 
     /// A revoke, transfer or rekey of `token_id` was seen; returns whether a grant of it is held.
     pub fn touch(&mut self, token_id: TokenId) -> bool {
         let mut found = false;
-        for grant in self.held.values_mut().filter(|g| g.token_id == token_id) {
-            grant.touched = true;
-            found = true;
+        for ((_, _, token), held) in self.held.iter_mut() {
+            if let (true, Held::Grant { touched, .. }) = (*token == token_id, held) {
+                *touched = true;
+                found = true;
+            }
         }
         found
     }
 
     /// A `PublicKeyUpdated` of `owner` was seen; it may concern any of their held grants.
     pub fn touch_owned_by(&mut self, owner: &Address) {
-        for grant in self.held.values_mut() {
-            if matches!(&grant.event, ChainEvent::Granted { owner: granted_to, .. } if granted_to == owner) {
-                grant.touched = true;
+        for held in self.held.values_mut() {
+            if let Held::Grant { event: ChainEvent::Granted { owner: granted_to, .. }, touched } = held {
+                if granted_to == owner {
+                    *touched = true;
+                }
             }
         }
     }
 
     pub fn is_held(&self, token_id: TokenId) -> bool {
-        self.held.values().any(|g| g.token_id == token_id)
+        self.held.keys().any(|(_, _, t)| *t == token_id)
     }
 
-    /// The oldest block holding a grant: the cursor may not pass it, or a
-    /// restart would lose the grant.
+    /// The oldest block holding an entry: the cursor may not pass it, or a
+    /// restart would lose it.
     pub fn earliest_block(&self) -> Option<u64> {
-        self.held.keys().next().map(|&(block, _)| block)
+        self.held.keys().next().map(|&(block, _, _)| block)
     }
 
-    /// Releases, in chain order, every grant confirmed at `head`.
+    /// Releases, in chain order, every entry confirmed at `head`.
     pub fn release(&mut self, head: u64, required: u64) -> Vec<Release> {
         let mut released = Vec::new();
         while let Some(entry) = self.held.first_entry() {
-            let (block, _) = *entry.key();
+            let (block, _, token_id) = *entry.key();
             if !is_confirmed(block, head, required) {
                 break;
             }
-            let grant = entry.remove();
-            released.push(if grant.touched { Release::Reread(grant.token_id) } else { Release::Grant(grant.event) });
+            released.push(match entry.remove() {
+                Held::Grant { touched: true, .. } => Release::Reread(token_id, SnapshotCause::Reconcile),
+                Held::Grant { event, touched: false } => Release::Grant(event),
+                Held::Reread(cause) => Release::Reread(token_id, cause),
+            });
         }
         released
     }
 
-    /// Forgets grants logged after `block` (reorged out); returns their tokens.
+    /// Forgets entries logged after `block` (reorged out); returns their tokens.
     pub fn forget_after(&mut self, block: u64) -> Vec<TokenId> {
         let Some(first_gone) = block.checked_add(1) else {
             return Vec::new();
         };
-        let gone = self.held.split_off(&(first_gone, 0));
-        gone.into_values().map(|g| g.token_id).collect()
+        let gone = self.held.split_off(&(first_gone, 0, 0));
+        gone.into_keys().map(|(_, _, t)| t).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -110,8 +130,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::testing::{block_hash, owner, tx_hash};
     use crate::chain::event::LogMeta;
+    use crate::testing::{block_hash, owner, tx_hash};
 
     fn grant(token_id: TokenId, block: u64) -> ChainEvent {
         ChainEvent::Granted {
@@ -130,6 +150,15 @@ mod tests {
         assert!(!is_confirmed(10, 10, 2));
         assert!(is_confirmed(10, 11, 2));
         assert!(!is_confirmed(10, 9, 0), "a block above the head is not confirmed");
+        assert_eq!(confirmed_height(11, 2), 10);
+        assert_eq!(confirmed_height(11, 0), 11);
+        assert_eq!(confirmed_height(1, 5), 0);
+        // Below `required` blocks nothing is confirmed and the height
+        // saturates at genesis, whose state holds no token.
+        assert_eq!(confirmed_height(0, 9), 0);
+        for (block, head, required) in [(10, 11, 2), (10, 10, 2), (3, 3, 0), (1, 0, 9)] {
+            assert_eq!(is_confirmed(block, head, required), block <= confirmed_height(head, required) && block <= head);
+        }
     }
 
     #[test]
@@ -151,7 +180,18 @@ mod tests {
         held.hold(7, 5, 0, grant(7, 5));
         assert!(held.touch(7));
         assert!(!held.touch(8));
-        assert_eq!(held.release(100, 2), vec![Release::Reread(7)]);
+        assert_eq!(held.release(100, 2), vec![Release::Reread(7, SnapshotCause::Reconcile)]);
+    }
+
+    #[test]
+    fn a_rekeyed_token_is_reread_once_the_rekey_is_confirmed() {
+        let mut held = HeldGrants::default();
+        held.hold_reread(4, 9, 1, SnapshotCause::KeyUpdated);
+        held.hold_reread(4, 9, 1, SnapshotCause::KeyUpdated);
+        assert_eq!(held.len(), 1, "the same log holds one re-read");
+        assert!(held.is_held(4));
+        assert!(held.release(9, 2).is_empty());
+        assert_eq!(held.release(10, 2), vec![Release::Reread(4, SnapshotCause::KeyUpdated)]);
     }
 
     #[test]
@@ -167,17 +207,18 @@ mod tests {
         });
         held.touch_owned_by(&owner(1));
         let released = held.release(5, 0);
-        assert_eq!(released[0], Release::Reread(1));
+        assert_eq!(released[0], Release::Reread(1, SnapshotCause::Reconcile));
         assert!(matches!(released[1], Release::Grant(ChainEvent::Granted { token_id: 2, .. })));
     }
 
     #[test]
-    fn reorg_forgets_grants_after_the_common_ancestor() {
+    fn reorg_forgets_entries_after_the_common_ancestor() {
         let mut held = HeldGrants::default();
         held.hold(1, 5, 0, grant(1, 5));
         held.hold(2, 6, 0, grant(2, 6));
         held.hold(3, 7, 1, grant(3, 7));
-        assert_eq!(held.forget_after(5), vec![2, 3]);
+        held.hold_reread(9, 7, 2, SnapshotCause::KeyUpdated);
+        assert_eq!(held.forget_after(5), vec![2, 3, 9]);
         assert_eq!(held.len(), 1);
         assert!(held.is_held(1));
         assert!(held.forget_after(u64::MAX).is_empty());

@@ -16,8 +16,8 @@
 //!                                      if step.persist { store.save(control.registry())? }
 //!                                      run(step) }
 //!   (key, endpoint) = rejected    => { let v = control.on_handshake(&key, endpoint, now, now_ns);
-//!                                      run(Step { ops: v.deny.into_iter().collect(), audit: v.audit.into_iter().collect(), .. }) }
-//!   _ = tick (1 s, or poll_timeout) => run(control.on_tick(now, now_ns)),
+//!                                      run(v.into_step()) }
+//!   _ = sleep_until(control.poll_timeout(now)) => run(control.on_tick(now, now_ns)),
 //! } }
 //! // run(step): audit_log.write_all(&step.audit); plan::execute(&step.ops, control.applied_mut(),
 //! //   |op| match op { CloseSlot/OpenSlot/DenyEndpoint/LiftDeny => xdp maps, Add/RemoveWgPeer => data plane })
@@ -65,6 +65,14 @@ pub struct HandshakeVerdict {
     /// For a refused key: the `rejected_handshake` record, unless the audit
     /// rate limit held it back.
     pub audit: Option<AuditRecord>,
+}
+
+impl HandshakeVerdict {
+    /// The verdict as the same [`Step`] every other input gives: the deny
+    /// op and the audit record, executed and written by the one path.
+    pub fn into_step(self) -> Step {
+        Step { ops: self.deny.into_iter().collect(), audit: self.audit.into_iter().collect(), persist: false }
+    }
 }
 
 pub struct Control {
@@ -422,5 +430,7 @@ mod tests {
         assert!(v.decision.allowed && v.deny.is_none() && v.audit.is_none());
         let v = c.on_handshake(&key(12), ep, 100, 0);
         assert!(!v.decision.allowed && v.deny.is_some() && v.audit.is_some());
+        let step = v.clone().into_step();
+        assert_eq!((step.ops, step.audit, step.persist), (v.deny.into_iter().collect(), v.audit.into_iter().collect(), false));
     }
 }

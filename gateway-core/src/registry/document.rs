@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::key::{validate_node_id, WgKey};
 use super::network::Network;
+use super::reason::AccessReason;
 use super::state::{ChainPosition, Registry, Retired, TokenRecord, Unbind};
 use crate::chain::{Address, Cursor, TokenId, TxHash};
 use crate::time::{parse_rfc3339, rfc3339};
@@ -116,10 +117,41 @@ mod token_id_repr {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "FlatRetired", into = "FlatRetired")]
 pub struct RetiredEntry {
     pub public_key: WgKey,
-    #[serde(flatten)]
     pub retired: Retired,
+}
+
+/// A retired entry as it lies in the file, one flat object. Spelled out
+/// rather than `#[serde(flatten)]`: serde buffers flattened fields in a form
+/// that has no 128-bit integers, so every file holding a retired key (any
+/// transfer or rekey) failed to load with "u128 is not supported".
+#[derive(Serialize, Deserialize)]
+struct FlatRetired {
+    public_key: WgKey,
+    #[serde(with = "token_id_repr")]
+    token_id: TokenId,
+    reason: AccessReason,
+    node_id: String,
+    #[serde(default)]
+    owner: Option<Address>,
+}
+
+impl From<FlatRetired> for RetiredEntry {
+    fn from(f: FlatRetired) -> Self {
+        RetiredEntry {
+            public_key: f.public_key,
+            retired: Retired { token_id: f.token_id, reason: f.reason, node_id: f.node_id, owner: f.owner },
+        }
+    }
+}
+
+impl From<RetiredEntry> for FlatRetired {
+    fn from(e: RetiredEntry) -> Self {
+        let Retired { token_id, reason, node_id, owner } = e.retired;
+        FlatRetired { public_key: e.public_key, token_id, reason, node_id, owner }
+    }
 }
 
 /// Why a document cannot become a registry.

@@ -90,7 +90,7 @@ pub fn from_chain(rpc: &str, contract: &str, from_block: u64, cidr: &str, public
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel(10_000);
-        let mut config = FollowerConfig::new(vec![rpc.to_string()], address.into());
+        let mut config = FollowerConfig::new([rpc], address);
         config.start_block = from_block;
         let follower = Follower::new(config, Default::default(), tx)?;
         let task = tokio::spawn(follower.run());

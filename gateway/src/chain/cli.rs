@@ -66,13 +66,13 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
 }
 
 async fn follow(args: FollowArgs) -> anyhow::Result<()> {
-    let mut config = FollowerConfig::new(args.rpc_urls, args.contract);
+    let mut config = FollowerConfig::new(&args.rpc_urls, args.contract);
     config.start_block = args.from_block;
     config.confirmations = args.confirmations;
     config.poll_interval = Duration::from_millis(args.poll_interval_ms);
     config.reconcile_interval = Duration::from_secs(args.reconcile_secs);
     config.max_block_span = args.max_block_span;
-    config.chain_id = super::identity::establish(&config.rpc_urls, args.contract.into(), args.chain_id, None, config.call_timeout).await?;
+    config.chain_id = super::identity::establish(&args.rpc_urls, args.contract.into(), args.chain_id, None, config.call_timeout).await?;
     let start_cursor = match &args.cursor {
         Some(path) => cursor::load(path)?,
         None => None,

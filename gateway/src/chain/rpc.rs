@@ -1,17 +1,21 @@
-//! A pool of RPC endpoints with failover and exponential backoff (I/O edge).
-//! Every failure is logged with the endpoint that produced it.
+//! A pool of RPC endpoints with failover and exponential backoff, for
+//! one-off typed reads (`gateway node`, benches) (I/O edge). Every failure
+//! is logged with the endpoint that produced it. The chain follower does not
+//! use it: its failover is part of its state machine in `gateway_core`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::Header;
-use futures::stream::BoxStream;
-use futures::StreamExt;
+
+use alloy::primitives::{Address, U256};
 
 use gateway_core::chain::backoff::{try_order, Backoff, EndpointHealth};
 use gateway_core::chain::chain_id::{check_endpoint, EndpointChain};
-use gateway_core::chain::ChainEvent;
+use gateway_core::chain::endpoints::redact_url;
+use gateway_core::chain::{ChainEvent, TokenId, TokenSnapshot};
+
+use super::contract::DstackAccessNFT;
 
 /// A hung endpoint must not stall the follower; a healthy node answers a
 /// 2,000-block `eth_getLogs` well within this.
@@ -156,22 +160,6 @@ impl RpcPool {
             }
         }
         Err(RpcError::AllDown { what, last })
-    }
-
-    /// New block headers from the current endpoint, when it is a WebSocket.
-    pub async fn subscribe_heads(&mut self) -> Option<BoxStream<'static, Header>> {
-        let index = self.current;
-        if !self.endpoints[index].is_pubsub() {
-            return None;
-        }
-        let provider = self.connect(index, self.call_timeout).await.ok()?;
-        match provider.subscribe_blocks().await {
-            Ok(subscription) => Some(subscription.into_stream().boxed()),
-            Err(err) => {
-                tracing::warn!(endpoint = %self.endpoints[index].label, error = %err, "subscribing to new heads failed; polling");
-                None
-            }
-        }
     }
 
     fn health(&self) -> Vec<EndpointHealth> {
@@ -331,23 +319,56 @@ fn mono_now() -> gateway_core::time::MonoTime {
     gateway_core::time::MonoTime::from_nanos(crate::xdp::monotonic_now_ns())
 }
 
-/// `scheme://host:port`, plus `/…` when the URL had a path or query that may
-/// hold a provider API key.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    // user:password@host
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let tail = &rest[authority_end..];
-    let hidden = if tail.is_empty() || tail == "/" { "" } else { "/…" };
-    let prefix = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
-    format!("{prefix}{host}{hidden}")
-}
-
 /// Transport errors quote the URL they failed on; show the redacted one instead.
 fn redact_error(error: &str, url: &str, label: &str) -> String {
     error.replace(url, label).replace(url.trim_end_matches('/'), label)
+}
+
+pub async fn latest_block(rpc: &mut RpcPool) -> Result<u64, RpcError> {
+    rpc.call("eth_blockNumber", |p| async move { Ok(p.get_block_number().await?) }).await
+}
+
+/// Reads one token's state (`getNodeAccess`, `ownerOf`) at `block_number`
+/// (both calls see the same state). A token the contract does not know (never
+/// minted, burned, reorged out) is an inactive snapshot with no owner, not an error.
+pub async fn read_token(
+    rpc: &mut RpcPool,
+    contract: Address,
+    token_id: TokenId,
+    block_number: u64,
+) -> Result<TokenSnapshot, RpcError> {
+    let id = U256::from(token_id);
+    let access = rpc
+        .call("getNodeAccess", |p| async move {
+            let access = DstackAccessNFT::new(contract, p).getNodeAccess(id).block(block_number.into()).call().await?;
+            Ok((access.nodeId, access.wireguardPublicKey, access.createdAt, access.isActive))
+        })
+        .await;
+    let (node_id, public_key, created_at, is_active) = match access {
+        Ok(access) => access,
+        Err(RpcError::Rejected { .. }) => (String::new(), String::new(), U256::ZERO, false),
+        Err(err) => return Err(err),
+    };
+    let owner = rpc
+        .call("ownerOf", |p| async move {
+            match DstackAccessNFT::new(contract, p).ownerOf(id).block(block_number.into()).call().await {
+                Ok(owner) => Ok(Some(gateway_core::chain::Address::from(owner))),
+                Err(err) => match CallError::from(err) {
+                    CallError::Rejected(_) => Ok(None),
+                    transport => Err(transport),
+                },
+            }
+        })
+        .await?;
+    Ok(TokenSnapshot {
+        token_id,
+        node_id,
+        public_key,
+        created_at: u64::try_from(created_at).unwrap_or(u64::MAX),
+        is_active,
+        owner,
+        block_number,
+    })
 }
 
 #[cfg(test)]
@@ -355,11 +376,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_keeps_the_host_and_hides_keys() {
-        assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
-        assert_eq!(redact_url("http://127.0.0.1:8545/"), "http://127.0.0.1:8545");
-        assert_eq!(redact_url("https://base-mainnet.example/v2/SECRETKEY"), "https://base-mainnet.example/…");
-        assert_eq!(redact_url("wss://user:pass@rpc.example:443/ws?key=SECRET"), "wss://rpc.example:443/…");
+    fn errors_show_the_redacted_url() {
         let error = "error sending request for url (https://rpc.example/v2/SECRET)";
         let url = "https://rpc.example/v2/SECRET";
         assert!(!redact_error(error, url, &redact_url(url)).contains("SECRET"));

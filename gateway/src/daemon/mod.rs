@@ -27,12 +27,18 @@ use tokio::sync::mpsc;
 
 /// Chain events waiting for the loop; the follower blocks beyond this.
 const CHAIN_CHANNEL_DEPTH: usize = 4096;
-/// The loop re-plans at least this often (staleness policy, failed ops).
-const TICK: Duration = Duration::from_secs(1);
+/// How often the data plane's peers are read for their endpoints: the core
+/// denies a revoked peer's last endpoint, and the kernel keeps live peers'
+/// initiations off the shared budget. Sampling, not planning: the loop
+/// re-plans only on an input or at the core's `poll_timeout`.
+const ENDPOINT_REFRESH: Duration = Duration::from_secs(1);
+/// After an op failed, the plan (which holds the ops not applied) is tried
+/// again this much later.
+const RETRY_FAILED_OPS: Duration = Duration::from_secs(1);
 /// How often the live peers and the pinned allow map are read back and
-/// compared with what was applied. Reading all 65,536 slots of the allow
-/// map costs a few tens of milliseconds of one core; a hand-made change
-/// lives at most this long.
+/// compared with what was applied. Reading the allow map is one lookup
+/// syscall per slot (65,536; not measured here); a hand-made change lives
+/// at most this long.
 const DRIFT_CHECK: Duration = Duration::from_secs(10);
 
 /// Runs the gateway until SIGTERM or SIGINT.
@@ -99,7 +105,7 @@ fn follower_config(config: &Config) -> anyhow::Result<FollowerConfig> {
         .chain
         .contract_address()
         .with_context(|| format!("chain.contract {:?} is not an address", config.chain.contract))?;
-    let mut f = FollowerConfig::new(config.chain.rpc_urls.clone(), contract.into());
+    let mut f = FollowerConfig::new(&config.chain.rpc_urls, contract);
     f.start_block = config.chain.start_block;
     f.confirmations = config.chain.confirmations;
     f.poll_interval = Duration::from_millis(config.chain.poll_interval_ms);
@@ -169,6 +175,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         uapi: true,
         workers: 0,
         takeover: config.wireguard.takeover,
+        max_burst: crate::dataplane::DEFAULT_MAX_BURST.into(),
     })
     .context("starting the WireGuard data plane")?;
     tracing::info!(
@@ -233,17 +240,26 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
 
-    let mut lp = Loop { control, executor: &mut executor, audit: &mut audit, store: &store, status: &status, zone };
+    let mut lp = Loop { control, executor: &mut executor, audit: &mut audit, store: &store, status: &status, zone, retry_at: None };
     let start_step = lp.lock().on_start(open_in_kernel.into_iter().map(PeerSlot), unix_now(), xdp::monotonic_now_ns());
     lp.handle(start_step, None);
 
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut endpoint_refresh = tokio::time::interval(ENDPOINT_REFRESH);
+    endpoint_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Its first tick is at once: the start-up check.
     let mut drift_check = tokio::time::interval(DRIFT_CHECK);
     drift_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // The loop sleeps until the core's deadline (the chain state reaching
+        // its maximum age) or a retry of failed ops, whichever is first.
+        let (wake_in, why) = lp.next_wake();
+        tracing::trace!(?wake_in, why, "loop waiting");
         tokio::select! {
+            () = tokio::time::sleep(wake_in.unwrap_or(Duration::MAX)), if wake_in.is_some() => {
+                lp.retry_at = None;
+                let step = lp.lock().on_tick(unix_now(), xdp::monotonic_now_ns());
+                lp.handle(step, None);
+            }
             Some(first) = chain_rx.recv() => {
                 let received = Instant::now();
                 let mut batch = vec![first];
@@ -253,11 +269,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 lp.on_chain(&batch, received);
             }
             Some(event) = device_events.recv() => lp.on_device(event),
-            _ = tick.tick() => {
-                let step = lp.lock().on_tick(unix_now(), xdp::monotonic_now_ns());
-                lp.handle(step, None);
-                lp.learn_endpoints();
-            }
+            _ = endpoint_refresh.tick() => lp.learn_endpoints(),
             _ = drift_check.tick() => lp.repair_drift(),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -332,11 +344,29 @@ struct Loop<'a> {
     status: &'a Arc<Mutex<Status>>,
     /// The names DNS answers, rebuilt whenever the registry changes.
     zone: Arc<std::sync::RwLock<crate::dns::Zone>>,
+    /// When to plan again after an op failed.
+    retry_at: Option<Instant>,
 }
 
 impl Loop<'_> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long to sleep before re-planning without an input, and why:
+    /// the core's `poll_timeout` (unix seconds) or a retry of failed ops.
+    fn next_wake(&self) -> (Option<Duration>, &'static str) {
+        let now = unix_now();
+        // From the precise wall clock, not whole seconds: the sleep is
+        // started again after every other input (the endpoint refresh runs
+        // each second), so a rounded-up remainder would never run out.
+        let precise = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let core = self.lock().poll_timeout(now).map(|(due, why)| (Duration::from_secs(due).saturating_sub(precise), why));
+        let retry = self.retry_at.map(|at| (at.saturating_duration_since(Instant::now()), "retry the ops that failed"));
+        match [core, retry].into_iter().flatten().min_by_key(|(after, _)| *after) {
+            Some((after, why)) => (Some(after), why),
+            None => (None, "no deadline: waiting for an input"),
+        }
     }
 
     fn on_chain(&mut self, batch: &[ChainEvent], received: Instant) {
@@ -356,22 +386,10 @@ impl Loop<'_> {
     fn on_device(&mut self, event: DeviceEvent) {
         match event {
             DeviceEvent::RejectedHandshake { public_key, endpoint } => {
-                let control = self.control.clone();
-                let mut control = control.lock().unwrap_or_else(|p| p.into_inner());
-                let verdict = control.on_handshake(&WgKey(public_key), endpoint, unix_now(), xdp::monotonic_now_ns());
-                if let Some(record) = &verdict.audit {
-                    if let Err(err) = self.audit.write(record) {
-                        tracing::error!(error = %err, "writing the audit log");
-                    }
-                }
-                if let Some(op) = verdict.deny {
-                    let ops = [op];
-                    let executor = &mut *self.executor;
-                    if let Err(err) = gateway_core::plan::execute(&ops, control.applied_mut(), |op| executor.apply(op)) {
-                        tracing::warn!(error = %err, "denying a rejected endpoint");
-                    }
-                }
+                let verdict = self.lock().on_handshake(&WgKey(public_key), endpoint, unix_now(), xdp::monotonic_now_ns());
                 tracing::info!(%endpoint, reason = ?verdict.decision, "handshake from a key without access");
+                // The same path as every other step: ops, audit, executor outcomes.
+                self.handle(verdict.into_step(), None);
             }
         }
     }
@@ -383,12 +401,17 @@ impl Loop<'_> {
         if !step.ops.is_empty() {
             let closes = step.ops.iter().any(|op| matches!(op, gateway_core::plan::Op::CloseSlot { .. }));
             let executor = &mut *self.executor;
+            let mut first = true;
             let result = gateway_core::plan::execute(&step.ops, control.applied_mut(), |op| {
+                if !std::mem::take(&mut first) {
+                    crate::fault::point("plan.between_ops");
+                }
                 tracing::info!(?op, "apply");
                 executor.apply(op)
             });
             if let Err(err) = result {
-                tracing::error!(error = %err, "applying the plan; the rest is retried on the next tick");
+                tracing::error!(error = %err, "applying the plan; the rest is retried shortly");
+                self.retry_at = Some(Instant::now() + RETRY_FAILED_OPS);
             } else if let (true, Some(started)) = (closes, revocation_started) {
                 self.status.lock().unwrap_or_else(|p| p.into_inner()).record_revocation(started.elapsed());
             }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use ipnet::IpNet;
 
 use super::peer::{encode_key, parse_key, PeerConfig, PublicKey};
-use super::runtime::{Dataplane, DataplaneConfig};
+use super::runtime::{Dataplane, DataplaneConfig, DEFAULT_MAX_BURST};
 use super::DeviceEvent;
 
 /// WireGuard's default MTU: 1500 minus the largest (IPv6) encapsulation overhead.
@@ -46,6 +46,9 @@ pub struct RunArgs {
     /// 0: one per CPU.
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Datagrams sent to a peer in one burst (one UDP GSO message), 1 to 64.
+    #[arg(long, default_value_t = DEFAULT_MAX_BURST, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_burst: u16,
     /// Leave nodes whose session lives elsewhere (another gateway with this
     /// key, or this one before a restart) to their own timers instead of
     /// initiating a handshake to them at once.
@@ -97,6 +100,7 @@ fn run_device(args: RunArgs) -> anyhow::Result<()> {
         uapi: !args.no_uapi,
         workers: args.workers,
         takeover: !args.no_takeover,
+        max_burst: usize::from(args.max_burst),
     };
     let (dataplane, mut events) = Dataplane::start(config)?;
     let handle = dataplane.handle();

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 
 use super::allowed_ips::AllowedIps;
-use super::peer::{Peer, PeerConfig, PeerState, PeerStats, PublicKey};
+use super::peer::{encapsulate_into, Peer, PeerConfig, PeerState, PeerStats, PublicKey, HANDSHAKE_INIT_LEN, WG_DATA_OVERHEAD};
 use super::takeover::{self, Takeover, TakeoverCounters};
 
 /// Handshake messages per second the whole device verifies before it answers
@@ -40,6 +40,16 @@ const MAX_QUEUED_EVENTS: usize = 1024;
 pub trait PacketSink {
     /// `from`: the local address to send from (`None`: the kernel's choice).
     fn send_udp(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]);
+    /// The datagram `fill` writes into a buffer of at least `room` bytes and
+    /// measures (0: nothing to send). A sink with a send buffer of its own
+    /// lets the encryption write straight into it instead of copying.
+    fn send_udp_with(&mut self, to: SocketAddr, from: Option<IpAddr>, room: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) {
+        let mut buf = vec![0u8; room];
+        let len = fill(&mut buf);
+        if len > 0 {
+            self.send_udp(to, from, &buf[..len]);
+        }
+    }
     fn write_tun(&mut self, packet: &[u8]);
     /// Work for a peer another shard owns, to be handed to that shard.
     fn hand_off(&mut self, shard: u32, work: Handoff<'_>);
@@ -667,11 +677,26 @@ impl Device {
         };
         let state = &mut peer.state;
         let tunn = state.tunn.get_or_insert_with(|| new_tunn(&self.private_key, &self.rate_limiter, &peer.config));
-        let mut out = std::mem::take(&mut self.encrypted);
-        if let TunnResult::WriteToNetwork(datagram) = tunn.encapsulate(packet, &mut out) {
-            send_to_endpoint(state, datagram, sink, &mut self.counters);
-        }
-        self.encrypted = out;
+        let Some(endpoint) = state.endpoint else {
+            // Nowhere to send it yet; boringtun still queues it (or starts
+            // the handshake that will carry it).
+            let mut out = std::mem::take(&mut self.encrypted);
+            if let TunnResult::WriteToNetwork(datagram) = tunn.encapsulate(packet, &mut out) {
+                send_to_endpoint(state, datagram, sink, &mut self.counters);
+            }
+            self.encrypted = out;
+            return;
+        };
+        // Encrypted straight into the sink's send buffer. A data message is
+        // the packet plus 32 bytes; without a session boringtun writes a
+        // handshake initiation instead.
+        let room = (packet.len() + WG_DATA_OVERHEAD).max(HANDSHAKE_INIT_LEN);
+        let mut sent = 0;
+        sink.send_udp_with(endpoint, state.local, room, &mut |buf| {
+            sent = encapsulate_into(tunn, packet, buf);
+            sent
+        });
+        state.tx_bytes += sent as u64;
     }
 
     /// Drives handshake retries, rekeys and keepalives; call a few times a

@@ -119,9 +119,8 @@ impl Coalescer {
         if let Some(s) = shape(packet) {
             let payload = packet.len() - s.headers();
             let seq_no = seq(packet, &s);
-            if let Some(open) = self.open.iter_mut().rev().find(|o| {
-                o.shape == s && same_flow(&o.buf[VNET_HDR_LEN..], packet, &s)
-            }) {
+            if let Some(i) = self.open.iter().rposition(|o| o.shape == s && same_flow(&o.buf[VNET_HDR_LEN..], packet, &s)) {
+                let open = &mut self.open[i];
                 let fits = open.buf.len() - VNET_HDR_LEN + payload <= MAX_COALESCED;
                 if !open.closed && open.next_seq == seq_no && payload <= open.gso_size && fits {
                     open.buf.extend_from_slice(&packet[s.headers()..]);
@@ -132,11 +131,18 @@ impl Coalescer {
                         open.buf[VNET_HDR_LEN + s.ip_len + 13] |= TCP_FLAG_PSH;
                     }
                     open.closed = payload < open.gso_size || flags & TCP_FLAG_PSH != 0;
+                    // A merge nothing can extend any more leaves now: the
+                    // caller may hold the rest while input keeps coming.
+                    if open.closed || open.buf.len() - VNET_HDR_LEN + open.gso_size > MAX_COALESCED {
+                        let done = self.open.remove(i);
+                        self.emit(done, write);
+                    }
                     return;
                 }
-                // Out of order or after a short segment: keep the order the
-                // kernel sees by writing what is open for this flow first.
-                open.closed = true;
+                // Out of order, after a short segment or full: keep the order
+                // the kernel sees by writing what is open for this flow first.
+                let done = self.open.remove(i);
+                self.emit(done, write);
             }
             if self.open.len() >= MAX_OPEN {
                 let oldest = self.open.remove(0);
@@ -147,7 +153,12 @@ impl Coalescer {
             buf.extend_from_slice(&[0u8; VNET_HDR_LEN]);
             buf.extend_from_slice(packet);
             let closed = packet[s.ip_len + 13] & TCP_FLAG_PSH != 0;
-            self.open.push(Open { buf, shape: s, gso_size: payload, segments: 1, next_seq: seq_no.wrapping_add(payload as u32), closed });
+            let open = Open { buf, shape: s, gso_size: payload, segments: 1, next_seq: seq_no.wrapping_add(payload as u32), closed };
+            if closed {
+                self.emit(open, write);
+            } else {
+                self.open.push(open);
+            }
             return;
         }
         // Not TCP data: must not overtake what is queued for its flow, and
@@ -159,6 +170,11 @@ impl Coalescer {
         buf.extend_from_slice(packet);
         write(&buf);
         self.spare.push(buf);
+    }
+
+    /// Whether nothing is waiting to be written.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
     }
 
     /// Writes everything still open.
@@ -304,5 +320,23 @@ mod tests {
         assert_eq!(out.len(), 2);
         let out = run(&[tcp4(1000, &[1; 100], TCP_FLAG_ACK, 5), tcp4(1100, &[1; 100], TCP_FLAG_ACK | TCP_FLAG_FIN, 5)]);
         assert_eq!(out.len(), 2);
+    }
+
+    /// The I/O loop holds the coalescer open while input keeps coming: a
+    /// merge that nothing can extend (full, or ended by PSH) must leave at
+    /// once, not wait for the flush.
+    #[test]
+    fn finished_merges_leave_without_a_flush() {
+        let mut c = Coalescer::default();
+        let out = std::cell::RefCell::new(Vec::new());
+        let mut write = |b: &[u8]| out.borrow_mut().push(b.len());
+        for i in 0..70u32 {
+            c.push(&tcp4(1000 + i * 1000, &[1; 1000], TCP_FLAG_ACK, 5), &mut write);
+        }
+        assert_eq!(out.borrow().len(), 1, "the first 64 KiB left when full");
+        assert!(out.borrow()[0] - VNET_HDR_LEN <= MAX_COALESCED);
+        c.push(&tcp4(71_000, &[1; 1000], TCP_FLAG_ACK | TCP_FLAG_PSH, 5), &mut write);
+        assert_eq!(out.borrow().len(), 2, "PSH ended the second merge");
+        assert!(c.is_empty());
     }
 }

@@ -226,9 +226,11 @@ fn bind_udp(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<UdpSocket> {
 }
 
 /// Datagrams per UDP GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64).
-const GSO_MAX_SEGMENTS: usize = 64;
+pub const GSO_MAX_SEGMENTS: usize = 64;
 /// Bytes per UDP GSO send: one UDP datagram's worth.
 const GSO_MAX_BYTES: usize = 65000;
+/// Messages per `sendmmsg` call.
+const SEND_BATCH: usize = 64;
 
 /// A run of datagrams to one destination from one source address, all
 /// `segment` bytes long but the last.
@@ -243,69 +245,188 @@ struct SendRun {
 }
 
 /// Outgoing datagrams queued during one batch and sent with UDP GSO: a run of
-/// equal-sized datagrams to one endpoint goes out in one `sendmsg`.
-#[derive(Default)]
+/// equal-sized datagrams to one endpoint is one message, and the messages of
+/// a flush leave in as few `sendmmsg` calls as the socket families allow.
 pub struct SendQueue {
+    /// Datagrams back to back in `buf[..used]`; `buf` keeps its length
+    /// between flushes, so encrypting into it needs no zeroing first.
     buf: Vec<u8>,
+    used: usize,
     runs: Vec<SendRun>,
+    /// Datagrams per message at most: the burst one message puts on the
+    /// wire at once (and the unit a full receive buffer drops whole).
+    max_segments: usize,
     /// Set when the kernel refused `UDP_SEGMENT`; then one send per datagram.
     gso_unsupported: bool,
+    /// `sendmmsg` arguments, kept between flushes to reuse their memory.
+    addrs: Vec<socket2::SockAddr>,
+    iovecs: Vec<libc::iovec>,
+    controls: Vec<[u64; SEND_CMSG_SPACE / 8]>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Default for SendQueue {
+    fn default() -> Self {
+        Self::new(GSO_MAX_SEGMENTS)
+    }
 }
 
 impl SendQueue {
+    /// `max_segments`: datagrams per GSO message, 1 to [`GSO_MAX_SEGMENTS`].
+    pub fn new(max_segments: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            used: 0,
+            runs: Vec::new(),
+            max_segments: max_segments.clamp(1, GSO_MAX_SEGMENTS),
+            gso_unsupported: false,
+            addrs: Vec::new(),
+            iovecs: Vec::new(),
+            controls: Vec::new(),
+            hdrs: Vec::new(),
+        }
+    }
+
     pub fn push(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(datagram);
+        let start = self.reserve(datagram.len());
+        self.buf[start..start + datagram.len()].copy_from_slice(datagram);
+        self.used += datagram.len();
+        self.add_run(to, from, start, datagram.len());
+    }
+
+    /// Room for `n` more bytes after `used`; returns where they start.
+    fn reserve(&mut self, n: usize) -> usize {
+        if self.buf.len() < self.used + n {
+            self.buf.resize(self.used + n, 0);
+        }
+        self.used
+    }
+
+    /// Queues the datagram `fill` writes into a slice of at least `room`
+    /// bytes at the end of the queue's buffer (encryption straight into the
+    /// send buffer, no copy); `fill` returns its length (0: nothing to send).
+    pub fn push_with(&mut self, to: SocketAddr, from: Option<IpAddr>, room: usize, fill: impl FnOnce(&mut [u8]) -> usize) {
+        let start = self.reserve(room);
+        let len = fill(&mut self.buf[start..start + room]).min(room);
+        self.used += len;
+        if len > 0 {
+            self.add_run(to, from, start, len);
+        }
+    }
+
+    fn add_run(&mut self, to: SocketAddr, from: Option<IpAddr>, start: usize, len: usize) {
         if let Some(run) = self.runs.last_mut() {
             let ends_with_full = run.len == run.segment * run.count;
             if !self.gso_unsupported
                 && run.to == to
                 && run.from == from
                 && ends_with_full
-                && datagram.len() <= run.segment
-                && run.count < GSO_MAX_SEGMENTS
-                && run.len + datagram.len() <= GSO_MAX_BYTES
+                && len <= run.segment
+                && run.count < self.max_segments
+                && run.len + len <= GSO_MAX_BYTES
             {
-                run.len += datagram.len();
+                run.len += len;
                 run.count += 1;
                 return;
             }
         }
-        self.runs.push(SendRun { to, from, start, len: datagram.len(), segment: datagram.len(), count: 1 });
+        self.runs.push(SendRun { to, from, start, len, segment: len, count: 1 });
     }
 
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
     }
 
+    /// Bytes queued: callers flush before this grows past what one batch
+    /// should hold.
+    pub fn queued_bytes(&self) -> usize {
+        self.used
+    }
+
     /// Sends everything queued. A full socket buffer gets one short wait;
-    /// after that the rest of the run is dropped, as a NIC would. A source
+    /// after that the rest of the message is dropped, as a NIC would. A source
     /// address this host no longer holds (a floating address that moved to
     /// the other gateway) fails the send: nothing leaves from another address,
     /// which would make the node roam away from the floating one.
     pub fn flush(&mut self, sockets: &UdpSockets) {
-        for run in std::mem::take(&mut self.runs) {
-            let Some(socket) = sockets.for_destination(&run.to) else { continue };
-            let data = &self.buf[run.start..run.start + run.len];
-            let segment = (run.count > 1).then_some(run.segment);
-            let result = send_with_retry(socket, run.to, || send_msg(socket, run.to, run.from, data, segment));
-            if let (Err(err), Some(segment)) = (result, segment) {
-                if !matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
-                    continue;
-                }
-                // One by one: if these go, the kernel refused the GSO send;
-                // if they fail too, it was the source address.
-                let mut singles_sent = false;
-                for d in data.chunks(segment) {
-                    singles_sent |= send_with_retry(socket, run.to, || send_msg(socket, run.to, run.from, d, None)).is_ok();
-                }
-                if singles_sent {
-                    tracing::info!(error = %err, "UDP GSO unavailable; sending datagrams one by one");
-                    self.gso_unsupported = true;
-                }
+        let runs = std::mem::take(&mut self.runs);
+        let mut first = 0;
+        while first < runs.len() {
+            // Consecutive runs of one family share a socket and a call.
+            let v6 = runs[first].to.is_ipv6();
+            let end = runs[first..]
+                .iter()
+                .position(|r| r.to.is_ipv6() != v6)
+                .map_or(runs.len(), |n| first + n)
+                .min(first + SEND_BATCH);
+            if let Some(socket) = sockets.for_destination(&runs[first].to) {
+                self.send_runs(socket, &runs[first..end]);
             }
+            first = end;
         }
-        self.buf.clear();
+        self.runs = runs;
+        self.runs.clear();
+        self.used = 0;
+    }
+
+    /// One `sendmmsg` for `runs` (all to `socket`'s family), then whatever
+    /// the kernel did not take: a message it refused is retried alone.
+    fn send_runs(&mut self, socket: &UdpSocket, runs: &[SendRun]) {
+        let n = runs.len();
+        self.addrs.clear();
+        self.addrs.extend(runs.iter().map(|r| socket2::SockAddr::from(r.to)));
+        self.iovecs.resize(n, libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
+        self.controls.resize(n, [0u64; SEND_CMSG_SPACE / 8]);
+        // SAFETY: mmsghdr is plain old data; zero is a valid value.
+        self.hdrs.resize(n, unsafe { std::mem::zeroed() });
+        for (i, run) in runs.iter().enumerate() {
+            let data = &self.buf[run.start..run.start + run.len];
+            self.iovecs[i] = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+            let segment = (run.count > 1).then_some(run.segment);
+            // SAFETY: every pointer refers to this queue's vectors, which are
+            // not resized again before the call below.
+            self.hdrs[i] = libc::mmsghdr {
+                msg_hdr: unsafe { fill_msghdr(&self.addrs[i], &mut self.iovecs[i], &mut self.controls[i], run.from, segment) },
+                msg_len: 0,
+            };
+        }
+        let mut sent = 0;
+        let mut waited = false;
+        while sent < n {
+            // SAFETY: hdrs[sent..n] point at live buffers of the stated sizes.
+            let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), self.hdrs[sent..].as_mut_ptr(), (n - sent) as libc::c_uint, 0) };
+            if rc > 0 {
+                sent += rc as usize;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::WouldBlock && !waited {
+                waited = true;
+                wait_writable(socket.as_raw_fd(), 5);
+                continue;
+            }
+            self.send_refused(socket, &runs[sent], err);
+            sent += 1;
+        }
+    }
+
+    /// The kernel refused one message with `err`: a GSO message whose
+    /// datagrams go out one by one tells a kernel without `UDP_SEGMENT` from
+    /// a source address that is gone.
+    fn send_refused(&mut self, socket: &UdpSocket, run: &SendRun, err: io::Error) {
+        tracing::debug!(to = %run.to, error = %err, "UDP send failed");
+        if run.count < 2 || !matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
+            return;
+        }
+        let data = &self.buf[run.start..run.start + run.len];
+        let mut singles_sent = false;
+        for d in data.chunks(run.segment) {
+            singles_sent |= send_with_retry(socket, run.to, || send_msg(socket, run.to, run.from, d, None)).is_ok();
+        }
+        if singles_sent {
+            tracing::info!(error = %err, "UDP GSO unavailable; sending datagrams one by one");
+            self.gso_unsupported = true;
+        }
     }
 }
 
@@ -333,16 +454,43 @@ fn send_msg(socket: &UdpSocket, to: SocketAddr, from: Option<IpAddr>, data: &[u8
     let addr = socket2::SockAddr::from(to);
     let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
     let mut control = [0u64; SEND_CMSG_SPACE / 8];
-    // SAFETY: msghdr is plain old data; every pointer set below outlives the call.
+    // SAFETY: the header points at `addr`, `iov` and `control`, all alive
+    // until after the call.
+    let n = unsafe {
+        let msg = fill_msghdr(&addr, &mut iov, &mut control, from, segment);
+        libc::sendmsg(socket.as_raw_fd(), &msg, 0)
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A `msghdr` for one message of `iov` to `addr`, from source address
+/// `from` if given, as `segment`-sized datagrams if given.
+///
+/// # Safety
+/// The header points at `addr`, `iov` and `control`: they must outlive its use.
+unsafe fn fill_msghdr(
+    addr: &socket2::SockAddr,
+    iov: &mut libc::iovec,
+    control: &mut [u64; SEND_CMSG_SPACE / 8],
+    from: Option<IpAddr>,
+    segment: Option<usize>,
+) -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; every pointer set below is the caller's.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = addr.as_ptr() as *mut libc::c_void;
     msg.msg_namelen = addr.len();
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = iov;
     msg.msg_iovlen = 1;
+    if from.is_none() && segment.is_none() {
+        return msg;
+    }
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = SEND_CMSG_SPACE as _;
     let mut used = 0usize;
-    // SAFETY: CMSG_* walk the control buffer we own, sized for both
+    // SAFETY: CMSG_* walk the control buffer we were given, sized for both
     // messages (SEND_CMSG_SPACE); each payload is written within its CMSG_LEN.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -374,12 +522,7 @@ fn send_msg(socket: &UdpSocket, to: SocketAddr, from: Option<IpAddr>, data: &[u8
         }
     }
     msg.msg_controllen = used as _;
-    // SAFETY: msg points at live buffers of the stated sizes.
-    let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    msg
 }
 
 /// Writes one control message (`level`, `kind`, `value`) at `cmsg`; returns
@@ -610,6 +753,28 @@ mod tests {
             assert_eq!(d.len(), sizes[i]);
             assert!(d.iter().all(|b| *b == i as u8));
         }
+    }
+
+    /// A burst bound splits a run of equal datagrams into messages of at
+    /// most that many; encrypting into the queue (`push_with`) joins runs
+    /// like a copy does, and a fill that writes nothing queues nothing.
+    #[test]
+    fn bursts_are_bounded_and_filled_datagrams_join_runs() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut queue = SendQueue::new(4);
+        for _ in 0..6 {
+            queue.push(to, None, &[7u8; 100]);
+        }
+        for _ in 0..4 {
+            queue.push_with(to, None, 1500, |buf| {
+                buf[..100].fill(8);
+                100
+            });
+        }
+        queue.push_with(to, None, 1500, |_| 0);
+        assert_eq!(queue.runs.iter().map(|r| r.count).collect::<Vec<_>>(), vec![4, 4, 2]);
+        assert_eq!(queue.queued_bytes(), 1000);
+        assert!(queue.buf[600..1000].iter().all(|b| *b == 8));
     }
 
     /// Every address of 127.0.0.0/8 is local: a datagram sent to 127.0.0.2

@@ -20,5 +20,5 @@ pub mod weak_keys;
 
 pub use device::{Device, DeviceCounters, DeviceEvent, Handoff, PacketSink, PeerError, Shard};
 pub use peer::{encode_key, parse_key, PeerConfig, PeerStats, PublicKey};
-pub use runtime::{default_workers, Dataplane, DataplaneConfig, DataplaneHandle};
+pub use runtime::{default_workers, Dataplane, DataplaneConfig, DataplaneHandle, DEFAULT_MAX_BURST};
 pub use shards::PeerTable;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine as _;
-use boringtun::noise::Tunn;
+use boringtun::noise::{Tunn, TunnResult};
 use ipnet::IpNet;
 
 /// A WireGuard public key (Curve25519, 32 bytes).
@@ -89,6 +89,25 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], BadKey> {
         base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| BadKey)?
     };
     bytes.try_into().map_err(|_| BadKey)
+}
+
+/// WireGuard's framing of a data message: 16 bytes of header, 16 of tag.
+pub const WG_DATA_OVERHEAD: usize = 32;
+pub const HANDSHAKE_INIT_LEN: usize = 148;
+
+/// Encrypts `packet` (or writes the handshake it waits for) at the start of
+/// `buf`; returns the datagram's length, 0 if there is nothing to send.
+pub fn encapsulate_into(tunn: &mut Tunn, packet: &[u8], buf: &mut [u8]) -> usize {
+    let base = buf.as_ptr() as usize;
+    let (offset, len) = match tunn.encapsulate(packet, buf) {
+        TunnResult::WriteToNetwork(datagram) => (datagram.as_ptr() as usize - base, datagram.len()),
+        _ => return 0,
+    };
+    // boringtun writes from the start of `buf`; if it ever did not, move it there.
+    if offset != 0 {
+        buf.copy_within(offset..offset + len, 0);
+    }
+    len
 }
 
 #[cfg(test)]

@@ -48,6 +48,14 @@ pub const MAX_WORKERS: usize = 64;
 /// Events not yet taken by the access layer; beyond this they are dropped
 /// (and the device counts them).
 const EVENT_CHANNEL_DEPTH: usize = 1024;
+/// Datagrams per burst to one peer by default (see `DataplaneConfig::max_burst`).
+pub const DEFAULT_MAX_BURST: u16 = 64;
+/// Encrypted bytes queued from TUN reads before they are sent: several
+/// super-packets share one `sendmmsg`, a few hundred microseconds of data
+/// at most wait for it.
+const SEND_QUEUE_FLUSH_BYTES: usize = 256 << 10;
+/// How long the UAPI thread sleeps between looks at the stop flag.
+const UAPI_STOP_CHECK_MS: i32 = 250;
 /// Where `wg` looks for userspace implementations.
 pub const UAPI_DIR: &str = "/var/run/wireguard";
 
@@ -67,6 +75,10 @@ pub struct DataplaneConfig {
     /// Stateless takeover of nodes whose session lives elsewhere (see
     /// [`super::takeover`]); off leaves them to their own timers.
     pub takeover: bool,
+    /// Datagrams to one peer in one UDP GSO message (1 to 64): the burst
+    /// that reaches the peer's receive buffer at once, and what a full one
+    /// drops whole.
+    pub max_burst: usize,
 }
 
 /// Without the private key: configurations end up in logs.
@@ -81,6 +93,7 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("uapi", &self.uapi)
             .field("workers", &self.workers)
             .field("takeover", &self.takeover)
+            .field("max_burst", &self.max_burst)
             .finish()
     }
 }
@@ -238,7 +251,7 @@ impl Dataplane {
         }
         let outboxes: Arc<[Outbox]> = outboxes.into();
         for (index, ((tun, sockets), (inbox, wake))) in queues.into_iter().zip(sockets).zip(inboxes).enumerate() {
-            let worker = Worker { index, tun, sockets, inbox, wake, outboxes: outboxes.clone() };
+            let worker = Worker { index, tun, sockets, inbox, wake, outboxes: outboxes.clone(), max_burst: config.max_burst };
             let shared = shared.clone();
             let events = events_tx.clone();
             threads.push(
@@ -340,6 +353,18 @@ struct KernelSink<'a> {
 }
 
 impl KernelSink<'_> {
+    /// Nothing waits to be written, sent or woken.
+    fn is_idle(&self) -> bool {
+        self.coalescer.is_empty() && self.outgoing.is_empty() && self.to_wake == 0
+    }
+
+    /// Sends early what queued up while input kept coming.
+    fn flush_if_full(&mut self) {
+        if self.outgoing.queued_bytes() >= SEND_QUEUE_FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
     fn flush(&mut self) {
         let tun = self.tun;
         self.coalescer.flush(&mut |packet| write_tun(tun, packet));
@@ -380,6 +405,10 @@ impl PacketSink for KernelSink<'_> {
         self.outgoing.push(to, from, datagram);
     }
 
+    fn send_udp_with(&mut self, to: SocketAddr, from: Option<IpAddr>, room: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) {
+        self.outgoing.push_with(to, from, room, fill);
+    }
+
     fn write_tun(&mut self, packet: &[u8]) {
         let tun = self.tun;
         self.coalescer.push(packet, &mut |merged| write_tun(tun, merged));
@@ -403,17 +432,18 @@ struct Worker {
     inbox: std::sync::mpsc::Receiver<Work>,
     wake: Arc<Wake>,
     outboxes: Arc<[Outbox]>,
+    max_burst: usize,
 }
 
 impl Worker {
     fn run(self, shared: &Shared, events: &mpsc::Sender<DeviceEvent>) {
-        let Worker { index, tun, sockets, inbox, wake, outboxes } = self;
+        let Worker { index, tun, sockets, inbox, wake, outboxes, max_burst } = self;
         let mut buf = vec![0u8; MAX_PACKET];
         let mut sink = KernelSink {
             tun: &tun,
             sockets: &sockets,
             coalescer: Coalescer::default(),
-            outgoing: SendQueue::default(),
+            outgoing: SendQueue::new(max_burst),
             outboxes: &outboxes,
             to_wake: 0,
             handoffs_dropped: 0,
@@ -439,10 +469,18 @@ impl Worker {
                 drain_events(&mut device, events);
                 next_tick = now + TICK;
             }
-            let timeout_ms = next_tick.saturating_duration_since(Instant::now()).as_millis().max(1) as i32;
+            // Output is held while more input is ready (TCP segments keep
+            // merging, datagrams keep joining runs) and leaves as soon as the
+            // input pauses: a look without waiting first, then the flush.
+            let pending = !sink.is_idle();
+            let timeout_ms =
+                if pending { 0 } else { next_tick.saturating_duration_since(Instant::now()).as_millis().max(1) as i32 };
             // SAFETY: `fds` is a live array of pollfd of the given length.
             let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
             if ready <= 0 {
+                if pending {
+                    sink.flush();
+                }
                 continue;
             }
             if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
@@ -503,8 +541,9 @@ impl Worker {
                                     }
                                 }
                             }
-                            // One super-packet's segments leave as one GSO send.
-                            sink.flush();
+                            // The segments of several super-packets leave in
+                            // one `sendmmsg` (bursts of `max_burst` each).
+                            sink.flush_if_full();
                         }
                         Err(err) => {
                             log_read_error("TUN", &err);
@@ -529,14 +568,13 @@ impl Worker {
                         }
                     };
                     batch.for_each(|from, local, datagram| device.handle_datagram(from, local, datagram, &mut sink));
-                    sink.flush();
+                    sink.flush_if_full();
                     if received < RECV_BATCH {
                         break;
                     }
                 }
                 drain_events(&mut device, events);
             }
-            sink.flush();
             if sink.handoffs_dropped > 0 {
                 shared.shard(index).count_handoffs_dropped(std::mem::take(&mut sink.handoffs_dropped));
             }
@@ -592,7 +630,11 @@ fn serve_uapi(shared: &Shared, listener: &UnixListener) {
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
+                // Asleep until a client comes or a look at `stop` is due,
+                // instead of waking 20 times a second on a shared core.
+                let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one pollfd we own.
+                unsafe { libc::poll(&mut pfd, 1, UAPI_STOP_CHECK_MS) };
             }
             Err(err) => {
                 tracing::warn!(error = %err, "UAPI accept");

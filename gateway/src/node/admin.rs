@@ -262,7 +262,7 @@ impl Session {
         )?;
         let mut snapshots = Vec::with_capacity(tokens.len());
         for token_id in tokens {
-            snapshots.push(crate::chain::follower::read_token(&mut rpc, address, token_id, head).await?);
+            snapshots.push(crate::chain::rpc::read_token(&mut rpc, address, token_id, head).await?);
         }
         Ok(snapshots)
     }

@@ -25,8 +25,12 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let temp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&temp)?;
-        file.write_all(contents)?;
+        let (first, rest) = contents.split_at(contents.len() / 2);
+        file.write_all(first)?;
+        crate::fault::point("store.mid_write");
+        file.write_all(rest)?;
         file.sync_all()?;
+        crate::fault::point("store.before_rename");
         std::fs::rename(&temp, path)?;
         std::fs::File::open(&dir)?.sync_all()
     })();

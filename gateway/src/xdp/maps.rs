@@ -199,7 +199,7 @@ impl LiveEndpoints {
         let key = endpoint_key(endpoint);
         let index = live_slot_of(&key, self.seed);
         self.table
-            .set(index, LiveEndpoint { endpoint: key, expires_ns }, 0)
+            .set(index, LiveEndpoint::new(key, expires_ns), 0)
             .with_context(|| format!("marking {endpoint} live"))
     }
 

@@ -79,7 +79,7 @@ impl KernelHarness {
         let index = gateway_common::live_slot_of(&endpoint, self.config.hash_seed);
         let mut m: Array<&mut MapData, LiveEndpoint> =
             Array::try_from(self.ebpf.map_mut(MAP_LIVE_ENDPOINTS).context("live endpoint map")?)?;
-        m.set(index, LiveEndpoint { endpoint, expires_ns }, 0)?;
+        m.set(index, LiveEndpoint::new(endpoint, expires_ns), 0)?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@
 use std::io::Write as _;
 use anyhow::{Context, Result};
 use gateway_core::access::{Access, AccessConfig};
-use gateway::chain::follower::read_token;
+use gateway::chain::rpc::read_token;
 use gateway::chain::rpc::RpcPool;
 use gateway_core::registry::{Network, Registry, WgKey};
 use gateway_tests::lab::{Lab, DEV_ADDRESSES};
@@ -43,7 +43,7 @@ fn main() -> Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
             let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
-            let config = gateway::chain::follower::FollowerConfig::new(vec!["http://127.0.0.1:8545".into()], contract);
+            let config = gateway::chain::follower::FollowerConfig::new(["http://127.0.0.1:8545"], contract);
             let follower = gateway::chain::follower::Follower::new(config, Default::default(), tx)?;
             let task = tokio::spawn(follower.run());
             let mut registry = Registry::new(contract_s.parse()?, network);

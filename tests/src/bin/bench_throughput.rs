@@ -39,6 +39,21 @@ struct Args {
     /// empty: the gateway's default).
     #[arg(long, value_delimiter = ',')]
     workers: Vec<usize>,
+    /// Gateway burst bounds to measure (`--max-burst`, datagrams per UDP GSO
+    /// message), one server row each (comma-separated; empty: the default).
+    #[arg(long, value_delimiter = ',')]
+    bursts: Vec<usize>,
+    /// Another gateway binary (e.g. a build of the previous commit), measured
+    /// as one more server row in the same run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Only these clients (labels, comma-separated; empty: the default set).
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<String>,
+    /// Only these other servers besides the gateway rows (labels; empty: the
+    /// default set, `none`: the gateway rows alone).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/throughput.json")]
     json: PathBuf,
@@ -79,20 +94,41 @@ impl Impl {
     }
 }
 
-/// A server row: an implementation, and for the gateway its worker count.
+/// A server row: an implementation, and for the gateway its worker count,
+/// burst bound and binary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 struct ServerSpec {
     implementation: Impl,
     /// `None`: the gateway's default (one per CPU).
     workers: Option<usize>,
+    /// `None`: the gateway's default `--max-burst`.
+    burst: Option<usize>,
+    /// The `--baseline` binary instead of this tree's.
+    baseline: bool,
 }
 
 impl ServerSpec {
+    fn of(implementation: Impl) -> Self {
+        Self { implementation, workers: None, burst: None, baseline: false }
+    }
+
     fn label(&self) -> String {
+        let mut parts = Vec::new();
+        if self.baseline {
+            parts.push("baseline".to_owned());
+        }
         match self.workers {
-            Some(1) => format!("{} (1 worker)", self.implementation.label()),
-            Some(n) => format!("{} ({n} workers)", self.implementation.label()),
-            None => self.implementation.label().to_owned(),
+            Some(1) => parts.push("1 worker".to_owned()),
+            Some(n) => parts.push(format!("{n} workers")),
+            None => {}
+        }
+        if let Some(b) = self.burst {
+            parts.push(format!("burst {b}"));
+        }
+        if parts.is_empty() {
+            self.implementation.label().to_owned()
+        } else {
+            format!("{} ({})", self.implementation.label(), parts.join(", "))
         }
     }
 }
@@ -114,11 +150,26 @@ impl ServerProcess {
 
 /// Starts `spec` in `ns` serving `peers` (public key, allowed IPs) on
 /// `WG_PORT` with the tunnel address .1; returns it and its public key.
-fn start_server(spec: ServerSpec, ns: &Netns, dir: &ScratchDir, peers: &[(String, String)]) -> Result<(ServerProcess, String)> {
+fn start_server(
+    spec: ServerSpec,
+    ns: &Netns,
+    dir: &ScratchDir,
+    peers: &[(String, String)],
+    baseline: Option<&std::path::Path>,
+) -> Result<(ServerProcess, String)> {
     if spec.implementation == Impl::Gateway {
         let workers = spec.workers.map(|n| n.to_string());
-        let extra: Vec<&str> = workers.iter().flat_map(|n| ["--workers", n.as_str()]).collect();
-        let g = GatewayProcess::start_with(ns, dir.path(), peers, &extra)?;
+        let burst = spec.burst.map(|n| n.to_string());
+        let extra: Vec<&str> = workers
+            .iter()
+            .flat_map(|n| ["--workers", n.as_str()])
+            .chain(burst.iter().flat_map(|n| ["--max-burst", n.as_str()]))
+            .collect();
+        let binary = match (spec.baseline, baseline) {
+            (true, Some(path)) => path.to_path_buf(),
+            _ => gateway_tests::netns::gateway_bin(),
+        };
+        let g = GatewayProcess::start_program(&binary, ns, dir.path(), peers, &extra)?;
         let public = g.keys.public.clone();
         return Ok((ServerProcess::Gateway(g), public));
     }
@@ -175,7 +226,7 @@ impl Fleet {
     }
 }
 
-fn set_up(client: Impl, server: ServerSpec, peers: usize, dir: &ScratchDir) -> Result<Fleet> {
+fn set_up(client: Impl, server: ServerSpec, peers: usize, dir: &ScratchDir, baseline: Option<&std::path::Path>) -> Result<Fleet> {
     let server_ns = Netns::new("bsv")?;
     let mut client_ns = Vec::new();
     let mut endpoints = Vec::new();
@@ -189,8 +240,17 @@ fn set_up(client: Impl, server: ServerSpec, peers: usize, dir: &ScratchDir) -> R
     let keys: Vec<Keypair> =
         (0..peers).map(|i| Keypair::generate(dir.path(), &gateway_tests::netns::unique_name(&format!("c{i}")))).collect::<Result<_>>()?;
     let allowed: Vec<(String, String)> = keys.iter().enumerate().map(|(i, k)| (k.public.clone(), format!("{}/32", tunnel_ip(i)))).collect();
-    let (process, server_public) =
-        start_server(server, &server_ns, dir, &allowed).with_context(|| format!("start the {} server", server.label()))?;
+    // gotatun now and then drops its UAPI socket while it is being
+    // configured on a loaded machine: a fresh start gets another chance.
+    let mut attempt = 0;
+    let (process, server_public) = loop {
+        attempt += 1;
+        match start_server(server, &server_ns, dir, &allowed, baseline) {
+            Ok(started) => break started,
+            Err(err) if attempt < 3 => eprintln!("start the {} server (attempt {attempt}): {err:#}; again", server.label()),
+            Err(err) => return Err(err.context(format!("start the {} server", server.label()))),
+        }
+    };
     let mut clients = Vec::new();
     for (i, (ns, keys)) in client_ns.iter().zip(keys).enumerate() {
         clients.push(
@@ -237,6 +297,10 @@ struct Sample {
     server_cpu_seconds: f64,
     cpu_seconds_per_gb: f64,
     retransmits: u64,
+    /// Datagrams the receiving side's UDP sockets dropped for a full buffer
+    /// (`/proc/net/snmp` Udp RcvbufErrors of the namespaces that receive
+    /// the WireGuard stream: the clients' with `--reverse`, else the server's).
+    receiver_udp_drops: u64,
     jain_fairness: f64,
 }
 
@@ -251,6 +315,30 @@ fn jain(xs: &[f64]) -> f64 {
     }
 }
 
+/// `Udp: ... RcvbufErrors` of the namespace `ns`.
+fn udp_rcvbuf_errors(ns: &Netns) -> Result<u64> {
+    let out = ns.exec("cat", &["/proc/net/snmp"])?;
+    let text = String::from_utf8(out.stdout)?;
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().context("Udp header")?, udp.next().context("Udp values")?);
+    let column = names.split_whitespace().position(|n| n == "RcvbufErrors").context("RcvbufErrors column")?;
+    Ok(values.split_whitespace().nth(column).context("RcvbufErrors value")?.parse()?)
+}
+
+/// The namespaces whose UDP sockets receive the encrypted stream.
+fn receivers(fleet: &Fleet, reverse: bool) -> Vec<&Netns> {
+    if reverse {
+        fleet.client_ns.iter().collect()
+    } else {
+        // Node-to-node streams end at a client too.
+        std::iter::once(&fleet.server_ns).chain(&fleet.client_ns).collect()
+    }
+}
+
+fn udp_drops(fleet: &Fleet, reverse: bool) -> Result<u64> {
+    receivers(fleet, reverse).into_iter().map(udp_rcvbuf_errors).sum()
+}
+
 fn measure(fleet: &Fleet, round: u32, seconds: u32, reverse: bool) -> Result<Sample> {
     let streams = streams(fleet.client_ns.len());
     let _servers: Vec<ChildGuard> = streams
@@ -259,6 +347,7 @@ fn measure(fleet: &Fleet, round: u32, seconds: u32, reverse: bool) -> Result<Sam
         .collect::<Result<_>>()?;
     let pid = fleet.process.pid();
     let cpu_before = gateway_tests::netns::cpu_seconds(pid)?;
+    let drops_before = udp_drops(fleet, reverse)?;
     let client = if reverse { iperf3_client_reverse } else { iperf3_client };
     let runs: Vec<Result<IperfRun>> = std::thread::scope(|scope| {
         let handles: Vec<_> = streams
@@ -272,6 +361,7 @@ fn measure(fleet: &Fleet, round: u32, seconds: u32, reverse: bool) -> Result<Sam
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("iperf3 thread panicked")))).collect()
     });
     let cpu = gateway_tests::netns::cpu_seconds(pid)? - cpu_before;
+    let receiver_udp_drops = udp_drops(fleet, reverse)?.saturating_sub(drops_before);
     let runs: Vec<IperfRun> = runs.into_iter().collect::<Result<_>>().with_context(|| fleet.label())?;
     let bytes: u64 = runs.iter().map(|r| r.received_bytes).sum();
     if runs.iter().any(|r| r.received_bytes == 0) {
@@ -290,6 +380,7 @@ fn measure(fleet: &Fleet, round: u32, seconds: u32, reverse: bool) -> Result<Sam
         server_cpu_seconds: cpu,
         cpu_seconds_per_gb: cpu / (bytes as f64 / 1e9),
         retransmits: runs.iter().map(|r| r.retransmits).sum(),
+        receiver_udp_drops,
     })
 }
 
@@ -302,6 +393,7 @@ struct Summary {
     mbit_per_second: f64,
     cpu_seconds_per_gb: f64,
     retransmits_per_run: f64,
+    receiver_udp_drops_per_run: f64,
     /// Mean over the runs.
     jain_fairness: f64,
     /// This row over gotatun as server with the same client.
@@ -333,6 +425,7 @@ fn summarise(client: Impl, server: ServerSpec, samples: &[Sample]) -> Summary {
         mbit_per_second: if seconds > 0.0 { bytes * 8.0 / seconds / 1e6 } else { 0.0 },
         cpu_seconds_per_gb: if bytes > 0.0 { cpu / (bytes / 1e9) } else { 0.0 },
         retransmits_per_run: mine.iter().map(|s| s.retransmits as f64).sum::<f64>() / runs,
+        receiver_udp_drops_per_run: mine.iter().map(|s| s.receiver_udp_drops as f64).sum::<f64>() / runs,
         jain_fairness: mine.iter().map(|s| s.jain_fairness).sum::<f64>() / runs,
         throughput_ratio_vs_gotatun: 0.0,
         cpu_per_gb_ratio_vs_gotatun: 0.0,
@@ -400,24 +493,32 @@ fn main() -> Result<()> {
             bail!("{program} not found (`cargo xtask bench throughput` installs it)");
         }
     }
-    let gateways: Vec<ServerSpec> = if args.workers.is_empty() {
-        vec![ServerSpec { implementation: Impl::Gateway, workers: None }]
-    } else {
-        args.workers.iter().map(|n| ServerSpec { implementation: Impl::Gateway, workers: Some(*n) }).collect()
-    };
+    let worker_rows: Vec<Option<usize>> = if args.workers.is_empty() { vec![None] } else { args.workers.iter().map(|n| Some(*n)).collect() };
+    let burst_rows: Vec<Option<usize>> = if args.bursts.is_empty() { vec![None] } else { args.bursts.iter().map(|n| Some(*n)).collect() };
+    let mut gateways: Vec<ServerSpec> = worker_rows
+        .iter()
+        .flat_map(|w| burst_rows.iter().map(|b| ServerSpec { workers: *w, burst: *b, ..ServerSpec::of(Impl::Gateway) }))
+        .collect();
+    if let Some(path) = &args.baseline {
+        if !path.exists() {
+            bail!("baseline gateway {} not found", path.display());
+        }
+        gateways.push(ServerSpec { baseline: true, ..ServerSpec::of(Impl::Gateway) });
+    }
     let (clients, others): (Vec<Impl>, &[Impl]) = if args.peers > 1 {
         // Many peers: the faster client only, and the two strongest other servers.
         (vec![Impl::Gotatun], &[Impl::Gotatun, Impl::WireguardGo])
     } else {
         (vec![Impl::WireguardGo, Impl::Gotatun], &[Impl::Gotatun, Impl::WireguardGo, Impl::BoringtunCli])
     };
-    let servers: Vec<ServerSpec> =
-        gateways.into_iter().chain(others.iter().map(|i| ServerSpec { implementation: *i, workers: None })).collect();
+    let clients: Vec<Impl> = clients.into_iter().filter(|c| args.clients.is_empty() || args.clients.iter().any(|l| l == c.label())).collect();
+    let others = others.iter().filter(|i| args.servers.is_empty() || args.servers.iter().any(|l| l == i.label()));
+    let servers: Vec<ServerSpec> = gateways.into_iter().chain(others.map(|i| ServerSpec::of(*i))).collect();
     let dir = ScratchDir::new()?;
     let mut fleets = Vec::new();
     for client in &clients {
         for server in &servers {
-            fleets.push(set_up(*client, *server, args.peers.max(1), &dir)?);
+            fleets.push(set_up(*client, *server, args.peers.max(1), &dir, args.baseline.as_deref())?);
         }
     }
     let mut samples = Vec::new();
@@ -427,11 +528,12 @@ fn main() -> Result<()> {
             let sample = measure(fleet, round, args.seconds, args.reverse)?;
             writeln!(
                 out,
-                "round {round} {:<42} {:>6.0} Mbit/s {:>6.2} CPU-s/GB {:>7} retransmits{}",
+                "round {round} {:<42} {:>6.0} Mbit/s {:>6.2} CPU-s/GB {:>7} retransmits {:>7} receiver UDP drops{}",
                 fleet.label(),
                 sample.mbit_per_second,
                 sample.cpu_seconds_per_gb,
                 sample.retransmits,
+                sample.receiver_udp_drops,
                 if args.peers > 1 { format!(" fairness {:.3}", sample.jain_fairness) } else { String::new() }
             )?;
             samples.push(sample);

@@ -1,0 +1,432 @@
+//! The follower against the simulated chain (deterministic, no I/O):
+//! scripted cases for each behaviour, then thousands of seeded random
+//! scenarios checked against a reference model.
+//!
+//! # What "granted" means here
+//!
+//! Let `C = max(confirmations, 1)`. A chain *version* is the canonical chain
+//! as one node served it at one moment (a reorganisation makes a new
+//! version; a lagging node keeps serving an old one, abandoned forks
+//! included). In a version with head `h`, block `n` is *confirmed* when
+//! `n <= h + 1 - C`. A binding (token `t`, key `K`) is *granted in* the state
+//! after block `n` when `t` is active, has an owner, and has `K` bound there.
+//!
+//! - **Safety, at every step**: every binding the registry admits was granted
+//!   in the state after some transaction of a confirmed block of some
+//!   version an endpoint served to the follower (a transaction, not only a
+//!   block: a key minted and replaced within one block was granted by a
+//!   confirmed transaction, and catching up in chain order admits it for a
+//!   moment, as it admits a key revoked further on). A grant reorganised away before it reached `C`
+//!   confirmations, a key bound by a rekey that is not yet confirmed, or a
+//!   key that no confirmed state ever bound is never admitted. (Revocations
+//!   take effect when the follower sees them: that is latency, checked by
+//!   liveness.)
+//! - **Liveness, after quiescence** (the chain stops, every endpoint is
+//!   healthy, and a reconcile interval has passed): the registry admits
+//!   exactly the bindings granted both in the state after the confirmed
+//!   height `h + 1 - C` and at the head `h` of the final version.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::sim::*;
+use super::*;
+
+fn admitted(h: &Harness) -> BTreeSet<Binding> {
+    h.registry.admitted().values().map(|a| (a.token_id, a.key.to_base64())).collect()
+}
+
+/// Safety: nothing admitted that no confirmed state granted.
+fn safe(h: &Harness) -> Result<(), String> {
+    let admitted = admitted(h);
+    let unfounded: Vec<&Binding> = admitted.iter().filter(|b| !h.chain.ever_granted.contains(*b)).collect();
+    if unfounded.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("admitted without a confirmed grant: {unfounded:?} after {:?}", h.events.last()))
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn mint(owner: u64, key: u64) -> Tx {
+    Tx::Mint { owner, key }
+}
+
+fn count(h: &Harness, wanted: impl Fn(&ChainEvent) -> bool) -> usize {
+    h.events.iter().filter(|e| wanted(e)).count()
+}
+
+#[test]
+fn backfills_in_bounded_ranges_and_narrows_a_refused_range() {
+    let mut chain = SimChain::new(0);
+    for n in 1..=30 {
+        chain.mine(&[mint(n % 4 + 1, n)]);
+    }
+    let mut config = Harness::config(1, &[false], 0);
+    config.max_block_span = 8;
+    let mut h = Harness::new(config, StartState::default(), chain, &[false], 1);
+    h.endpoints[0].faults.max_range = Some(3);
+    let until = h.now + secs(10);
+    h.run(until, safe).unwrap();
+    assert_eq!(count(&h, |e| matches!(e, ChainEvent::Granted { .. })), 30);
+    assert_eq!(admitted(&h), h.chain.settled_grants());
+    let synced = h.events.iter().rev().find_map(|e| match e {
+        ChainEvent::Synced { block_number, .. } => Some(*block_number),
+        _ => None,
+    });
+    assert_eq!(synced, Some(30));
+}
+
+#[test]
+fn grants_wait_for_confirmations_while_revocations_go_out_at_once() {
+    let mut chain = SimChain::new(3);
+    chain.mine(&[mint(1, 1)]);
+    let config = Harness::config(1, &[false], 3);
+    let mut h = Harness::new(config, StartState::default(), chain, &[false], 2);
+    let t = h.now;
+    h.script.push_back((t + secs(1), Happening::Mine(vec![mint(2, 2)])));
+    h.script.push_back((t + secs(2), Happening::Mine(vec![Tx::Revoke { token: 2 }])));
+    h.run(t + Duration::from_millis(1500), safe).unwrap();
+    assert_eq!(count(&h, |e| matches!(e, ChainEvent::Granted { .. })), 0, "one and two confirmations: held");
+    h.run(t + Duration::from_millis(2500), safe).unwrap();
+    assert_eq!(count(&h, |e| matches!(e, ChainEvent::Revoked { token_id: 2, .. })), 1, "the revoke at first sight");
+    assert!(
+        h.events.iter().any(|e| matches!(e, ChainEvent::Granted { token_id: 1, .. })),
+        "token 1 has three confirmations once the revoke's block is mined"
+    );
+    h.script.push_back((h.now + secs(1), Happening::Mine(vec![])));
+    h.script.push_back((h.now + secs(2), Happening::Mine(vec![])));
+    h.run(h.now + secs(4), safe).unwrap();
+    assert!(!h.events.iter().any(|e| matches!(e, ChainEvent::Granted { token_id: 2, .. })), "the touched grant is never replayed");
+    assert!(h.events.iter().any(|e| matches!(e, ChainEvent::Snapshot { snapshot, .. } if snapshot.token_id == 2 && !snapshot.is_active)));
+    assert_eq!(admitted(&h), h.chain.settled_grants());
+}
+
+#[test]
+fn a_rekey_removes_the_old_key_at_once_and_grants_the_new_one_when_confirmed() {
+    let mut chain = SimChain::new(2);
+    chain.mine(&[mint(1, 1)]);
+    chain.mine(&[]);
+    let config = Harness::config(1, &[false], 2);
+    let mut h = Harness::new(config, StartState::default(), chain, &[false], 3);
+    let t = h.now;
+    h.run(t + secs(1), safe).unwrap();
+    assert_eq!(admitted(&h), BTreeSet::from([(1, key(1))]));
+    h.script.push_back((t + secs(2), Happening::Mine(vec![Tx::Rekey { token: 1, key: 7 }])));
+    h.run(t + Duration::from_millis(2500), safe).unwrap();
+    assert!(admitted(&h).is_empty(), "old key gone, new key not yet confirmed");
+    h.script.push_back((t + secs(3), Happening::Mine(vec![])));
+    h.run(t + Duration::from_millis(3500), safe).unwrap();
+    assert_eq!(admitted(&h), BTreeSet::from([(1, key(7))]));
+}
+
+#[test]
+fn a_reorg_rewinds_and_rereads_what_it_touched() {
+    let mut chain = SimChain::new(1);
+    chain.mine(&[mint(1, 1)]);
+    let config = Harness::config(1, &[false], 1);
+    let mut h = Harness::new(config, StartState::default(), chain, &[false], 4);
+    let t = h.now;
+    h.script.push_back((t + secs(1), Happening::Mine(vec![mint(2, 2)])));
+    h.run(t + Duration::from_millis(1500), safe).unwrap();
+    assert_eq!(admitted(&h).len(), 2);
+    // Block 2 (token 2's mint) is replaced by two blocks without it.
+    h.script.push_back((t + secs(2), Happening::Reorg { depth: 1, replacement: vec![vec![], vec![]] }));
+    h.run(t + secs(4), safe).unwrap();
+    assert!(h.events.iter().any(|e| matches!(e, ChainEvent::Snapshot { snapshot, cause: SnapshotCause::Reorg } if snapshot.token_id == 2 && !snapshot.is_active)));
+    assert_eq!(admitted(&h), BTreeSet::from([(1, key(1))]));
+    let Some(ChainEvent::Synced { block_number, block_hash, .. }) = h.events.iter().rev().find(|e| matches!(e, ChainEvent::Synced { .. })) else {
+        panic!("no Synced")
+    };
+    assert_eq!(*block_hash, h.chain.current()[*block_number as usize].hash, "the cursor names a block of the new branch");
+}
+
+#[test]
+fn a_grant_reorged_out_before_its_confirmations_is_never_delivered() {
+    let chain = SimChain::new(3);
+    let config = Harness::config(1, &[false], 3);
+    let mut h = Harness::new(config, StartState::default(), chain, &[false], 5);
+    let t = h.now;
+    h.script.push_back((t + secs(1), Happening::Mine(vec![mint(1, 1)])));
+    h.script.push_back((t + secs(2), Happening::Reorg { depth: 1, replacement: vec![vec![], vec![], vec![], vec![]] }));
+    h.run(t + secs(6), safe).unwrap();
+    assert!(!h.events.iter().any(|e| matches!(e, ChainEvent::Granted { .. })), "{:?}", h.events);
+    assert!(admitted(&h).is_empty());
+}
+
+#[test]
+fn a_dead_endpoint_fails_over_and_a_total_outage_is_reported_once() {
+    let mut chain = SimChain::new(0);
+    chain.mine(&[mint(1, 1)]);
+    let config = Harness::config(2, &[false, false], 0);
+    let mut h = Harness::new(config, StartState::default(), chain, &[false, false], 6);
+    let t = h.now;
+    h.script.push_back((t + secs(1), Happening::Faults { endpoint: 0, faults: Faults { down: true, ..Faults::default() } }));
+    h.script.push_back((t + secs(2), Happening::Mine(vec![mint(2, 2)])));
+    h.run(t + secs(3), safe).unwrap();
+    assert_eq!(count(&h, |e| matches!(e, ChainEvent::Unavailable { .. })), 0, "one live endpoint is enough");
+    assert_eq!(admitted(&h).len(), 2);
+    h.script.push_back((t + secs(4), Happening::Faults { endpoint: 1, faults: Faults { hung: true, ..Faults::default() } }));
+    h.run(t + secs(20), safe).unwrap();
+    assert_eq!(count(&h, |e| matches!(e, ChainEvent::Unavailable { .. })), 1);
+    let Some(ChainEvent::Unavailable { error }) = h.events.iter().find(|e| matches!(e, ChainEvent::Unavailable { .. })) else { unreachable!() };
+    assert!(error.contains("no RPC endpoint answered"), "{error}");
+}
+
+#[test]
+fn an_endpoint_of_another_chain_is_refused_and_reported() {
+    let mut chain = SimChain::new(0);
+    chain.mine(&[mint(1, 1)]);
+    let mut config = Harness::config(2, &[false, false], 0);
+    config.chain_id = Some(31_337);
+    config.report_chain_checks = true;
+    let mut h = Harness::new(config, StartState::default(), chain, &[false, false], 12);
+    h.endpoints[0].faults.other_chain = true;
+    let t = h.now;
+    h.run(t + secs(2), safe).unwrap();
+    assert_eq!(admitted(&h), BTreeSet::from([(1, key(1))]), "followed on the endpoint of our chain");
+    assert_eq!(h.follower.pool.current(), 1);
+    let checks: Vec<(String, u64)> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ChainEvent::EndpointChecked { endpoint, served, expected: 31_337 } => Some((endpoint.clone(), *served)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks[..2], [("http://node-0.sim".to_string(), 1), ("http://node-1.sim".to_string(), 31_337)]);
+    // Once it serves our chain again it is checked again and taken back.
+    h.script.push_back((h.now + Duration::from_millis(10), Happening::Faults { endpoint: 0, faults: Faults::default() }));
+    h.run(h.now + secs(20), safe).unwrap();
+    assert_eq!(h.follower.pool.current(), 0);
+    assert!(h.events.iter().any(|e| matches!(e, ChainEvent::EndpointChecked { endpoint, served: 31_337, .. } if endpoint == "http://node-0.sim")));
+}
+
+#[test]
+fn fails_back_to_the_preferred_endpoint_only_when_it_is_not_behind() {
+    let mut chain = SimChain::new(0);
+    chain.mine(&[]);
+    let config = Harness::config(2, &[false, false], 0);
+    let recheck = config.backoff.max * 3;
+    let mut h = Harness::new(config, StartState::default(), chain, &[false, false], 7);
+    let t = h.now;
+    h.script.push_back((t + secs(1), Happening::Faults { endpoint: 0, faults: Faults { down: true, ..Faults::default() } }));
+    // Back, but lagging three versions behind: not taken back.
+    h.script.push_back((t + secs(2), Happening::Faults { endpoint: 0, faults: Faults { lag_versions: 3, ..Faults::default() } }));
+    for n in 3..8 {
+        h.script.push_back((t + secs(n), Happening::Mine(vec![])));
+    }
+    h.run(t + secs(8), safe).unwrap();
+    assert_eq!(h.follower.pool.current(), 1, "a lagging preferred endpoint is left alone");
+    h.script.push_back((h.now + Duration::from_millis(10), Happening::Faults { endpoint: 0, faults: Faults::default() }));
+    h.run(h.now + recheck * 3, safe).unwrap();
+    assert_eq!(h.follower.pool.current(), 0, "back once it is not behind");
+}
+
+#[test]
+fn an_unchanged_cursor_is_repeated_as_a_heartbeat() {
+    let mut chain = SimChain::new(0);
+    chain.mine(&[]);
+    let config = Harness::config(1, &[false], 0);
+    let mut h = Harness::new(config, StartState::default(), chain, &[false], 8);
+    let t = h.now;
+    h.run(t + secs(10), safe).unwrap();
+    let synced = count(&h, |e| matches!(e, ChainEvent::Synced { block_number: 1, .. }));
+    assert!((8..=11).contains(&synced), "about one a second on a quiet chain: {synced}");
+}
+
+#[test]
+fn reconcile_rereads_every_known_token_in_slices() {
+    let mut chain = SimChain::new(0);
+    for n in 1..=70 {
+        chain.mine(&[mint(1, n % 250 + 1)]);
+    }
+    let config = Harness::config(1, &[false], 0);
+    // A token the chain never had, known from an old registry: it must read as gone.
+    let start = StartState { cursor: None, known_tokens: [(999, Some(owner(1)))].into_iter().collect() };
+    let mut h = Harness::new(config, start, chain, &[false], 9);
+    let t = h.now;
+    h.run(t + secs(8), safe).unwrap();
+    let reconciled: BTreeSet<TokenId> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ChainEvent::Snapshot { snapshot, cause: SnapshotCause::Reconcile } => Some(snapshot.token_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reconciled.len(), 71, "every token, 32 per pass");
+    assert!(h.events.iter().any(|e| matches!(e, ChainEvent::Snapshot { snapshot, .. } if snapshot.token_id == 999 && snapshot.owner.is_none())));
+}
+
+#[test]
+fn websocket_heads_wake_the_follower_before_its_timer() {
+    let chain = SimChain::new(0);
+    let mut config = Harness::config(1, &[true], 0);
+    config.poll_interval = secs(30);
+    let mut h = Harness::new(config, StartState::default(), chain, &[true], 10);
+    let t = h.now;
+    h.script.push_back((t + secs(1), Happening::Mine(vec![mint(1, 1)])));
+    h.run(t + Duration::from_millis(1200), safe).unwrap();
+    assert!(h.endpoints[0].subscribed);
+    assert_eq!(admitted(&h).len(), 1, "delivered on the head, not after the 30 s poll interval");
+}
+
+#[test]
+fn a_restart_from_a_cursor_on_an_abandoned_fork_rewinds() {
+    let mut chain = SimChain::new(0);
+    chain.mine(&[mint(1, 1)]);
+    chain.mine(&[mint(2, 2)]);
+    let old = chain.current()[2].hash;
+    chain.reorg(1, &[vec![], vec![]]);
+    let config = Harness::config(1, &[false], 0);
+    let start = StartState {
+        cursor: Some(Cursor { block_number: 2, block_hash: old }),
+        known_tokens: [(1, Some(owner(1))), (2, Some(owner(2)))].into_iter().collect(),
+    };
+    let mut h = Harness::new(config, start, chain, &[false], 11);
+    // The registry believed token 2 from the old fork.
+    h.registry.apply(&ChainEvent::Snapshot { snapshot: crate::chain::TokenSnapshot {
+        token_id: 2, node_id: "node-2".into(), public_key: key(2), created_at: 0, is_active: true, owner: Some(owner(2)), block_number: 2,
+    }, cause: SnapshotCause::Reconcile }, 0);
+    let t = h.now;
+    h.run(t + secs(2), |_| Ok(())).unwrap();
+    assert!(h.events.iter().any(|e| matches!(e, ChainEvent::Snapshot { snapshot, cause: SnapshotCause::Reorg } if snapshot.token_id == 2 && snapshot.owner.is_none())));
+    assert!(!admitted(&h).iter().any(|(t, _)| *t == 2));
+}
+
+fn random_txs(rng: &mut Rng) -> Vec<Tx> {
+    (0..rng.below(4))
+        .map(|_| match rng.below(10) {
+            0..=4 => Tx::Mint { owner: 1 + rng.below(4), key: 1 + rng.below(10) },
+            5 | 6 => Tx::Revoke { token: 1 + rng.below(14) as TokenId },
+            7 => Tx::Transfer { token: 1 + rng.below(14) as TokenId, to: 1 + rng.below(4) },
+            _ => Tx::Rekey { token: 1 + rng.below(14) as TokenId, key: 1 + rng.below(10) },
+        })
+        .collect()
+}
+
+fn random_faults(rng: &mut Rng) -> Faults {
+    match rng.below(8) {
+        6 => Faults { other_chain: true, ..Faults::default() },
+        0 => Faults { down: true, ..Faults::default() },
+        1 => Faults { hung: true, ..Faults::default() },
+        2 => Faults { lag_versions: 1 + rng.below(4) as usize, ..Faults::default() },
+        3 => Faults { stale_head: 1 + rng.below(3), ..Faults::default() },
+        4 => Faults { max_range: Some(1 + rng.below(3)), ..Faults::default() },
+        5 => Faults { flaky_percent: 10 + rng.below(30), ..Faults::default() },
+        _ => Faults::default(),
+    }
+}
+
+/// One random scenario: a history to backfill, then a minute of blocks,
+/// reorgs and endpoint faults, then quiet.
+fn scenario(seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let endpoints = 1 + rng.below(3) as usize;
+    let pubsub: Vec<bool> = (0..endpoints).map(|_| rng.chance(30)).collect();
+    let confirmations = rng.below(4);
+    let mut config = Harness::config(endpoints, &pubsub, confirmations);
+    config.max_block_span = 1 + rng.below(8);
+    // Reorgs stay within the configured depth: beyond it the follower's
+    // documented limit applies (it cannot tell how far back a fork goes).
+    config.max_reorg_depth = 2 + rng.below(6);
+    let max_reorg = config.max_reorg_depth;
+    let reconcile = config.reconcile_interval;
+    let mut chain = SimChain::new(confirmations);
+    for _ in 0..rng.below(25) {
+        let txs = random_txs(&mut rng);
+        chain.mine(&txs);
+    }
+    let mut h = Harness::new(config, StartState::default(), chain, &pubsub, seed);
+    let mut t = h.now;
+    for _ in 0..20 + rng.below(40) {
+        t = t + Duration::from_millis(100 + rng.below(1500));
+        let happening = match rng.below(12) {
+            0 | 1 => {
+                let depth = 1 + rng.below(max_reorg);
+                let replacement = (0..depth + rng.below(3)).map(|_| random_txs(&mut rng)).collect();
+                Happening::Reorg { depth, replacement }
+            }
+            2 | 3 => Happening::Faults { endpoint: rng.below(endpoints as u64) as usize, faults: random_faults(&mut rng) },
+            _ => Happening::Mine(random_txs(&mut rng)),
+        };
+        h.script.push_back((t, happening));
+    }
+    t = t + Duration::from_millis(100);
+    for endpoint in 0..endpoints {
+        h.script.push_back((t, Happening::Faults { endpoint, faults: Faults::default() }));
+    }
+    let quiet = t + reconcile * 2 + secs(5);
+    let ran = h.run(quiet, safe);
+    ran.map_err(|e| format!("seed {seed}: {e}"))?;
+    // Caught up: the cursor names a block of the final chain at least at
+    // its confirmed height (a grant logged above it still waits for blocks
+    // that never come), and the follower still has a reason to wake.
+    let head = h.chain.head();
+    let last_synced = h.events.iter().rev().find_map(|e| match e {
+        ChainEvent::Synced { block_number, block_hash, .. } => Some((*block_number, *block_hash)),
+        _ => None,
+    });
+    let on_final_chain = last_synced.is_some_and(|(number, hash)| {
+        number >= crate::chain::confirm::confirmed_height(head, confirmations)
+            && h.chain.current().get(number as usize).is_some_and(|b| b.hash == hash)
+    });
+    if !on_final_chain || h.follower.poll_timeout().is_none() {
+        return Err(format!("seed {seed}: not caught up after quiescence: last Synced {last_synced:?}, head {head}, wake {:?}", h.follower.poll_timeout()));
+    }
+    let (got, want) = (admitted(&h), h.chain.settled_grants());
+    if got != want {
+        let missing: Vec<&Binding> = want.difference(&got).collect();
+        let extra: Vec<&Binding> = got.difference(&want).collect();
+        return Err(format!(
+            "seed {seed}: after quiescence the registry lacks {missing:?} and admits {extra:?} beyond what the chain grants (head {}, {} confirmations)",
+            h.chain.head(),
+            confirmations
+        ));
+    }
+    Ok(())
+}
+
+/// The seeds to run: `FOLLOWER_SCENARIOS` (default 2,000) split over
+/// [`CHUNKS`] tests so the harness runs them in parallel, or only
+/// `FOLLOWER_SEED` (in chunk 0) to replay one.
+fn chunk_seeds(chunk: u64) -> Vec<u64> {
+    let var = |name| std::env::var(name).ok().and_then(|n| n.parse::<u64>().ok());
+    if let Some(seed) = var("FOLLOWER_SEED") {
+        return if chunk == 0 { vec![seed] } else { Vec::new() };
+    }
+    (0..var("FOLLOWER_SCENARIOS").unwrap_or(2_000)).filter(|seed| seed % CHUNKS == chunk).collect()
+}
+
+const CHUNKS: u64 = 4;
+
+fn scenarios_agree_with_the_model(chunk: u64) {
+    let failures: Vec<String> = chunk_seeds(chunk).into_iter().filter_map(|seed| scenario(seed).err()).take(5).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn random_scenarios_agree_with_the_model_0() {
+    scenarios_agree_with_the_model(0);
+}
+
+#[test]
+fn random_scenarios_agree_with_the_model_1() {
+    scenarios_agree_with_the_model(1);
+}
+
+#[test]
+fn random_scenarios_agree_with_the_model_2() {
+    scenarios_agree_with_the_model(2);
+}
+
+#[test]
+fn random_scenarios_agree_with_the_model_3() {
+    scenarios_agree_with_the_model(3);
+}
