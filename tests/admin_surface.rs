@@ -67,7 +67,9 @@ fn the_peer_api_beyond_loopback_wants_the_bearer_token() -> Result<()> {
     lab.gateway_env.push(("GATEWAY_HTTP_API_TOKEN_FILE".into(), token_file.display().to_string()));
     lab.start_gateway("")?;
     let node = &lab.nodes[0];
-    let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    // 32 bytes of 'a': a valid key bound to no token (the all-zero key is a
+    // low-order point, refused as invalid_key with 400 before any lookup).
+    let key = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=";
     let (status, text) = get_from(node, GATEWAY_LAN_IP, HTTP_PORT, "/v1/peers", "")?;
     ensure!(status == 401 && !text.contains("\"peers\""), "without a token: {text}");
     let (status, _) = get_from(node, GATEWAY_LAN_IP, HTTP_PORT, &format!("/v1/access/{key}"), "Authorization: Bearer wrong-token-of-some-length\r\n")?;
