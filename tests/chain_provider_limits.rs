@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
 
 use gateway_tests::history::History;
 use gateway_tests::netns::gateway_bin;
