@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-
 use gateway_tests::history::History;
 use gateway_tests::netns::gateway_bin;
 use gateway_tests::provider_limits::{ProviderLimits, RefusalKind};
