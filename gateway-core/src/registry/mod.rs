@@ -17,4 +17,4 @@ pub use key::{is_low_order_point, validate_node_id, KeyError, NodeIdError, WgKey
 pub use key::low_order_encodings;
 pub use network::{CidrError, Ipv4Cidr, Network, PeerSlot, Placement, PlacementError};
 pub use reason::AccessReason;
-pub use state::{Admission, Effect, KeyLookup, Outcome, Registry, TokenChange, TokenRecord, TokenView};
+pub use state::{Admission, Effect, KeyLookup, KeyUpdateLog, Outcome, Registry, TokenChange, TokenRecord, TokenView};
