@@ -113,6 +113,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         count: usize,
     },
+    /// The chaos soak (tests/src/chaos): anvil, the gateway with XDP enforcing
+    /// and wireguard-go nodes under a seeded schedule of chain operations,
+    /// reorgs, RPC cuts, SIGKILLs (at random and at crash points), restarts
+    /// and hostile frames for N minutes, every invariant checked throughout;
+    /// prints the seed, writes <target>/bench/chaos.json, fails on any violation.
+    Chaos {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Replays a run's schedule (the seed it printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+    },
     /// Revoke-transaction receipt to the first in-kernel drop of that peer's
     /// packets, p50/p99 over many revocations, WebSocket and HTTP polling.
     Revocation {
@@ -156,6 +170,16 @@ fn main() -> std::process::ExitCode {
             &["--blocks", &blocks.to_string(), "--tokens", &tokens.to_string()],
             "backfill.json",
         ),
+        Command::Bench(BenchCommand::Chaos { minutes, seed, nodes }) => {
+            let (minutes, nodes) = (minutes.to_string(), nodes.to_string());
+            let seed = seed.map(|s| s.to_string());
+            let mut args = vec!["--minutes", minutes.as_str(), "--nodes", nodes.as_str()];
+            if let Some(seed) = &seed {
+                args.extend(["--seed", seed.as_str()]);
+            }
+            // The debug build, as the CI soak: the invariants are measured, not the speed.
+            util::bench_driver_with(util::Profile::Debug, "bench-chaos", &args, "chaos.json")
+        }
         Command::Bench(BenchCommand::Failover { count }) => util::bench_driver("bench-failover", &["--count", &count.to_string()], "failover.json"),
         Command::Bench(BenchCommand::Scale { tokens }) => util::bench_driver("bench-scale", &["--tokens", &tokens.to_string()], "scale.json"),
         Command::Bench(BenchCommand::Flood { seconds }) => util::bench_driver("bench-flood", &["--seconds", &seconds.to_string()], "flood.json"),

@@ -46,16 +46,34 @@ pub fn build_all(release: bool) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
+/// Which build a benchmark driver runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
 /// Builds the release gateway and the benchmark driver `bin` (tests/src/bin),
 /// then runs it with `args`, writing JSON to `<target>/bench/<json>`.
 pub fn bench_driver(bin: &str, args: &[&str], json: &str) -> anyhow::Result<()> {
-    build_all(true)?;
-    run(cargo().current_dir(repo_root()).args(["build", "--release", "-p", "gateway-tests", "--bin", bin]))?;
-    let release = target_dir().join("release");
+    bench_driver_with(Profile::Release, bin, args, json)
+}
+
+/// [`bench_driver`] on the build `profile` names.
+pub fn bench_driver_with(profile: Profile, bin: &str, args: &[&str], json: &str) -> anyhow::Result<()> {
+    let release = profile == Profile::Release;
+    build_all(release)?;
+    let mut build = cargo();
+    build.current_dir(repo_root()).args(["build", "-p", "gateway-tests", "--bin", bin]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let dir = target_dir().join(if release { "release" } else { "debug" });
     run(
-        Command::new(release.join(bin))
+        Command::new(dir.join(bin))
             .current_dir(repo_root())
-            .env("GATEWAY_BIN", release.join("gateway"))
+            .env("GATEWAY_BIN", dir.join("gateway"))
             .env("RUST_LOG", "warn")
             .args(args)
             .arg("--json")
