@@ -106,8 +106,8 @@ struct DenyRecord {
     until_ns: u64,
 }
 
-/// What the executor has applied so far; updated op by op with
-/// [`Applied::record`] once each op succeeded.
+/// What the executor has applied so far, as the core knows it: updated
+/// from each [`Executed`] the executor hands back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     peers: BTreeMap<PeerSlot, AppliedPeer>,
@@ -242,28 +242,41 @@ pub fn reject_handshake(
     Some(Op::DenyEndpoint { endpoint, key, until_ns: config.deny_until(now_ns), reason: decision.reason })
 }
 
-/// Where the op an executor could not apply went wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("op {index} ({op:?}) failed: {source}")]
-pub struct ExecuteError<E: std::fmt::Debug + std::fmt::Display> {
+/// The op an executor could not apply, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("op {index} ({op:?}) failed: {error}")]
+pub struct FailedOp {
+    /// Its position in the step's ops.
     pub index: usize,
     pub op: Op,
-    pub source: E,
+    pub error: String,
 }
 
-/// Applies ops in order through `apply`, recording each success in
-/// `applied`, and stops at the first failure: the ops not applied show up
-/// again in the next plan, so a failed step is retried, never skipped.
-pub fn execute<E: std::fmt::Debug + std::fmt::Display>(
-    ops: &[Op],
-    applied: &mut Applied,
-    mut apply: impl FnMut(&Op) -> Result<(), E>,
-) -> Result<(), ExecuteError<E>> {
+/// What an executor did with a step's ops, handed back to the core as an
+/// input ([`crate::control::Control::handle_applied`]): the ops it carried
+/// out, in order, and the one that failed (the ops after it were not tried).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "what was executed goes back to the control core, which records what is applied"]
+pub struct Executed {
+    pub applied: Vec<Op>,
+    pub failed: Option<FailedOp>,
+}
+
+/// Applies ops in order through `apply` and stops at the first failure
+/// (whose error is kept with its causes, `{:#}`).
+/// Nothing is recorded here: [`Executed`] goes back to the core, whose
+/// next plan holds the ops not applied, so a failed step is retried, never
+/// skipped.
+pub fn execute<E: std::fmt::Display>(ops: &[Op], mut apply: impl FnMut(&Op) -> Result<(), E>) -> Executed {
+    let mut executed = Executed::default();
     for (index, op) in ops.iter().enumerate() {
-        apply(op).map_err(|source| ExecuteError { index, op: op.clone(), source })?;
-        applied.record(op);
+        if let Err(err) = apply(op) {
+            executed.failed = Some(FailedOp { index, op: op.clone(), error: format!("{err:#}") });
+            break;
+        }
+        executed.applied.push(op.clone());
     }
-    Ok(())
+    executed
 }
 
 /// The ops that take `applied` to `desired`; empty when they agree.

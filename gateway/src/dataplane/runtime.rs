@@ -101,6 +101,9 @@ impl std::fmt::Debug for DataplaneConfig {
 struct Shared {
     /// Shard i is worker i's; a worker takes only its own lock (once per
     /// batch, uncontended), the control API takes them all in index order.
+    /// A lock rather than a queue to each worker: the control API's callers
+    /// (the daemon loop's ops and read-backs, `wg show`, `/metrics`) get
+    /// their answer between two batches, without the workers polling.
     shards: Vec<Mutex<Device>>,
     stop: AtomicBool,
     listen_port: u16,
