@@ -19,7 +19,8 @@ use anyhow::Context;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use super::device::{Device, DeviceCounters, DeviceEvent, Handoff, PacketSink, PeerError, MAX_PACKET};
+use super::device::{Device, DeviceCounters, DeviceEvent, PeerError, MAX_PACKET};
+use super::sink::{Handoff, PacketSink};
 use super::gro::Coalescer;
 use super::gso;
 use super::io::{wait_writable, SendQueue, Tun, UdpBatch, UdpSockets, RECV_BATCH};
