@@ -262,16 +262,6 @@ impl Control {
         self.applied.set_endpoint(slot, endpoint);
     }
 
-    /// Replaces the staleness policy (operator action).
-    pub fn set_staleness(&mut self, staleness: Staleness, now: u64, now_ns: u64) -> Step {
-        let record = self.access.set_staleness(staleness, self.registry.last_sync(), now);
-        let mut step = Step { audit: vec![record], ..Step::default() };
-        // The record above already says where the policy stands.
-        let _ = self.watch.observe(self.access.staleness(), self.registry.last_sync(), now);
-        self.replan_into(&mut step, now, now_ns);
-        step
-    }
-
     /// The control plane's metrics for `/metrics`.
     pub fn metrics(&self, now: u64) -> Vec<Family> {
         let mut by_status: BTreeMap<AccessReason, u64> = BTreeMap::new();

@@ -52,7 +52,7 @@ pub fn desired<'r>(registry: &'r Registry, staleness: &Staleness, now: u64) -> D
 /// Like [`desired`], from admissions the caller keeps up to date (the
 /// control core updates them from each event's changes instead of
 /// re-deriving every token's standing per event).
-pub fn desired_from<'a, 'r>(
+pub(crate) fn desired_from<'a, 'r>(
     admitted: impl IntoIterator<Item = &'a Admission>,
     registry: &'r Registry,
     staleness: &Staleness,
@@ -128,14 +128,14 @@ impl Applied {
     }
 
     /// The data plane learned (or roamed to) a peer's endpoint.
-    pub fn set_endpoint(&mut self, slot: PeerSlot, endpoint: SocketAddr) {
+    pub(crate) fn set_endpoint(&mut self, slot: PeerSlot, endpoint: SocketAddr) {
         if let Some(p) = self.peers.get_mut(&slot) {
             p.endpoint = Some(endpoint);
         }
     }
 
     /// Forgets denies that have expired (the kernel ignores them already).
-    pub fn prune_denies(&mut self, now_ns: u64) {
+    pub(crate) fn prune_denies(&mut self, now_ns: u64) {
         while let Some(&(until_ns, endpoint)) = self.deny_expiry.first() {
             if until_ns > now_ns {
                 break;
@@ -220,7 +220,7 @@ impl PlanConfig {
 /// opened, while nothing is applied in this process: close those that are
 /// no longer desired (revoked while the gateway was down). Desired ones are
 /// (re)opened by the normal plan once their WireGuard peer is back.
-pub fn close_stale_kernel_slots(open_in_kernel: impl IntoIterator<Item = PeerSlot>, desired: &Desired) -> Vec<Op> {
+pub(crate) fn close_stale_kernel_slots(open_in_kernel: impl IntoIterator<Item = PeerSlot>, desired: &Desired) -> Vec<Op> {
     let open: std::collections::BTreeSet<PeerSlot> = open_in_kernel.into_iter().collect();
     open.into_iter().filter(|s| !desired.peers.contains_key(s)).map(|slot| Op::CloseSlot { slot }).collect()
 }
@@ -229,7 +229,7 @@ pub fn close_stale_kernel_slots(open_in_kernel: impl IntoIterator<Item = PeerSlo
 /// with `parse_handshake_anon`): deny the endpoint at the XDP front so its
 /// retries die in the kernel. Nothing when the refusal is only the staleness
 /// policy's: that peer did nothing wrong and must get back in at once.
-pub fn reject_handshake(
+pub(crate) fn reject_handshake(
     key: WgKey,
     decision: &crate::access::Decision,
     endpoint: SocketAddr,
