@@ -142,7 +142,9 @@ impl DataplaneHandle {
         self.shared.table(|t| t.remove_peer(public_key))
     }
 
-    /// Rekey: the old key's peer goes, the new one comes, atomically.
+    /// Replaces a peer under one table lock: a rekey (old key out, new in),
+    /// or the same key at another slot or with other allowed IPs. If the new
+    /// one cannot be added the old one is put back.
     pub fn update_peer(&self, old_key: &PublicKey, new: PeerConfig) -> Result<(), PeerError> {
         self.shared.table(|t| t.replace_peer(old_key, new))
     }
