@@ -414,3 +414,47 @@ impl AdminView for Admin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use gateway_core::control::ControlConfig;
+    use gateway_core::testing::{granted, key_b64, registry, synced};
+
+    const CONFIG: &str = r#"
+[chain]
+rpc_urls = ["ws://127.0.0.1:8545"]
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+[xdp]
+iface = "eth0"
+"#;
+
+    /// One question, answered the way the loop answers it.
+    fn ask<T>(control: &mut Control, status: &Status, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> T {
+        let (reply, mut answer) = oneshot::channel();
+        query(reply).answer(control, status, 100);
+        answer.try_recv().unwrap()
+    }
+
+    #[test]
+    fn the_loop_answers_from_the_core_and_the_status_it_owns() {
+        let mut control = Control::new(registry(), ControlConfig::default());
+        let mut status = Status::new(&Config::from_toml_and_env(CONFIG, &[]).unwrap());
+        assert_eq!(ask(&mut control, &status, Query::Readiness), Readiness::NotReady("chain not synced yet".into()));
+        let events = [granted(1, 11, 10, 0), synced(10)];
+        let _ = control.on_chain_events(&events, 100, 0);
+        for e in &events {
+            status.observe_chain(e);
+        }
+        assert_eq!(ask(&mut control, &status, Query::Readiness), Readiness::Ready);
+        assert!(ask(&mut control, &status, |reply| Query::Access(key_b64(11), reply)).allowed);
+        assert!(!ask(&mut control, &status, |reply| Query::Access(key_b64(12), reply)).allowed);
+        assert_eq!(ask(&mut control, &status, Query::Registry).peers.len(), 1);
+        let text = gateway_core::metrics::render(&ask(&mut control, &status, Query::Metrics));
+        for line in ["gw_registry_tokens{status=\"granted\"} 1", "gw_chain_head_block 10", "gw_access_cache_total{result=\"miss\"} 2"] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}
