@@ -38,6 +38,9 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Only the purity check `test` starts with: gateway-core's dependency
+    /// tree holds no I/O crate and its sources no file, socket or clock call.
+    Purity,
     /// Compile contracts/DstackAccessNFT.sol and the MinimalAccessNFT test fixture
     /// into contracts/out/ (ABI + bytecode embedded by the gateway and the tests);
     /// --check fails if the committed output is stale.
@@ -155,6 +158,7 @@ fn main() -> std::process::ExitCode {
         Command::BuildEbpf { release } => ebpf::build_ebpf(release).map(|_| ()),
         Command::Build { release } => util::build_all(release),
         Command::Test { args } => util::test_all(&args),
+        Command::Purity => util::purity(),
         Command::Contracts { check } => contracts::contracts(check),
         Command::Package { binary } => package::package(binary),
         Command::Demo { container, privileged } => demo::run_demo(container, privileged),

@@ -136,6 +136,14 @@ fn cargo_test(args: &[&str], extra: &[String], binary_args: &[&str], totals: &mu
     Ok(child.wait()?.success())
 }
 
+/// Fails unless gateway-core is pure (`crate::purity`); says what it checked.
+#[allow(clippy::print_stdout)] // the line CI shows
+pub fn purity() -> anyhow::Result<()> {
+    let (crates, files) = crate::purity::check_core()?;
+    println!("xtask: gateway-core is pure ({crates} crates in its tree, {files} source files checked)");
+    Ok(())
+}
+
 /// Every test: the eBPF object and the gateway binary first (the end-to-end
 /// tests run the real binary), then the whole workspace. The end-to-end
 /// package runs one test at a time: they share two cores and time-sensitive
@@ -147,8 +155,7 @@ fn cargo_test(args: &[&str], extra: &[String], binary_args: &[&str], totals: &mu
 pub fn test_all(extra: &[String]) -> anyhow::Result<()> {
     // The contract's ABI and bytecode the Rust code embeds must match its source.
     crate::contracts::contracts(true).context("contracts/out is stale: run `cargo xtask contracts`")?;
-    let (crates, files) = crate::purity::check_core()?;
-    println!("xtask: gateway-core is pure ({crates} crates in its tree, {files} source files checked)");
+    purity()?;
     build_all(false)?;
     let skip_log = target_dir().join("test-skips.log");
     match std::fs::remove_file(&skip_log) {

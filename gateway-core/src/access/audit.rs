@@ -93,7 +93,7 @@ fn derived_action(change: &TokenChange) -> Option<AuditAction> {
 
 /// The records for one applied chain event. Replays and cursor moves make
 /// none, so at-least-once delivery does not duplicate the log.
-pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec<AuditRecord> {
+pub(crate) fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec<AuditRecord> {
     let (own_action, tx_hash, block_number) = match event {
         ChainEvent::Granted { meta, .. } => (Some(AuditAction::Grant), Some(&meta.tx_hash), Some(meta.block_number)),
         ChainEvent::Revoked { meta, .. } => (Some(AuditAction::Revoke), Some(&meta.tx_hash), Some(meta.block_number)),
@@ -154,7 +154,7 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
 }
 
 /// A handshake initiation the data plane refused, with the endpoint it came from.
-pub fn rejected_handshake(decision: &Decision, endpoint: std::net::SocketAddr, now: u64) -> AuditRecord {
+pub(crate) fn rejected_handshake(decision: &Decision, endpoint: std::net::SocketAddr, now: u64) -> AuditRecord {
     let mut r = AuditRecord::new(now, AuditAction::RejectedHandshake, decision.reason, false);
     r.token_id = decision.token_id;
     r.node_id = decision.node_id.clone();

@@ -40,7 +40,7 @@ use super::reason::AccessReason;
 use crate::chain::{Address, ChainEvent, Cursor, LogMeta, SnapshotCause, TokenId, TokenSnapshot, TxHash};
 
 /// The seed's hostname suffix.
-pub const DEFAULT_DOMAIN: &str = "vpn.dstack";
+pub(crate) const DEFAULT_DOMAIN: &str = "vpn.dstack";
 
 /// Where in the chain a fact comes from; ordered like the chain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -164,7 +164,8 @@ pub struct TokenChange {
 }
 
 impl TokenChange {
-    pub fn access_changed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn access_changed(&self) -> bool {
         let before = self.before.as_ref().and_then(TokenView::admission);
         before != self.after.admission()
     }

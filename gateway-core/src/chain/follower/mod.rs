@@ -127,7 +127,7 @@ pub struct StartState {
 
 /// Why a pass stopped short.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PassError {
+pub(crate) enum PassError {
     #[error("{endpoint} rejected {what}: {message}")]
     Rejected { endpoint: String, what: &'static str, message: String },
     #[error("no RPC endpoint answered {what} (last error: {last})")]
