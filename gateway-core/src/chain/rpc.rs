@@ -248,7 +248,7 @@ fn block_tag(tag: BlockTag) -> String {
 }
 
 /// `"0x1a"` -> 26.
-pub fn parse_quantity(value: &Value) -> Option<u64> {
+pub(crate) fn parse_quantity(value: &Value) -> Option<u64> {
     let text = value.as_str()?;
     let digits = text.strip_prefix("0x")?;
     if digits.is_empty() || digits.len() > 16 {

@@ -12,13 +12,17 @@ pub mod io;
 pub mod peer;
 pub mod runtime;
 pub mod shards;
+pub mod sink;
 pub mod steer;
 pub mod takeover;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod uapi;
 pub mod vnet;
 pub mod weak_keys;
 
-pub use device::{Device, DeviceCounters, DeviceEvent, Handoff, PacketSink, PeerError, Shard};
+pub use device::{Device, DeviceCounters, DeviceEvent, PeerError};
 pub use peer::{encode_key, parse_key, PeerConfig, PeerStats, PublicKey};
 pub use runtime::{default_workers, Dataplane, DataplaneConfig, DataplaneHandle, DEFAULT_MAX_BURST};
 pub use shards::PeerTable;
+pub use sink::{Handoff, PacketSink, Shard};

@@ -166,20 +166,9 @@ mod tests {
     use std::collections::VecDeque;
     use std::net::SocketAddr;
 
-    use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
-
     use super::*;
-    use crate::dataplane::device::{Handoff, PacketSink};
-
-    fn secret(seed: u8) -> [u8; 32] {
-        let mut k = [seed; 32];
-        k[0] &= 248;
-        k
-    }
-
-    fn public(seed: u8) -> PublicKey {
-        *X25519Public::from(&StaticSecret::from(secret(seed))).as_bytes()
-    }
+    use crate::dataplane::sink::{Handoff, PacketSink};
+    use crate::dataplane::test_support::{ipv4_packet, public, secret};
 
     fn peer(seed: u8, slot: u32) -> PeerConfig {
         PeerConfig {
@@ -189,18 +178,6 @@ mod tests {
             endpoint: None,
             persistent_keepalive: None,
         }
-    }
-
-    fn ipv4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![0u8; 20 + payload.len()];
-        p[0] = 0x45;
-        p[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
-        p[8] = 64;
-        p[9] = 17;
-        p[12..16].copy_from_slice(&src);
-        p[16..20].copy_from_slice(&dst);
-        p[20..].copy_from_slice(payload);
-        p
     }
 
     /// What a worker's sink does, minus the sockets: datagrams and TUN
@@ -266,7 +243,7 @@ mod tests {
         assert_eq!(shards.peer_stats().iter().map(|p| p.slot).collect::<Vec<_>>(), vec![2, 3, 4]);
         assert_eq!(shards.free_slot(), Ok(MAX_PEER_SLOTS - 1));
         // Every shard knows where 10.9.0.3 goes.
-        let to_three = ipv4([10, 9, 0, 1], [10, 9, 0, 3], b"x");
+        let to_three = ipv4_packet([10, 9, 0, 1], [10, 9, 0, 3], b"x");
         assert_eq!(shards[0].owner_of_destination(&to_three), Some(1));
         assert_eq!(shards[1].owner_of_destination(&to_three), Some(1));
         // Removal reaches every shard: the route and the key are gone.
@@ -274,13 +251,13 @@ mod tests {
         assert_eq!(shards[0].owner_of_destination(&to_three), None);
         assert_eq!(shards[0].slot_of(&public(3)), None);
         shards.add_peer(peer(3, 5)).unwrap();
-        assert_eq!(shards[0].owner_of_destination(&ipv4([10, 9, 0, 1], [10, 9, 0, 3], b"x")), Some(1));
+        assert_eq!(shards[0].owner_of_destination(&ipv4_packet([10, 9, 0, 1], [10, 9, 0, 3], b"x")), Some(1));
         // New allowed IPs move with a reconfiguration on every shard.
         let mut moved = peer(3, 5);
         moved.allowed_ips = vec!["10.9.1.0/24".parse().unwrap()];
         shards.reconfigure_peer(moved).unwrap();
         assert_eq!(shards[0].owner_of_destination(&to_three), None);
-        assert_eq!(shards[0].owner_of_destination(&ipv4([10, 9, 0, 1], [10, 9, 1, 7], b"x")), Some(1));
+        assert_eq!(shards[0].owner_of_destination(&ipv4_packet([10, 9, 0, 1], [10, 9, 1, 7], b"x")), Some(1));
         assert_eq!(shards.counters(), DeviceCounters::default());
     }
 
@@ -311,7 +288,7 @@ mod tests {
             let mut wire: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
             let mut out = Outputs::default();
             let src = [10, 9, 0, 2 + i as u8];
-            clients[i].1.handle_tun_packet(&ipv4(src, [10, 9, 0, 1], b"hi"), &mut out);
+            clients[i].1.handle_tun_packet(&ipv4_packet(src, [10, 9, 0, 1], b"hi"), &mut out);
             wire.extend(out.udp.drain(..).map(|(_, d)| (i, d)));
             let mut gw_out = Outputs::default();
             while let Some((client, d)) = wire.pop_front() {
@@ -324,14 +301,14 @@ mod tests {
                     wire.extend(back.udp.drain(..).map(|(_, d)| (c, d)));
                 }
             }
-            assert_eq!(gw_out.tun, vec![ipv4(src, [10, 9, 0, 1], b"hi")]);
+            assert_eq!(gw_out.tun, vec![ipv4_packet(src, [10, 9, 0, 1], b"hi")]);
         }
         assert!(shards[0].stats_for(&public(2)).unwrap().since_last_handshake.is_some());
         assert!(shards[1].stats_for(&public(3)).unwrap().since_last_handshake.is_some(), "session on the owner");
         assert!(shards[0].counters().handed_off >= 1);
         // Node 2 -> node 3 (decrypted on shard 0, encrypted on shard 1).
         let mut out = Outputs::default();
-        let p2p = ipv4([10, 9, 0, 2], [10, 9, 0, 3], b"peer to peer");
+        let p2p = ipv4_packet([10, 9, 0, 2], [10, 9, 0, 3], b"peer to peer");
         clients[0].1.handle_tun_packet(&p2p, &mut out);
         let mut gw_out = Outputs::default();
         for (_, d) in out.udp.drain(..) {
@@ -346,7 +323,7 @@ mod tests {
         assert_eq!(got.tun, vec![p2p]);
         // A TUN packet for node 3 read on shard 0.
         let mut gw_out = Outputs::default();
-        shards[0].handle_tun_packet(&ipv4([10, 9, 0, 1], [10, 9, 0, 3], b"down"), &mut gw_out);
+        shards[0].handle_tun_packet(&ipv4_packet([10, 9, 0, 1], [10, 9, 0, 3], b"down"), &mut gw_out);
         assert!(gw_out.udp.is_empty());
         settle(&mut shards, &mut gw_out);
         assert_eq!(gw_out.udp.len(), 1);

@@ -34,7 +34,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::dataplane::device::{Device, Handoff, PacketSink, PeerError};
+    use crate::dataplane::device::{Device, PeerError};
+    use crate::dataplane::sink::{Handoff, PacketSink};
     use crate::dataplane::peer::PeerConfig;
     use std::net::{IpAddr, SocketAddr};
     use x25519_dalek::{PublicKey, StaticSecret};

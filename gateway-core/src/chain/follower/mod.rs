@@ -142,7 +142,7 @@ pub struct StartState {
 
 /// Why a pass stopped short.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PassError {
+pub(crate) enum PassError {
     #[error("{endpoint} rejected {what}: {message}")]
     Rejected { endpoint: String, what: &'static str, message: String },
     #[error("no RPC endpoint answered {what} (last error: {last})")]
@@ -337,6 +337,9 @@ pub struct Follower {
     recent_tokens: BTreeMap<u64, BTreeSet<TokenId>>,
     /// Tokens to re-read once the rescan after a reorg has caught up.
     reorg_rereads: BTreeSet<TokenId>,
+    /// Re-reads asked for while a range's logs are worked off, made once
+    /// its last log is delivered (see `reread`).
+    range_rereads: Vec<(TokenId, SnapshotCause)>,
     /// Tokens still to re-read in the current reconcile pass.
     reconcile_queue: BTreeSet<TokenId>,
     next_reconcile: Option<MonoTime>,
@@ -394,6 +397,7 @@ impl Follower {
             recent_hashes,
             recent_tokens: BTreeMap::new(),
             reorg_rereads: BTreeSet::new(),
+            range_rereads: Vec::new(),
             reconcile_queue: BTreeSet::new(),
             next_reconcile: None,
             stage: Stage::Start,
@@ -663,6 +667,8 @@ impl Follower {
             read.at_head = (None, None);
             read.at_confirmed = (None, None);
         }
+        // Released from the held entries already: nothing else would make them.
+        self.flush_range_rereads();
         self.stage = Stage::Start;
         self.pending = None;
         self.pass_endpoint = None;

@@ -126,6 +126,40 @@ fn a_rekey_removes_the_old_key_at_once_and_grants_the_new_one_when_confirmed() {
 }
 
 #[test]
+fn a_reread_released_mid_range_waits_for_the_ranges_later_logs() {
+    // Regression (the chaos soak, seed 1796177727498032420): the rekey's
+    // re-read of the owner's tokens was released before the next log of
+    // the range, read the head and stood at the range's end, so the revoke
+    // delivered after it was older than token 2's snapshot: dropped as a
+    // replay, and its audit record never written.
+    let mut chain = SimChain::new(0);
+    chain.mine(&[mint(1, 1)]);
+    chain.mine(&[mint(1, 2)]);
+    chain.mine(&[Tx::Rekey { token: 1, key: 7 }]);
+    chain.mine(&[Tx::Revoke { token: 2 }]);
+    let config = Harness::config(1, &[false], 0);
+    let mut h = Harness::new(config, StartState::default(), chain, &[false], 4);
+    let until = h.now + secs(5);
+    h.run(until, safe).unwrap();
+    assert_eq!(admitted(&h), h.chain.settled_grants());
+    let revoke_tx = h.events.iter().find_map(|e| match e {
+        ChainEvent::Revoked { token_id: 2, meta, .. } => Some(meta.tx_hash),
+        _ => None,
+    });
+    assert!(revoke_tx.is_some(), "the revoke is delivered");
+    let mut registry = crate::registry::Registry::new(CONTRACT, network());
+    let mut audit = Vec::new();
+    for event in &h.events {
+        let outcome = registry.apply(event, 100);
+        audit.extend(crate::access::audit::records_for_event(event, &outcome, 100));
+    }
+    assert!(
+        audit.iter().any(|r| r.token_id == Some(2) && r.tx_hash == revoke_tx),
+        "no audit record carries the revoke's transaction: {audit:#?}"
+    );
+}
+
+#[test]
 fn a_reorg_rewinds_and_rereads_what_it_touched() {
     let mut chain = SimChain::new(1);
     chain.mine(&[mint(1, 1)]);
