@@ -7,10 +7,10 @@
 
 use anyhow::{ensure, Context, Result};
 use gateway::xdp::PinnedMaps;
-use gateway_tests::lab::{Lab, DEV_ADDRESSES};
+use gateway_tests::lab::Lab;
 use gateway_tests::netns::{gateway_bin, require_root, wait_for};
 use gateway_tests::pinger::Pinger;
-use gateway_tests::wg::{wg, wg_dump, Keypair, WgGoNode, TUNNEL_PREFIX};
+use gateway_tests::wg::{wg, wg_dump, Keypair, TUNNEL_PREFIX};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -39,14 +39,7 @@ fn hand_made_changes_to_peers_and_slots_are_put_back() -> Result<()> {
         return Ok(());
     }
     let mut lab = Lab::new(2)?;
-    let keys: Vec<Keypair> = (0..2).map(|i| Keypair::generate(lab.dir.path(), &format!("n{i}"))).collect::<Result<_>>()?;
-    for (i, k) in keys.iter().enumerate() {
-        lab.node_cli(0, &["mint", DEV_ADDRESSES[1], &format!("node-{i}"), "--pubkey", &k.public, "--json"])?;
-    }
-    lab.start_gateway("")?;
-    // Token t is host t + 1.
-    let ips = [format!("{TUNNEL_PREFIX}.2"), format!("{TUNNEL_PREFIX}.3")];
-    let _nodes: Vec<WgGoNode> = keys.iter().enumerate().map(|(i, k)| lab.start_node(i, k.clone(), &ips[i])).collect::<Result<_>>()?;
+    let nodes = lab.start_with_granted_nodes("")?;
     let gateway_ip = format!("{TUNNEL_PREFIX}.1");
     let pingers = [Pinger::start(&lab.nodes[0], &gateway_ip)?, Pinger::start(&lab.nodes[1], &gateway_ip)?];
     for p in &pingers {
@@ -68,7 +61,7 @@ fn hand_made_changes_to_peers_and_slots_are_put_back() -> Result<()> {
     // a granted slot closed.
     let stranger = Keypair::generate(lab.dir.path(), "stranger")?;
     wg(&["set", &lab.wg_iface, "peer", &stranger.public, "allowed-ips", &format!("{TUNNEL_PREFIX}.50/32")])?;
-    wg(&["set", &lab.wg_iface, "peer", &keys[1].public, "remove"])?;
+    wg(&["set", &lab.wg_iface, "peer", &nodes[1].keys.public, "remove"])?;
     let free = (1..).find(|s| !granted_slots.contains(s)).context("a free slot")?;
     xdp_cli(&lab, "allow", free)?;
     xdp_cli(&lab, "close", granted_slots[0])?;

@@ -7,7 +7,7 @@
 //! `gateway dataplane run` alone (peers on its command line, no chain).
 
 use anyhow::{ensure, Result};
-use gateway_tests::lab::{Lab, DEV_ADDRESSES};
+use gateway_tests::lab::Lab;
 use gateway_tests::netns::{require_root, unique_name, Netns, VethPair};
 use gateway_tests::pinger::Pinger;
 use gateway_tests::wg::{GatewayProcess, Keypair, ScratchDir, WgGoNode, TUNNEL_PREFIX, WG_PORT};
@@ -23,20 +23,13 @@ fn a_restarted_gateway_takes_its_nodes_back_at_their_next_packet() -> Result<()>
         return Ok(());
     }
     let mut lab = Lab::new(2)?;
-    let keys: Vec<Keypair> = (0..2).map(|i| Keypair::generate(lab.dir.path(), &format!("n{i}"))).collect::<Result<_>>()?;
-    for (i, k) in keys.iter().enumerate() {
-        lab.node_cli(0, &["mint", DEV_ADDRESSES[1], &format!("node-{i}"), "--pubkey", &k.public, "--json"])?;
-    }
-    lab.start_gateway("")?;
-    // Token t is host t + 1.
-    let ips = [format!("{TUNNEL_PREFIX}.2"), format!("{TUNNEL_PREFIX}.3")];
-    let _nodes: Vec<WgGoNode> = keys.iter().enumerate().map(|(i, k)| lab.start_node(i, k.clone(), &ips[i])).collect::<Result<_>>()?;
+    let nodes = lab.start_with_granted_nodes("")?;
     let gateway_ip = format!("{TUNNEL_PREFIX}.1");
     let pingers = [
         ("node 0 -> gateway", Pinger::start(&lab.nodes[0], &gateway_ip)?),
         ("node 1 -> gateway", Pinger::start(&lab.nodes[1], &gateway_ip)?),
-        ("node 0 -> node 1", Pinger::start(&lab.nodes[0], &ips[1])?),
-        ("node 1 -> node 0", Pinger::start(&lab.nodes[1], &ips[0])?),
+        ("node 0 -> node 1", Pinger::start(&lab.nodes[0], &nodes[1].tunnel_ip)?),
+        ("node 1 -> node 0", Pinger::start(&lab.nodes[1], &nodes[0].tunnel_ip)?),
     ];
     let up = SystemTime::now();
     for (what, p) in &pingers {

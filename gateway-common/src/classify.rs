@@ -10,8 +10,8 @@
 //! with a fragment that met the verdict.
 
 use crate::maps::{
-    deny_slot_of, frag_slot_of, live_slot_of, rate_slot_of, DenyEntry, EndpointKey, FragEntry, FragKey, RateBucket,
-    XdpConfig, MILLI_TOKENS_PER_TOKEN,
+    deny_slot_of, frag_slot_of, live_slot_of, rate_slot_of, DenyEntry, EndpointKey, FragEntry,
+    FragKey, RateBucket, XdpConfig, MILLI_TOKENS_PER_TOKEN,
 };
 use crate::verdict::XdpVerdict;
 use crate::wire::*;
@@ -36,7 +36,11 @@ pub trait Packet {
     fn ne64_at(&self, off: usize) -> Option<u64> {
         let a = self.ne32_at(off)? as u64;
         let b = self.ne32_at(off + 4)? as u64;
-        Some(if cfg!(target_endian = "little") { a | (b << 32) } else { (a << 32) | b })
+        Some(if cfg!(target_endian = "little") {
+            a | (b << 32)
+        } else {
+            (a << 32) | b
+        })
     }
 
     /// `v` unchanged, but with whatever a static analyser knows about it
@@ -88,7 +92,25 @@ fn addr_from_words(w: [u32; 4]) -> [u8; 16] {
     let b = w[1].to_ne_bytes();
     let c = w[2].to_ne_bytes();
     let d = w[3].to_ne_bytes();
-    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]]
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
+        d[3],
+    ]
+}
+
+/// The address at `off` as four words in memory order (IPv4 mapped).
+#[inline(always)]
+fn addr_words_at<P: Packet + ?Sized>(pkt: &P, off: usize, v4: bool) -> Option<[u32; 4]> {
+    if v4 {
+        Some([0, 0, crate::maps::V4_MAPPED_WORD, pkt.ne32_at(off)?])
+    } else {
+        Some([
+            pkt.ne32_at(off)?,
+            pkt.ne32_at(off + 4)?,
+            pkt.ne32_at(off + 8)?,
+            pkt.ne32_at(off + 12)?,
+        ])
+    }
 }
 
 /// The address at `off` (IPv4 stored IPv4-mapped).
@@ -102,7 +124,10 @@ fn addr_at<P: Packet + ?Sized>(pkt: &P, off: usize, v4: bool) -> Option<[u8; 16]
         let high = pkt.ne64_at(off)?.to_ne_bytes();
         let low = pkt.ne64_at(off + 8)?.to_ne_bytes();
         let (h, l) = (high, low);
-        Some([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7]])
+        Some([
+            h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5],
+            l[6], l[7],
+        ])
     }
 }
 
@@ -139,25 +164,48 @@ pub fn take_token(bucket: &mut RateBucket, now_ns: u64, rate_per_sec: u32, burst
         bucket.milli_tokens = cap;
         bucket.last_ns = now_ns;
     }
+    let mut tokens = bucket.milli_tokens;
     let elapsed = now_ns.saturating_sub(bucket.last_ns);
-    // rate tokens/s = rate milli-tokens/ms; work in microseconds so a 1/s rate
-    // still accrues between calls a millisecond apart, and cap the elapsed time
-    // so the product cannot overflow.
-    let elapsed_us = if elapsed > 3_600_000_000_000 { 3_600_000_000 } else { elapsed / 1000 };
-    let refill = elapsed_us * rate_per_sec as u64 / 1000;
-    let mut tokens = bucket.milli_tokens + refill;
+    // Refill only once a microsecond has passed. Under a flood most packets
+    // arrive within one tick of the coarse clock: they skip the two
+    // divisions (the BPF JIT emits real `div`s) and an empty bucket is not
+    // written at all.
+    if elapsed >= 1000 {
+        // rate tokens/s = rate milli-tokens/ms; work in microseconds so a
+        // 1/s rate still accrues between calls a millisecond apart, and cap
+        // the elapsed time so the product cannot overflow.
+        let elapsed_us = if elapsed > 3_600_000_000_000 {
+            3_600_000_000
+        } else {
+            elapsed / 1000
+        };
+        let refill = elapsed_us * rate_per_sec as u64 / 1000;
+        if refill > 0 {
+            tokens += refill;
+            bucket.last_ns = now_ns;
+        }
+    }
     if tokens > cap {
         tokens = cap;
     }
-    if refill > 0 {
-        bucket.last_ns = now_ns;
-    }
     if tokens < MILLI_TOKENS_PER_TOKEN {
-        bucket.milli_tokens = tokens;
+        if tokens != bucket.milli_tokens {
+            bucket.milli_tokens = tokens;
+        }
         return false;
     }
     bucket.milli_tokens = tokens - MILLI_TOKENS_PER_TOKEN;
     true
+}
+
+/// Whether `take_token` would surely refuse: the bucket is empty and less
+/// than the microsecond its refill waits for has passed. Conservative: a
+/// false answer means only "ask `take_token`".
+#[inline(always)]
+pub fn surely_empty(bucket: &RateBucket, now_ns: u64) -> bool {
+    bucket.last_ns != 0
+        && bucket.milli_tokens < MILLI_TOKENS_PER_TOKEN
+        && now_ns.saturating_sub(bucket.last_ns) < 1000
 }
 
 /// Where the UDP header and the IP source address are, once parsed; the
@@ -172,7 +220,7 @@ struct Located {
 enum Frag {
     Whole,
     /// The fragment at offset 0 (it holds the UDP header).
-    First(FragKey),
+    First(FragRef),
 }
 
 /// What the IP layer parse found.
@@ -181,19 +229,51 @@ enum Ip {
     Udp(Located, Frag),
     /// A first fragment whose verdict is known without the UDP layer
     /// (IPv6: not UDP behind the fragment header, or a chain cut short).
-    FirstOther(XdpVerdict, FragKey),
+    FirstOther(XdpVerdict, FragRef),
     /// A fragment at a non-zero offset: no transport header of its own.
-    Later(FragKey),
+    Later(FragRef),
+}
+
+/// Where a fragment's key is in the packet: the key itself (40 bytes) is
+/// built only where it is looked up or recorded, not carried through the
+/// parse, whose every move of it was a copy (`gateway xdp bench`).
+#[derive(Clone, Copy)]
+struct FragRef {
+    src_off: usize,
+    v4: bool,
+    id: u32,
+    proto: u8,
+}
+
+impl FragRef {
+    /// The key. The walk read past both addresses before it made this
+    /// reference, so the reads fail only on a packet that changed under it.
+    #[inline(always)]
+    fn key<P: Packet + ?Sized>(&self, pkt: &P) -> Option<FragKey> {
+        frag_key(pkt, self.src_off, self.v4, self.id, self.proto)
+    }
 }
 
 /// The fragment key of the datagram whose IP source is at `src_off`
 /// (destination right after it).
 #[inline(always)]
-fn frag_key<P: Packet + ?Sized>(pkt: &P, src_off: usize, v4: bool, id: u32, proto: u8) -> Option<FragKey> {
+fn frag_key<P: Packet + ?Sized>(
+    pkt: &P,
+    src_off: usize,
+    v4: bool,
+    id: u32,
+    proto: u8,
+) -> Option<FragKey> {
     let dst_off = if v4 { src_off + 4 } else { src_off + 16 };
-    let src = addr_at(pkt, src_off, v4)?;
-    let dst = addr_at(pkt, dst_off, v4)?;
-    Some(FragKey { src, dst, id, proto, _pad: [0; 3] })
+    let src = addr_words_at(pkt, src_off, v4)?;
+    let dst = addr_words_at(pkt, dst_off, v4)?;
+    Some(FragKey {
+        src,
+        dst,
+        id,
+        proto,
+        _pad: [0; 3],
+    })
 }
 
 /// Ethernet and up to two VLAN tags: the offset of the IP header and its
@@ -235,12 +315,21 @@ fn locate_v4<P: Packet + ?Sized>(pkt: &P, off: usize) -> Result<Ip, XdpVerdict> 
     if proto != IPPROTO_UDP {
         return Err(XdpVerdict::PassNotUdp);
     }
-    let located = Located { l4: off + ihl, src_off: off + 12, v4: true };
+    let located = Located {
+        l4: off + ihl,
+        src_off: off + 12,
+        v4: true,
+    };
     if flags_frag & (IPV4_MF | IPV4_OFFSET_MASK) == 0 {
         return Ok(Ip::Udp(located, Frag::Whole));
     }
     let id = pkt.be16_at(off + 4).ok_or(XdpVerdict::PassNotIp)?;
-    let key = frag_key(pkt, off + 12, true, id as u32, proto).ok_or(XdpVerdict::PassNotIp)?;
+    let key = FragRef {
+        src_off: off + 12,
+        v4: true,
+        id: id as u32,
+        proto,
+    };
     if flags_frag & IPV4_OFFSET_MASK != 0 {
         Ok(Ip::Later(key))
     } else {
@@ -251,7 +340,9 @@ fn locate_v4<P: Packet + ?Sized>(pkt: &P, off: usize) -> Result<Ip, XdpVerdict> 
 /// Whether a next-header value is one the walk steps over.
 #[inline(always)]
 const fn is_walked_ext(next_header: u8) -> bool {
-    next_header == IPV6_EXT_HOP_BY_HOP || next_header == IPV6_EXT_ROUTING || next_header == IPV6_EXT_DEST_OPTS
+    next_header == IPV6_EXT_HOP_BY_HOP
+        || next_header == IPV6_EXT_ROUTING
+        || next_header == IPV6_EXT_DEST_OPTS
 }
 
 /// Where the IPv6 extension-header walk stands.
@@ -264,7 +355,7 @@ struct Chain {
     headers: usize,
     /// Set once a fragment header at offset 0 was crossed: the verdict of
     /// everything after it is recorded under this key.
-    first: Option<FragKey>,
+    first: Option<FragRef>,
 }
 
 impl Chain {
@@ -293,7 +384,14 @@ fn locate_v6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Result<Ip, XdpVerdict> 
     let next_header = pkt.u8_at(off + 6).ok_or(XdpVerdict::PassNotIp)?;
     // As for IPv4, a frame cut inside the header fails the reads after it.
     let chain_start = off + IPV6_HDR_LEN;
-    let mut chain = Chain { next_header, at: chain_start, chain_start, src_off: off + 8, headers: 0, first: None };
+    let mut chain = Chain {
+        next_header,
+        at: chain_start,
+        chain_start,
+        src_off: off + 8,
+        headers: 0,
+        first: None,
+    };
     // Unrolled by hand, one step per header the bounds allow plus the one
     // that must end the chain: in a loop LLVM hoists `data_end - N` out of
     // the bounds checks, arithmetic on `data_end` the verifier refuses.
@@ -321,7 +419,11 @@ fn locate_v6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Result<Ip, XdpVerdict> 
 fn walk_step<P: Packet + ?Sized>(pkt: &P, chain: &mut Chain) -> Option<Result<Ip, XdpVerdict>> {
     let next_header = chain.next_header;
     if next_header == IPPROTO_UDP {
-        let located = Located { l4: chain.at, src_off: chain.src_off, v4: false };
+        let located = Located {
+            l4: chain.at,
+            src_off: chain.src_off,
+            v4: false,
+        };
         return Some(Ok(match chain.first {
             Some(key) => Ip::Udp(located, Frag::First(key)),
             None => Ip::Udp(located, Frag::Whole),
@@ -338,18 +440,32 @@ fn walk_step<P: Packet + ?Sized>(pkt: &P, chain: &mut Chain) -> Option<Result<Ip
     chain.headers += 1;
     // A read past the frame: a first fragment cut inside its chain is too
     // short to judge; anything else is a chain cut short.
-    let cut = if chain.first.is_some() { XdpVerdict::DropFragmentTooShort } else { XdpVerdict::DropExtHeaderUnwalkable };
+    let cut = if chain.first.is_some() {
+        XdpVerdict::DropFragmentTooShort
+    } else {
+        XdpVerdict::DropExtHeaderUnwalkable
+    };
     let at = chain.at;
-    let Some(following) = pkt.u8_at(at) else { return Some(chain.ends(cut)) };
+    let Some(following) = pkt.u8_at(at) else {
+        return Some(chain.ends(cut));
+    };
     if walked {
-        let Some(units) = pkt.u8_at(at + 1) else { return Some(chain.ends(cut)) };
+        let Some(units) = pkt.u8_at(at + 1) else {
+            return Some(chain.ends(cut));
+        };
         chain.next_header = following;
         chain.at = at + (units as usize + 1) * 8;
     } else {
         // A fragment header: offset and More Fragments, then the id.
-        let Some(field) = pkt.be16_at(at + 2) else { return Some(chain.ends(cut)) };
-        let Some(id_high) = pkt.be16_at(at + 4) else { return Some(chain.ends(cut)) };
-        let Some(id_low) = pkt.be16_at(at + 6) else { return Some(chain.ends(cut)) };
+        let Some(field) = pkt.be16_at(at + 2) else {
+            return Some(chain.ends(cut));
+        };
+        let Some(id_high) = pkt.be16_at(at + 4) else {
+            return Some(chain.ends(cut));
+        };
+        let Some(id_low) = pkt.be16_at(at + 6) else {
+            return Some(chain.ends(cut));
+        };
         chain.next_header = following;
         chain.at = at + IPV6_FRAG_HDR_LEN;
         let offset = field >> 3;
@@ -361,8 +477,11 @@ fn walk_step<P: Packet + ?Sized>(pkt: &P, chain: &mut Chain) -> Option<Result<Ip
                 return Some(Err(XdpVerdict::DropExtHeaderUnwalkable));
             }
             let id = ((id_high as u32) << 16) | id_low as u32;
-            let Some(key) = frag_key(pkt, chain.src_off, false, id, following) else {
-                return Some(Err(XdpVerdict::PassNotIp));
+            let key = FragRef {
+                src_off: chain.src_off,
+                v4: false,
+                id,
+                proto: following,
             };
             if offset != 0 {
                 // Only a fragment whose datagram may be UDP is tracked.
@@ -428,7 +547,10 @@ pub struct Coalesced {
 }
 
 impl Coalesced {
-    pub const ONE: Coalesced = Coalesced { segment: 0, count: 1 };
+    pub const ONE: Coalesced = Coalesced {
+        segment: 0,
+        count: 1,
+    };
 }
 
 /// The most datagrams UDP GRO puts in one buffer (the kernel's
@@ -516,17 +638,32 @@ fn classify_ip<P: Packet + ?Sized, G: Gate>(
     coalesced: Coalesced,
 ) -> XdpVerdict {
     match ip {
-        Ip::Later(key) => match gate.fragment(frag_slot_of(&key, cfg.hash_seed), &key) {
-            Some(entry) if entry.dropped != 0 => XdpVerdict::DropFragmentFirstDropped,
-            Some(_) => XdpVerdict::PassFragment,
-            None => XdpVerdict::DropFragmentNeverSeen,
-        },
-        Ip::FirstOther(verdict, key) => {
+        Ip::Later(at) => {
+            let Some(key) = at.key(pkt) else {
+                return XdpVerdict::PassNotIp;
+            };
+            match gate.fragment(frag_slot_of(&key, cfg.hash_seed), &key) {
+                Some(entry) if entry.dropped != 0 => XdpVerdict::DropFragmentFirstDropped,
+                Some(_) => XdpVerdict::PassFragment,
+                None => XdpVerdict::DropFragmentNeverSeen,
+            }
+        }
+        Ip::FirstOther(verdict, at) => {
+            let Some(key) = at.key(pkt) else {
+                return XdpVerdict::PassNotIp;
+            };
             record(gate, cfg, &key, verdict);
             verdict
         }
-        Ip::Udp(located, Frag::Whole) => classify_udp(pkt, &located, false, cfg, gate, now_ns, coalesced),
-        Ip::Udp(located, Frag::First(key)) => {
+        Ip::Udp(located, Frag::Whole) => {
+            classify_udp(pkt, &located, false, cfg, gate, now_ns, coalesced)
+        }
+        Ip::Udp(located, Frag::First(at)) => {
+            // Before the UDP layer: a frame cut inside the addresses is not
+            // IP, as for a whole datagram.
+            let Some(key) = at.key(pkt) else {
+                return XdpVerdict::PassNotIp;
+            };
             let verdict = classify_udp(pkt, &located, true, cfg, gate, now_ns, Coalesced::ONE);
             record(gate, cfg, &key, verdict);
             verdict
@@ -536,7 +673,10 @@ fn classify_ip<P: Packet + ?Sized, G: Gate>(
 
 #[inline(always)]
 fn record<G: Gate>(gate: &mut G, cfg: &XdpConfig, key: &FragKey, verdict: XdpVerdict) {
-    let entry = FragEntry { dropped: verdict.is_drop() as u32, first_verdict: verdict as u32 };
+    let entry = FragEntry {
+        dropped: verdict.is_drop() as u32,
+        first_verdict: verdict as u32,
+    };
     gate.record_fragment(frag_slot_of(key, cfg.hash_seed), key, entry);
 }
 
@@ -557,7 +697,11 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
     let l4 = located.l4;
     // A UDP header cut short: not for us in a whole datagram; too short to
     // judge in a first fragment.
-    let cut_udp = if first_fragment { XdpVerdict::DropFragmentTooShort } else { XdpVerdict::PassOtherPort };
+    let cut_udp = if first_fragment {
+        XdpVerdict::DropFragmentTooShort
+    } else {
+        XdpVerdict::PassOtherPort
+    };
     // One read at a time, in increasing offset order, with an early return
     // each. A combined match lets LLVM read a register on a path where it was
     // never written, and a read whose bounds check is implied by an earlier
@@ -586,7 +730,17 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
     let msg = l4 + UDP_HDR_LEN;
     let total = udp_len - UDP_HDR_LEN;
     if coalesced.count <= 1 {
-        return classify_message(pkt, located, src_port, msg, total, first_fragment, cfg, gate, now_ns);
+        return classify_message(
+            pkt,
+            located,
+            src_port,
+            msg,
+            total,
+            first_fragment,
+            cfg,
+            gate,
+            now_ns,
+        );
     }
     // Coalesced datagrams, all of one flow: the first is judged like a
     // datagram of its own; every later one must be a transport message
@@ -597,7 +751,9 @@ fn classify_udp<P: Packet + ?Sized, G: Gate>(
     }
     let segment = coalesced.segment;
     let first_len = if total < segment { total } else { segment };
-    let first = classify_message(pkt, located, src_port, msg, first_len, false, cfg, gate, now_ns);
+    let first = classify_message(
+        pkt, located, src_port, msg, first_len, false, cfg, gate, now_ns,
+    );
     if first.is_drop() || total <= segment {
         return first;
     }
@@ -661,7 +817,11 @@ fn classify_message<P: Packet + ?Sized, G: Gate>(
     now_ns: &mut impl FnMut() -> u64,
 ) -> XdpVerdict {
     // A message cut short: malformed, or too short to judge in a first fragment.
-    let cut_msg = if first_fragment { XdpVerdict::DropFragmentTooShort } else { XdpVerdict::DropMalformed };
+    let cut_msg = if first_fragment {
+        XdpVerdict::DropFragmentTooShort
+    } else {
+        XdpVerdict::DropMalformed
+    };
     match message_verdict(pkt, msg, msg_len, cut_msg, gate) {
         Message::Judged(verdict) => verdict,
         Message::Initiation => initiation_verdict(pkt, located, src_port, cfg, gate, now_ns),
@@ -672,7 +832,13 @@ fn classify_message<P: Packet + ?Sized, G: Gate>(
 /// receiver index, whether its slot is open. `cut_msg` is the verdict when
 /// the frame ends before the fields.
 #[inline(always)]
-fn message_verdict<P: Packet + ?Sized, G: Gate>(pkt: &P, msg: usize, msg_len: usize, cut_msg: XdpVerdict, gate: &mut G) -> Message {
+fn message_verdict<P: Packet + ?Sized, G: Gate>(
+    pkt: &P,
+    msg: usize,
+    msg_len: usize,
+    cut_msg: XdpVerdict,
+    gate: &mut G,
+) -> Message {
     let header = match pkt.le32_at(msg) {
         Some(h) => h,
         None => return Message::Judged(cut_msg),
@@ -683,7 +849,11 @@ fn message_verdict<P: Packet + ?Sized, G: Gate>(pkt: &P, msg: usize, msg_len: us
     }
     let kind = header as u8;
     let (expected_ok, receiver_offset, pass) = match kind {
-        WG_HANDSHAKE_INIT => (msg_len == WG_HANDSHAKE_INIT_LEN, 0, XdpVerdict::PassHandshakeInit),
+        WG_HANDSHAKE_INIT => (
+            msg_len == WG_HANDSHAKE_INIT_LEN,
+            0,
+            XdpVerdict::PassHandshakeInit,
+        ),
         WG_HANDSHAKE_RESPONSE => (
             msg_len == WG_HANDSHAKE_RESPONSE_LEN,
             WG_RESPONSE_RECEIVER_OFFSET,
@@ -733,38 +903,65 @@ fn initiation_verdict<P: Packet + ?Sized, G: Gate>(
         None => return XdpVerdict::DropMalformed,
     };
     let now_ns = now_ns();
-    let endpoint = EndpointKey { addr: source, port: src_port, _pad: [0; 6] };
-    if let Some(deny) = gate.deny_entry(deny_slot_of(&endpoint, cfg.hash_seed), &endpoint) {
-        if deny.expires_ns > now_ns {
-            return XdpVerdict::DropDeniedEndpoint;
-        }
-    }
+    let endpoint = EndpointKey {
+        addr: source,
+        port: src_port,
+        _pad: [0; 6],
+    };
     if cfg.handshake_rate_per_sec == 0 {
-        return XdpVerdict::PassHandshakeInit;
+        return denied_or(gate, cfg, &endpoint, now_ns, XdpVerdict::PassHandshakeInit);
     }
     // Live peers' endpoints keep their own buckets (in their live slot);
     // every other source, spoofed ones among them, first pays the one
-    // budget they share, then its source's bucket.
+    // budget they share, then its source's bucket. A flood finds the budget
+    // empty: it is dropped before the deny lookup, which would drop it too.
     if cfg.unproven_rate_per_sec != 0 {
         let own = match gate.live_mut(live_slot_of(&endpoint, cfg.hash_seed), &endpoint) {
-            Some((expires_ns, bucket)) if expires_ns > now_ns => {
-                Some(take_token(bucket, now_ns, cfg.handshake_rate_per_sec, cfg.handshake_burst))
-            }
+            Some((expires_ns, bucket)) if expires_ns > now_ns => Some(take_token(
+                bucket,
+                now_ns,
+                cfg.handshake_rate_per_sec,
+                cfg.handshake_burst,
+            )),
             _ => None,
         };
         match own {
-            Some(true) => return XdpVerdict::PassHandshakeInit,
-            Some(false) => return XdpVerdict::DropRateLimited,
+            Some(true) => {
+                return denied_or(gate, cfg, &endpoint, now_ns, XdpVerdict::PassHandshakeInit)
+            }
+            Some(false) => {
+                return denied_or(gate, cfg, &endpoint, now_ns, XdpVerdict::DropRateLimited)
+            }
             None => {}
         }
         if let Some(bucket) = gate.unproven_bucket_mut() {
-            if !take_token(bucket, now_ns, cfg.unproven_rate_per_sec, cfg.unproven_burst) {
+            if surely_empty(bucket, now_ns) {
                 return XdpVerdict::DropUnprovenBudget;
             }
         }
+        if let Some(denied) = denied(gate, cfg, &endpoint, now_ns) {
+            return denied;
+        }
+        if let Some(bucket) = gate.unproven_bucket_mut() {
+            if !take_token(
+                bucket,
+                now_ns,
+                cfg.unproven_rate_per_sec,
+                cfg.unproven_burst,
+            ) {
+                return XdpVerdict::DropUnprovenBudget;
+            }
+        }
+    } else if let Some(denied) = denied(gate, cfg, &endpoint, now_ns) {
+        return denied;
     }
     let allowed = match gate.bucket_mut(rate_slot_of(&source, cfg.hash_seed)) {
-        Some(bucket) => take_token(bucket, now_ns, cfg.handshake_rate_per_sec, cfg.handshake_burst),
+        Some(bucket) => take_token(
+            bucket,
+            now_ns,
+            cfg.handshake_rate_per_sec,
+            cfg.handshake_burst,
+        ),
         // Only when the map is missing: fail open on the limiter alone.
         None => true,
     };
@@ -773,6 +970,32 @@ fn initiation_verdict<P: Packet + ?Sized, G: Gate>(
     } else {
         XdpVerdict::DropRateLimited
     }
+}
+
+/// `DropDeniedEndpoint` while `endpoint` is on the deny list.
+#[inline(always)]
+fn denied<G: Gate>(
+    gate: &G,
+    cfg: &XdpConfig,
+    endpoint: &EndpointKey,
+    now_ns: u64,
+) -> Option<XdpVerdict> {
+    match gate.deny_entry(deny_slot_of(endpoint, cfg.hash_seed), endpoint) {
+        Some(deny) if deny.expires_ns > now_ns => Some(XdpVerdict::DropDeniedEndpoint),
+        _ => None,
+    }
+}
+
+/// `DropDeniedEndpoint` while `endpoint` is on the deny list, else `verdict`.
+#[inline(always)]
+fn denied_or<G: Gate>(
+    gate: &G,
+    cfg: &XdpConfig,
+    endpoint: &EndpointKey,
+    now_ns: u64,
+    verdict: XdpVerdict,
+) -> XdpVerdict {
+    denied(gate, cfg, endpoint, now_ns).unwrap_or(verdict)
 }
 
 #[cfg(test)]

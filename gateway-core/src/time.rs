@@ -62,7 +62,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Formats unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(unix_secs: u64) -> String {
+pub(crate) fn rfc3339(unix_secs: u64) -> String {
     let days = (unix_secs / 86_400) as i64;
     let rem = unix_secs % 86_400;
     let (y, m, d) = civil_from_days(days);
@@ -76,7 +76,7 @@ pub fn rfc3339(unix_secs: u64) -> String {
 
 /// Parses what [`rfc3339`] writes (UTC, whole seconds; a fractional part as
 /// JavaScript's `toISOString` writes it is accepted and dropped).
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;

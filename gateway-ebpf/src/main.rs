@@ -228,14 +228,14 @@ impl Gate for Maps {
     fn record_fragment(&mut self, index: u32, key: &FragKey, entry: FragEntry) {
         if let Some(slot) = GW_FRAGMENTS.get_ptr_mut(index) {
             // SAFETY: `slot` points at this map value, `key` at a live
-            // FragKey; plain integers, written word by word (a struct copy
-            // becomes a memcpy call).
+            // FragKey, both 8-aligned; plain integers, written word by word
+            // (a struct copy becomes a memcpy call).
             unsafe {
                 let dst = slot as *mut u64;
                 let src = key as *const FragKey as *const u64;
                 let mut i = 0;
                 while i < 5 {
-                    core::ptr::write_unaligned(dst.add(i), core::ptr::read_unaligned(src.add(i)));
+                    *dst.add(i) = *src.add(i);
                     i += 1;
                 }
                 (*slot).entry = entry;
@@ -244,17 +244,19 @@ impl Gate for Maps {
     }
 }
 
-/// Whether `N` u64 words at `a` and `b` are equal, read without alignment
-/// assumptions (a derived `==` on byte arrays becomes a memcmp call).
+/// Whether `N` u64 words at `a` and `b` are equal (a derived `==` on byte
+/// arrays becomes a memcmp call). Keys are 8-aligned (`repr(align(8))`) and
+/// so are map values, so these are plain 8-byte loads; unaligned reads
+/// were lowered to byte loads.
 ///
 /// # Safety
-/// Both pointers must be valid for `N * 8` bytes.
+/// Both pointers must be 8-aligned and valid for `N * 8` bytes.
 #[inline(always)]
 unsafe fn same_words<const N: usize>(a: *const u64, b: *const u64) -> bool {
     let mut i = 0;
     while i < N {
         // SAFETY: i < N, inside both ranges by the caller's promise.
-        if unsafe { core::ptr::read_unaligned(a.add(i)) != core::ptr::read_unaligned(b.add(i)) } {
+        if unsafe { *a.add(i) != *b.add(i) } {
             return false;
         }
         i += 1;

@@ -115,7 +115,7 @@ impl Lab {
         if !out.status.success() {
             bail!("gateway node {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         }
-        Ok(serde_json::from_slice(&out.stdout).with_context(|| format!("node {} output", args.join(" ")))?)
+        serde_json::from_slice(&out.stdout).with_context(|| format!("node {} output", args.join(" ")))
     }
 
     /// Writes the gateway's configuration and starts `gateway run` in its
@@ -267,6 +267,20 @@ listen = "127.0.0.1:{HTTP_PORT}"
     /// `gw_xdp_packets_total{reason="drop_unknown_slot",verdict="drop"}`.
     pub fn metric(&self, series: &str) -> Result<f64> {
         metric_in(&self.gw, series)
+    }
+
+    /// Grants each node namespace a token of its own (`node-<i>`, owned by
+    /// dev account 1, minted before the gateway starts), starts the gateway
+    /// with `extra_toml`, then each node's wireguard-go at its token's
+    /// tunnel address: token t is host t + 1, so node i is host i + 2.
+    pub fn start_with_granted_nodes(&mut self, extra_toml: &str) -> Result<Vec<WgGoNode>> {
+        let keys: Vec<Keypair> =
+            (0..self.nodes.len()).map(|i| Keypair::generate(self.dir.path(), &format!("n{i}"))).collect::<Result<_>>()?;
+        for (i, k) in keys.iter().enumerate() {
+            self.node_cli(0, &["mint", DEV_ADDRESSES[1], &format!("node-{i}"), "--pubkey", &k.public, "--json"])?;
+        }
+        self.start_gateway(extra_toml)?;
+        keys.into_iter().enumerate().map(|(i, k)| self.start_node(i, k, &format!("{TUNNEL_PREFIX}.{}", i + 2))).collect()
     }
 
     /// A wireguard-go node in namespace `i` with `keys`, dialing the gateway.

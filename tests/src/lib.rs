@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: network namespaces, processes, clean-up,
 //! packets, a local chain.
+#![warn(unreachable_pub)]
 
 pub mod anvil;
 pub mod backfill_sim;

@@ -38,6 +38,9 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Only the purity check `test` starts with: gateway-core's dependency
+    /// tree holds no I/O crate and its sources no file, socket or clock call.
+    Purity,
     /// Compile contracts/DstackAccessNFT.sol and the MinimalAccessNFT test fixture
     /// into contracts/out/ (ABI + bytecode embedded by the gateway and the tests);
     /// --check fails if the committed output is stale.
@@ -113,6 +116,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         count: usize,
     },
+    /// The chaos soak (tests/src/chaos): anvil, the gateway with XDP enforcing
+    /// and wireguard-go nodes under a seeded schedule of chain operations,
+    /// reorgs, RPC cuts, SIGKILLs (at random and at crash points), restarts
+    /// and hostile frames for N minutes, every invariant checked throughout;
+    /// prints the seed, writes <target>/bench/chaos.json, fails on any violation.
+    Chaos {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Replays a run's schedule (the seed it printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+    },
     /// Revoke-transaction receipt to the first in-kernel drop of that peer's
     /// packets, p50/p99 over many revocations, WebSocket and HTTP polling.
     Revocation {
@@ -141,6 +158,7 @@ fn main() -> std::process::ExitCode {
         Command::BuildEbpf { release } => ebpf::build_ebpf(release).map(|_| ()),
         Command::Build { release } => util::build_all(release),
         Command::Test { args } => util::test_all(&args),
+        Command::Purity => util::purity(),
         Command::Contracts { check } => contracts::contracts(check),
         Command::Package { binary } => package::package(binary),
         Command::Demo { container, privileged } => demo::run_demo(container, privileged),
@@ -156,6 +174,16 @@ fn main() -> std::process::ExitCode {
             &["--blocks", &blocks.to_string(), "--tokens", &tokens.to_string()],
             "backfill.json",
         ),
+        Command::Bench(BenchCommand::Chaos { minutes, seed, nodes }) => {
+            let (minutes, nodes) = (minutes.to_string(), nodes.to_string());
+            let seed = seed.map(|s| s.to_string());
+            let mut args = vec!["--minutes", minutes.as_str(), "--nodes", nodes.as_str()];
+            if let Some(seed) = &seed {
+                args.extend(["--seed", seed.as_str()]);
+            }
+            // The debug build, as the CI soak: the invariants are measured, not the speed.
+            util::bench_driver_with(util::Profile::Debug, "bench-chaos", &args, "chaos.json")
+        }
         Command::Bench(BenchCommand::Failover { count }) => util::bench_driver("bench-failover", &["--count", &count.to_string()], "failover.json"),
         Command::Bench(BenchCommand::Scale { tokens }) => util::bench_driver("bench-scale", &["--tokens", &tokens.to_string()], "scale.json"),
         Command::Bench(BenchCommand::Flood { seconds }) => util::bench_driver("bench-flood", &["--seconds", &seconds.to_string()], "flood.json"),

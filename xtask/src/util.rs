@@ -46,16 +46,34 @@ pub fn build_all(release: bool) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
+/// Which build a benchmark driver runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
 /// Builds the release gateway and the benchmark driver `bin` (tests/src/bin),
 /// then runs it with `args`, writing JSON to `<target>/bench/<json>`.
 pub fn bench_driver(bin: &str, args: &[&str], json: &str) -> anyhow::Result<()> {
-    build_all(true)?;
-    run(cargo().current_dir(repo_root()).args(["build", "--release", "-p", "gateway-tests", "--bin", bin]))?;
-    let release = target_dir().join("release");
+    bench_driver_with(Profile::Release, bin, args, json)
+}
+
+/// [`bench_driver`] on the build `profile` names.
+pub fn bench_driver_with(profile: Profile, bin: &str, args: &[&str], json: &str) -> anyhow::Result<()> {
+    let release = profile == Profile::Release;
+    build_all(release)?;
+    let mut build = cargo();
+    build.current_dir(repo_root()).args(["build", "-p", "gateway-tests", "--bin", bin]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let dir = target_dir().join(if release { "release" } else { "debug" });
     run(
-        Command::new(release.join(bin))
+        Command::new(dir.join(bin))
             .current_dir(repo_root())
-            .env("GATEWAY_BIN", release.join("gateway"))
+            .env("GATEWAY_BIN", dir.join("gateway"))
             .env("RUST_LOG", "warn")
             .args(args)
             .arg("--json")
@@ -118,6 +136,14 @@ fn cargo_test(args: &[&str], extra: &[String], binary_args: &[&str], totals: &mu
     Ok(child.wait()?.success())
 }
 
+/// Fails unless gateway-core is pure (`crate::purity`); says what it checked.
+#[allow(clippy::print_stdout)] // the line CI shows
+pub fn purity() -> anyhow::Result<()> {
+    let (crates, files) = crate::purity::check_core()?;
+    println!("xtask: gateway-core is pure ({crates} crates in its tree, {files} source files checked)");
+    Ok(())
+}
+
 /// Every test: the eBPF object and the gateway binary first (the end-to-end
 /// tests run the real binary), then the whole workspace. The end-to-end
 /// package runs one test at a time: they share two cores and time-sensitive
@@ -129,8 +155,7 @@ fn cargo_test(args: &[&str], extra: &[String], binary_args: &[&str], totals: &mu
 pub fn test_all(extra: &[String]) -> anyhow::Result<()> {
     // The contract's ABI and bytecode the Rust code embeds must match its source.
     crate::contracts::contracts(true).context("contracts/out is stale: run `cargo xtask contracts`")?;
-    let (crates, files) = crate::purity::check_core()?;
-    println!("xtask: gateway-core is pure ({crates} crates in its tree, {files} source files checked)");
+    purity()?;
     build_all(false)?;
     let skip_log = target_dir().join("test-skips.log");
     match std::fs::remove_file(&skip_log) {

@@ -93,7 +93,7 @@ fn derived_action(change: &TokenChange) -> Option<AuditAction> {
 
 /// The records for one applied chain event. Replays and cursor moves make
 /// none, so at-least-once delivery does not duplicate the log.
-pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec<AuditRecord> {
+pub(crate) fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec<AuditRecord> {
     let (own_action, tx_hash, block_number) = match event {
         ChainEvent::Granted { meta, .. } => (Some(AuditAction::Grant), Some(&meta.tx_hash), Some(meta.block_number)),
         ChainEvent::Revoked { meta, .. } => (Some(AuditAction::Revoke), Some(&meta.tx_hash), Some(meta.block_number)),
@@ -113,7 +113,7 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
             r.public_key = Some(public_key.clone());
             r.tx_hash = tx_hash.copied();
             r.block_number = block_number;
-            r.detail = Some("token not identifiable from the log; applied by the snapshots that follow".into());
+            r.detail = Some("token not identifiable from the log; the re-read that binds the key names it, with this transaction".into());
             return vec![r];
         }
         Effect::Stale | Effect::Synced | Effect::Alive | Effect::Unavailable => return Vec::new(),
@@ -138,7 +138,12 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
         r.previous_key = before_key.filter(|k| Some(*k) != after.key && after.key.is_some()).map(|k| k.to_base64());
         r.tx_hash = tx_hash.copied();
         r.block_number = block_number;
-        if !is_own {
+        if let (true, Some(log)) = (is_own, outcome.key_update) {
+            // The re-read that completes a key update whose log named no token.
+            r.tx_hash = Some(log.tx_hash);
+            r.block_number = Some(log.block_number);
+            r.detail = Some("the key update of this transaction, read back from the token".into());
+        } else if !is_own {
             r.detail = Some("standing changed through a key shared with the event's token".into());
         } else if let Some(Err(weak)) = after.key.filter(|_| after.reason == AccessReason::InvalidKey).map(|k| k.check_usable()) {
             r.detail = Some(weak.to_string());
@@ -149,7 +154,7 @@ pub fn records_for_event(event: &ChainEvent, outcome: &Outcome, now: u64) -> Vec
 }
 
 /// A handshake initiation the data plane refused, with the endpoint it came from.
-pub fn rejected_handshake(decision: &Decision, endpoint: std::net::SocketAddr, now: u64) -> AuditRecord {
+pub(crate) fn rejected_handshake(decision: &Decision, endpoint: std::net::SocketAddr, now: u64) -> AuditRecord {
     let mut r = AuditRecord::new(now, AuditAction::RejectedHandshake, decision.reason, false);
     r.token_id = decision.token_id;
     r.node_id = decision.node_id.clone();

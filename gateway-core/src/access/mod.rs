@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 pub use audit::{AuditAction, AuditRecord};
 pub use decision::{decide, decide_str, Decision};
-pub use staleness::{StalePolicy, Staleness, StalenessWatch};
+pub use staleness::{StalePolicy, Staleness};
+pub(crate) use staleness::StalenessWatch;
 
 pub use crate::registry::AccessReason;
 use crate::registry::{Outcome, Registry, WgKey};
@@ -78,12 +79,6 @@ impl Access {
         &self.staleness
     }
 
-    /// Changes the staleness policy; returns the audit record to log.
-    pub fn set_staleness(&mut self, staleness: Staleness, last_sync: Option<u64>, now: u64) -> AuditRecord {
-        self.staleness = staleness;
-        audit::policy_change(&staleness, staleness.withholds(last_sync, now), last_sync, now)
-    }
-
     /// The decision for `key` given the registry as it is now. The cache
     /// holds the registry's answer; the staleness policy is applied on every
     /// call because it depends on `now`, not on the registry.
@@ -123,7 +118,7 @@ impl Access {
     }
 
     /// Decisions answered from the cache, and computed from the registry.
-    pub fn cache_counts(&self) -> (u64, u64) {
+    pub(crate) fn cache_counts(&self) -> (u64, u64) {
         (self.hits, self.misses)
     }
 
@@ -142,7 +137,7 @@ impl Access {
 
     /// Forgets the decisions an applied event may have changed. Call after
     /// every [`Registry::apply`].
-    pub fn invalidate(&mut self, outcome: &Outcome) {
+    pub(crate) fn invalidate(&mut self, outcome: &Outcome) {
         for k in &outcome.touched_keys {
             self.forget(k);
         }

@@ -49,7 +49,7 @@ impl Default for Staleness {
 impl Staleness {
     /// Whether the chain state is older than allowed. Never synced counts as
     /// stale: a fresh gateway with no registry file knows nothing yet.
-    pub fn is_stale(&self, last_sync: Option<u64>, now: u64) -> bool {
+    pub(crate) fn is_stale(&self, last_sync: Option<u64>, now: u64) -> bool {
         match last_sync {
             Some(t) => now.saturating_sub(t) > self.max_age_secs,
             None => true,
@@ -57,7 +57,7 @@ impl Staleness {
     }
 
     /// Whether grants are withheld right now.
-    pub fn withholds(&self, last_sync: Option<u64>, now: u64) -> bool {
+    pub(crate) fn withholds(&self, last_sync: Option<u64>, now: u64) -> bool {
         self.policy == StalePolicy::FailClosed && self.is_stale(last_sync, now)
     }
 
@@ -74,7 +74,7 @@ impl Staleness {
 /// Notices when the policy starts or stops withholding grants, so the audit
 /// log says when and why every peer was cut off or restored.
 #[derive(Clone, Debug, Default)]
-pub struct StalenessWatch {
+pub(crate) struct StalenessWatch {
     withholding: Option<bool>,
     /// `now` of the first call: a chain never heard from counts as silent
     /// since then.
@@ -88,7 +88,7 @@ impl StalenessWatch {
     /// outage (nothing is granted before the first sync anyway): it counts
     /// as withholding only once the chain stayed silent for the maximum
     /// age since that first call.
-    pub fn observe(&mut self, staleness: &Staleness, last_sync: Option<u64>, now: u64) -> Option<bool> {
+    pub(crate) fn observe(&mut self, staleness: &Staleness, last_sync: Option<u64>, now: u64) -> Option<bool> {
         let started = *self.started.get_or_insert(now);
         let w = staleness.withholds(last_sync.or(Some(started)), now);
         let first = self.withholding.is_none();

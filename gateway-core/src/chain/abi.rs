@@ -40,7 +40,7 @@ pub struct RawLog {
 /// The topics of the four access events and ERC-721's `Transfer`, for the
 /// `eth_getLogs` filter: a contract that transfers or burns with only the
 /// standard event (the deployed one's source is not public) is followed too.
-pub fn access_event_topics() -> Vec<B256> {
+pub(crate) fn access_event_topics() -> Vec<B256> {
     vec![
         DstackAccessNFT::NodeAccessGranted::SIGNATURE_HASH,
         DstackAccessNFT::NodeAccessRevoked::SIGNATURE_HASH,
@@ -114,18 +114,18 @@ pub fn decode_log(log: &RawLog) -> Result<ChainEvent, DecodeError> {
 }
 
 /// `getNodeAccess(tokenId)` as call data.
-pub fn get_node_access_call(token_id: TokenId) -> Bytes {
+pub(crate) fn get_node_access_call(token_id: TokenId) -> Bytes {
     DstackAccessNFT::getNodeAccessCall { tokenId: U256::from(token_id) }.abi_encode().into()
 }
 
 /// `ownerOf(tokenId)` as call data.
-pub fn owner_of_call(token_id: TokenId) -> Bytes {
+pub(crate) fn owner_of_call(token_id: TokenId) -> Bytes {
     DstackAccessNFT::ownerOfCall { tokenId: U256::from(token_id) }.abi_encode().into()
 }
 
 /// What `getNodeAccess` returns, without the token id it was asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeAccess {
+pub(crate) struct NodeAccess {
     pub node_id: String,
     pub public_key: String,
     pub created_at: u64,
@@ -135,13 +135,13 @@ pub struct NodeAccess {
 impl NodeAccess {
     /// What a token the contract does not know reads as (`getNodeAccess`
     /// reverted: never minted, burned, reorged out): inactive, nothing bound.
-    pub fn unknown() -> Self {
+    pub(crate) fn unknown() -> Self {
         NodeAccess { node_id: String::new(), public_key: String::new(), created_at: 0, is_active: false }
     }
 
     /// The snapshot of `token_id` at `block_number`, with its owner (`None`
     /// when `ownerOf` reverted).
-    pub fn snapshot(self, token_id: TokenId, owner: Option<Address>, block_number: u64) -> TokenSnapshot {
+    pub(crate) fn snapshot(self, token_id: TokenId, owner: Option<Address>, block_number: u64) -> TokenSnapshot {
         TokenSnapshot {
             token_id,
             node_id: self.node_id,
@@ -157,12 +157,12 @@ impl NodeAccess {
 /// The answer to a call the contract did not return well-formed data for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{call} returned data that does not decode: {reason}")]
-pub struct ReturnDecodeError {
+pub(crate) struct ReturnDecodeError {
     pub call: &'static str,
     pub reason: String,
 }
 
-pub fn decode_node_access(data: &[u8]) -> Result<NodeAccess, ReturnDecodeError> {
+pub(crate) fn decode_node_access(data: &[u8]) -> Result<NodeAccess, ReturnDecodeError> {
     let access = DstackAccessNFT::getNodeAccessCall::abi_decode_returns(data)
         .map_err(|err| ReturnDecodeError { call: "getNodeAccess", reason: err.to_string() })?;
     Ok(NodeAccess {
@@ -173,7 +173,7 @@ pub fn decode_node_access(data: &[u8]) -> Result<NodeAccess, ReturnDecodeError> 
     })
 }
 
-pub fn decode_owner(data: &[u8]) -> Result<Address, ReturnDecodeError> {
+pub(crate) fn decode_owner(data: &[u8]) -> Result<Address, ReturnDecodeError> {
     DstackAccessNFT::ownerOfCall::abi_decode_returns(data)
         .map(Address::from)
         .map_err(|err| ReturnDecodeError { call: "ownerOf", reason: err.to_string() })

@@ -55,11 +55,12 @@ impl EndpointHealth {
         self.retry_at.is_none_or(|at| now >= at)
     }
 
-    pub fn retry_at(&self) -> Option<MonoTime> {
+    pub(crate) fn retry_at(&self) -> Option<MonoTime> {
         self.retry_at
     }
 
-    pub fn consecutive_failures(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures
     }
 }

@@ -15,7 +15,7 @@ use super::ids::{Address, TokenId};
 
 /// What to do with an entry whose confirmations are complete.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Release {
+pub(crate) enum Release {
     /// Deliver the grant as logged.
     Grant(ChainEvent),
     /// Re-read the token and deliver a snapshot.
@@ -30,35 +30,35 @@ enum Held {
 
 /// Entries waiting for confirmations, in chain order.
 #[derive(Clone, Debug, Default)]
-pub struct HeldGrants {
+pub(crate) struct HeldGrants {
     /// Keyed by (block number, log index, token): chain order.
     held: BTreeMap<(u64, u64, TokenId), Held>,
 }
 
 /// A log in block `block` has `head - block + 1` confirmations once `head` is
 /// mined; `required` = 0 and 1 both mean "as soon as it is in a block".
-pub fn is_confirmed(block: u64, head: u64, required: u64) -> bool {
+pub(crate) fn is_confirmed(block: u64, head: u64, required: u64) -> bool {
     head.saturating_add(1) >= block.saturating_add(required.max(1))
 }
 
 /// The highest block whose logs are confirmed at `head`: the state a grant
 /// is read at (`head` itself for 0 or 1 confirmations).
-pub fn confirmed_height(head: u64, required: u64) -> u64 {
+pub(crate) fn confirmed_height(head: u64, required: u64) -> u64 {
     head.saturating_add(1).saturating_sub(required.max(1))
 }
 
 impl HeldGrants {
-    pub fn hold(&mut self, token_id: TokenId, block: u64, log_index: u64, event: ChainEvent) {
+    pub(crate) fn hold(&mut self, token_id: TokenId, block: u64, log_index: u64, event: ChainEvent) {
         self.held.insert((block, log_index, token_id), Held::Grant { event, touched: false });
     }
 
     /// `token_id` is to be re-read once the log at (`block`, `log_index`) is confirmed.
-    pub fn hold_reread(&mut self, token_id: TokenId, block: u64, log_index: u64, cause: SnapshotCause) {
+    pub(crate) fn hold_reread(&mut self, token_id: TokenId, block: u64, log_index: u64, cause: SnapshotCause) {
         self.held.entry((block, log_index, token_id)).or_insert(Held::Reread(cause));
     }
 
     /// A revoke, transfer or rekey of `token_id` was seen; returns whether a grant of it is held.
-    pub fn touch(&mut self, token_id: TokenId) -> bool {
+    pub(crate) fn touch(&mut self, token_id: TokenId) -> bool {
         let mut found = false;
         for ((_, _, token), held) in self.held.iter_mut() {
             if let (true, Held::Grant { touched, .. }) = (*token == token_id, held) {
@@ -70,7 +70,7 @@ impl HeldGrants {
     }
 
     /// A `PublicKeyUpdated` of `owner` was seen; it may concern any of their held grants.
-    pub fn touch_owned_by(&mut self, owner: &Address) {
+    pub(crate) fn touch_owned_by(&mut self, owner: &Address) {
         for held in self.held.values_mut() {
             if let Held::Grant { event: ChainEvent::Granted { owner: granted_to, .. }, touched } = held {
                 if granted_to == owner {
@@ -80,18 +80,19 @@ impl HeldGrants {
         }
     }
 
-    pub fn is_held(&self, token_id: TokenId) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_held(&self, token_id: TokenId) -> bool {
         self.held.keys().any(|(_, _, t)| *t == token_id)
     }
 
     /// The oldest block holding an entry: the cursor may not pass it, or a
     /// restart would lose it.
-    pub fn earliest_block(&self) -> Option<u64> {
+    pub(crate) fn earliest_block(&self) -> Option<u64> {
         self.held.keys().next().map(|&(block, _, _)| block)
     }
 
     /// Releases, in chain order, every entry confirmed at `head`.
-    pub fn release(&mut self, head: u64, required: u64) -> Vec<Release> {
+    pub(crate) fn release(&mut self, head: u64, required: u64) -> Vec<Release> {
         let mut released = Vec::new();
         while let Some(entry) = self.held.first_entry() {
             let (block, _, token_id) = *entry.key();
@@ -108,7 +109,7 @@ impl HeldGrants {
     }
 
     /// Forgets entries logged after `block` (reorged out); returns their tokens.
-    pub fn forget_after(&mut self, block: u64) -> Vec<TokenId> {
+    pub(crate) fn forget_after(&mut self, block: u64) -> Vec<TokenId> {
         let Some(first_gone) = block.checked_add(1) else {
             return Vec::new();
         };
@@ -116,11 +117,13 @@ impl HeldGrants {
         gone.into_keys().map(|(_, _, t)| t).collect()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.held.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
 }

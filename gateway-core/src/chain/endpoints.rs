@@ -21,7 +21,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn from_url(url: &str) -> Self {
+    pub(crate) fn from_url(url: &str) -> Self {
         let url = url.trim();
         Endpoint { url: url.to_string(), label: redact_url(url), pubsub: url.starts_with("ws://") || url.starts_with("wss://") }
     }

@@ -60,13 +60,6 @@ pub enum ChainEvent {
     EndpointChecked { endpoint: String, expected: u64, served: u64 },
 }
 
-impl ChainEvent {
-    /// An `EndpointChecked` for an endpoint of another chain.
-    pub fn is_wrong_chain(&self) -> bool {
-        matches!(self, ChainEvent::EndpointChecked { expected, served, .. } if expected != served)
-    }
-}
-
 /// Why a snapshot was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SnapshotCause {

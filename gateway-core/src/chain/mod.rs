@@ -7,7 +7,7 @@
 pub mod abi;
 pub mod backoff;
 pub mod chain_id;
-pub mod confirm;
+pub(crate) mod confirm;
 pub mod endpoints;
 pub mod event;
 pub mod follower;

@@ -19,8 +19,10 @@
 //!                                      run(v.into_step()) }
 //!   _ = sleep_until(control.poll_timeout(now)) => run(control.on_tick(now, now_ns)),
 //! } }
-//! // run(step): audit_log.write_all(&step.audit); plan::execute(&step.ops, control.applied_mut(),
-//! //   |op| match op { CloseSlot/OpenSlot/DenyEndpoint/LiftDeny => xdp maps, Add/RemoveWgPeer => data plane })
+//! // run(step): audit_log.write_all(&step.audit);
+//! //   let executed = plan::execute(&step.ops, |op| match op {
+//! //       CloseSlot/OpenSlot/DenyEndpoint/LiftDeny => xdp maps, Add/RemoveWgPeer => data plane });
+//! //   control.handle_applied(&executed, now)   // what was applied is an input like any other
 //! ```
 //!
 //! Drain the follower's channel into one batch before calling
@@ -32,7 +34,7 @@ use std::net::SocketAddr;
 use crate::access::audit::{self, AuditRecord};
 use crate::access::{Access, AccessConfig, Decision, Staleness, StalenessWatch};
 use crate::chain::ChainEvent;
-use crate::plan::{self, Applied, Op, PlanConfig};
+use crate::plan::{self, Applied, Executed, Op, PlanConfig};
 use crate::metrics::{Family, MetricKind, Sample};
 use crate::registry::{Admission, Effect, PeerSlot, AccessReason, Registry, WgKey};
 
@@ -46,8 +48,8 @@ pub struct ControlConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[must_use = "ops must be executed and audit records written"]
 pub struct Step {
-    /// Execute in order (see [`plan::execute`]), recording each success
-    /// through [`Control::applied_mut`].
+    /// Execute in order (see [`plan::execute`]) and hand what was done back
+    /// through [`Control::handle_applied`].
     pub ops: Vec<Op>,
     /// Append to the audit log.
     pub audit: Vec<AuditRecord>,
@@ -86,7 +88,15 @@ pub struct Control {
     plan_config: PlanConfig,
     rejected_handshakes: BTreeMap<AccessReason, u64>,
     rejection_audit: AuditBudget,
+    /// An op failed: re-plan at this time (unix seconds) even without an
+    /// input. Cleared by the next plan, which holds the ops not applied.
+    retry_due: Option<u64>,
 }
+
+/// After an op failed, the plan is made again this much later (seconds on
+/// the wall clock that `now` reads, so the retry comes within one second
+/// and at most once per second while the op keeps failing).
+const RETRY_FAILED_OPS_SECS: u64 = 1;
 
 /// Rejected-handshake audit lines allowed per second, and in a burst. Beyond
 /// that (many spoofed sources, or XDP in observe mode) lines are counted and
@@ -134,6 +144,7 @@ impl Control {
             plan_config: config.plan,
             rejected_handshakes: BTreeMap::new(),
             rejection_audit: AuditBudget::default(),
+            retry_due: None,
         }
     }
 
@@ -145,9 +156,16 @@ impl Control {
         &self.applied
     }
 
-    /// For the executor to record the ops it applied.
-    pub fn applied_mut(&mut self) -> &mut Applied {
-        &mut self.applied
+    /// What the executor did with a step's ops: the applied ones are
+    /// recorded, and a failure makes [`poll_timeout`](Self::poll_timeout)
+    /// ask for a re-plan shortly (the ops not applied are in that plan).
+    pub fn handle_applied(&mut self, executed: &Executed, now: u64) {
+        for op in &executed.applied {
+            self.applied.record(op);
+        }
+        if executed.failed.is_some() {
+            self.retry_due = Some(now.saturating_add(RETRY_FAILED_OPS_SECS));
+        }
     }
 
     pub fn staleness(&self) -> &Staleness {
@@ -207,12 +225,16 @@ impl Control {
         step
     }
 
-    /// When to tick next for the staleness policy, and why: the moment the
-    /// chain state becomes too old (unix seconds).
+    /// When to tick next, and why (unix seconds): the moment the chain
+    /// state becomes too old for the staleness policy, or the retry of ops
+    /// that failed, whichever is first. `None`: only an input wakes the core.
     pub fn poll_timeout(&self, now: u64) -> Option<(u64, &'static str)> {
-        let last = self.registry.last_sync()?;
-        let due = last.saturating_add(self.staleness().max_age_secs).saturating_add(1);
-        (due > now).then_some((due, "chain state reaches its maximum age"))
+        let stale = self.registry.last_sync().and_then(|last| {
+            let due = last.saturating_add(self.staleness().max_age_secs).saturating_add(1);
+            (due > now).then_some((due, "chain state reaches its maximum age"))
+        });
+        let retry = self.retry_due.map(|due| (due, "retry the ops that failed"));
+        [stale, retry].into_iter().flatten().min_by_key(|(due, _)| *due)
     }
 
     /// The data plane decoded a handshake initiation's static key (with
@@ -238,16 +260,6 @@ impl Control {
     /// revocation denies it there.
     pub fn on_endpoint(&mut self, slot: PeerSlot, endpoint: SocketAddr) {
         self.applied.set_endpoint(slot, endpoint);
-    }
-
-    /// Replaces the staleness policy (operator action).
-    pub fn set_staleness(&mut self, staleness: Staleness, now: u64, now_ns: u64) -> Step {
-        let record = self.access.set_staleness(staleness, self.registry.last_sync(), now);
-        let mut step = Step { audit: vec![record], ..Step::default() };
-        // The record above already says where the policy stands.
-        let _ = self.watch.observe(self.access.staleness(), self.registry.last_sync(), now);
-        self.replan_into(&mut step, now, now_ns);
-        step
     }
 
     /// The control plane's metrics for `/metrics`.
@@ -300,6 +312,8 @@ impl Control {
     }
 
     fn replan_into(&mut self, step: &mut Step, now: u64, now_ns: u64) {
+        // This plan holds every op a failure left undone.
+        self.retry_due = None;
         self.applied.prune_denies(now_ns);
         let staleness = *self.access.staleness();
         let last_sync = self.registry.last_sync();
@@ -339,7 +353,7 @@ mod tests {
     fn the_tick_that_poll_timeout_asks_for_withdraws_grants() {
         let mut c = control();
         let step = c.on_chain_events(&[granted(1, 11, 10, 0), synced(10)], 100, 0);
-        plan::execute(&step.ops, c.applied_mut(), |_| Ok::<(), String>(())).unwrap();
+        c.handle_applied(&plan::execute(&step.ops, |_| Ok::<(), String>(())), 100);
         let (due, why) = c.poll_timeout(100).unwrap();
         assert_eq!((due, why), (161, "chain state reaches its maximum age"));
         assert_eq!(c.on_tick(160, 0), Step::default());
@@ -347,6 +361,28 @@ mod tests {
         assert_eq!(step.ops.first(), Some(&Op::CloseSlot { slot: PeerSlot(2) }));
         assert_eq!(step.audit.iter().map(|r| r.action).collect::<Vec<_>>(), vec![AuditAction::PolicyChange]);
         assert_eq!(c.poll_timeout(due), None);
+    }
+
+    #[test]
+    fn a_failed_op_comes_back_as_an_input_and_asks_for_a_retry() {
+        let mut c = control();
+        let step = c.on_chain_events(&[granted(1, 11, 10, 0), synced(10)], 100, 0);
+        // The data plane took the peer; the XDP map refused the slot.
+        let executed = plan::execute(&step.ops, |op| if matches!(op, Op::OpenSlot { .. }) { Err("map full") } else { Ok(()) });
+        assert_eq!(executed.applied, step.ops[..1]);
+        assert_eq!(executed.failed.as_ref().map(|f| (f.index, f.error.as_str())), Some((1, "map full")));
+        c.handle_applied(&executed, 100);
+        assert_eq!(c.poll_timeout(100), Some((101, "retry the ops that failed")), "before the staleness deadline (161)");
+        // A handshake verdict in between is applied and leaves the retry due.
+        let ep: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+        let deny = c.on_handshake(&key(99), ep, 100, 0).into_step();
+        c.handle_applied(&plan::execute(&deny.ops, |_| Ok::<(), String>(())), 100);
+        assert_eq!(c.poll_timeout(100).map(|(due, _)| due), Some(101));
+        let retry = c.on_tick(101, 0);
+        assert_eq!(retry.ops, vec![Op::OpenSlot { slot: PeerSlot(2), generation: 1 }], "only what was not applied");
+        c.handle_applied(&plan::execute(&retry.ops, |_| Ok::<(), String>(())), 101);
+        assert_eq!(c.poll_timeout(101), Some((161, "chain state reaches its maximum age")));
+        assert_eq!(c.on_tick(102, 0), Step::default());
     }
 
     #[test]

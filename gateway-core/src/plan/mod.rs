@@ -52,7 +52,7 @@ pub fn desired<'r>(registry: &'r Registry, staleness: &Staleness, now: u64) -> D
 /// Like [`desired`], from admissions the caller keeps up to date (the
 /// control core updates them from each event's changes instead of
 /// re-deriving every token's standing per event).
-pub fn desired_from<'a, 'r>(
+pub(crate) fn desired_from<'a, 'r>(
     admitted: impl IntoIterator<Item = &'a Admission>,
     registry: &'r Registry,
     staleness: &Staleness,
@@ -106,8 +106,8 @@ struct DenyRecord {
     until_ns: u64,
 }
 
-/// What the executor has applied so far; updated op by op with
-/// [`Applied::record`] once each op succeeded.
+/// What the executor has applied so far, as the core knows it: updated
+/// from each [`Executed`] the executor hands back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     peers: BTreeMap<PeerSlot, AppliedPeer>,
@@ -128,14 +128,14 @@ impl Applied {
     }
 
     /// The data plane learned (or roamed to) a peer's endpoint.
-    pub fn set_endpoint(&mut self, slot: PeerSlot, endpoint: SocketAddr) {
+    pub(crate) fn set_endpoint(&mut self, slot: PeerSlot, endpoint: SocketAddr) {
         if let Some(p) = self.peers.get_mut(&slot) {
             p.endpoint = Some(endpoint);
         }
     }
 
     /// Forgets denies that have expired (the kernel ignores them already).
-    pub fn prune_denies(&mut self, now_ns: u64) {
+    pub(crate) fn prune_denies(&mut self, now_ns: u64) {
         while let Some(&(until_ns, endpoint)) = self.deny_expiry.first() {
             if until_ns > now_ns {
                 break;
@@ -220,7 +220,7 @@ impl PlanConfig {
 /// opened, while nothing is applied in this process: close those that are
 /// no longer desired (revoked while the gateway was down). Desired ones are
 /// (re)opened by the normal plan once their WireGuard peer is back.
-pub fn close_stale_kernel_slots(open_in_kernel: impl IntoIterator<Item = PeerSlot>, desired: &Desired) -> Vec<Op> {
+pub(crate) fn close_stale_kernel_slots(open_in_kernel: impl IntoIterator<Item = PeerSlot>, desired: &Desired) -> Vec<Op> {
     let open: std::collections::BTreeSet<PeerSlot> = open_in_kernel.into_iter().collect();
     open.into_iter().filter(|s| !desired.peers.contains_key(s)).map(|slot| Op::CloseSlot { slot }).collect()
 }
@@ -229,7 +229,7 @@ pub fn close_stale_kernel_slots(open_in_kernel: impl IntoIterator<Item = PeerSlo
 /// with `parse_handshake_anon`): deny the endpoint at the XDP front so its
 /// retries die in the kernel. Nothing when the refusal is only the staleness
 /// policy's: that peer did nothing wrong and must get back in at once.
-pub fn reject_handshake(
+pub(crate) fn reject_handshake(
     key: WgKey,
     decision: &crate::access::Decision,
     endpoint: SocketAddr,
@@ -242,28 +242,41 @@ pub fn reject_handshake(
     Some(Op::DenyEndpoint { endpoint, key, until_ns: config.deny_until(now_ns), reason: decision.reason })
 }
 
-/// Where the op an executor could not apply went wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("op {index} ({op:?}) failed: {source}")]
-pub struct ExecuteError<E: std::fmt::Debug + std::fmt::Display> {
+/// The op an executor could not apply, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("op {index} ({op:?}) failed: {error}")]
+pub struct FailedOp {
+    /// Its position in the step's ops.
     pub index: usize,
     pub op: Op,
-    pub source: E,
+    pub error: String,
 }
 
-/// Applies ops in order through `apply`, recording each success in
-/// `applied`, and stops at the first failure: the ops not applied show up
-/// again in the next plan, so a failed step is retried, never skipped.
-pub fn execute<E: std::fmt::Debug + std::fmt::Display>(
-    ops: &[Op],
-    applied: &mut Applied,
-    mut apply: impl FnMut(&Op) -> Result<(), E>,
-) -> Result<(), ExecuteError<E>> {
+/// What an executor did with a step's ops, handed back to the core as an
+/// input ([`crate::control::Control::handle_applied`]): the ops it carried
+/// out, in order, and the one that failed (the ops after it were not tried).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "what was executed goes back to the control core, which records what is applied"]
+pub struct Executed {
+    pub applied: Vec<Op>,
+    pub failed: Option<FailedOp>,
+}
+
+/// Applies ops in order through `apply` and stops at the first failure
+/// (whose error is kept with its causes, `{:#}`).
+/// Nothing is recorded here: [`Executed`] goes back to the core, whose
+/// next plan holds the ops not applied, so a failed step is retried, never
+/// skipped.
+pub fn execute<E: std::fmt::Display>(ops: &[Op], mut apply: impl FnMut(&Op) -> Result<(), E>) -> Executed {
+    let mut executed = Executed::default();
     for (index, op) in ops.iter().enumerate() {
-        apply(op).map_err(|source| ExecuteError { index, op: op.clone(), source })?;
-        applied.record(op);
+        if let Err(err) = apply(op) {
+            executed.failed = Some(FailedOp { index, op: op.clone(), error: format!("{err:#}") });
+            break;
+        }
+        executed.applied.push(op.clone());
     }
-    Ok(())
+    executed
 }
 
 /// The ops that take `applied` to `desired`; empty when they agree.

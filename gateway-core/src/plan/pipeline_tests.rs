@@ -49,7 +49,9 @@ impl Pipeline {
     }
 
     fn run(&mut self, step: Step) -> Vec<Op> {
-        execute(&step.ops, self.control.applied_mut(), |_| Ok::<(), String>(())).expect("a fake executor never fails");
+        let executed = execute(&step.ops, |_| Ok::<(), String>(()));
+        assert_eq!(executed.failed, None, "a fake executor never fails");
+        self.control.handle_applied(&executed, self.now);
         self.audit.extend(step.audit);
         step.ops
     }
@@ -245,7 +247,8 @@ fn a_half_applied_grant_is_completed() {
     p.step(&[synced(1)]);
     let step = p.control.on_chain_events(&[granted(1, 11, 10, 0)], p.now, p.now_ns);
     // The executor added the peer but died before opening the slot.
-    p.control.applied_mut().record(&step.ops[0]);
+    let failed = Some(FailedOp { index: 1, op: step.ops[1].clone(), error: "killed".into() });
+    p.control.handle_applied(&Executed { applied: step.ops[..1].to_vec(), failed }, p.now);
     assert_eq!(p.replan(), vec![Op::OpenSlot { slot: PeerSlot(2), generation: 1 }]);
     assert_eq!(p.replan(), vec![]);
 }
@@ -304,9 +307,9 @@ fn a_failed_op_is_retried_by_the_next_plan() {
     p.step(&[synced(1)]);
     let step = p.control.on_chain_events(&[granted(1, 11, 10, 0)], p.now, p.now_ns);
     // The data plane added the peer, then the XDP map update failed.
-    let err = execute(&step.ops, p.control.applied_mut(), |op| if !matches!(op, Op::RemoveWgPeer { .. } | Op::AddWgPeer { .. }) { Err("map full") } else { Ok(()) })
-        .unwrap_err();
-    assert_eq!(err.index, 1);
+    let executed = execute(&step.ops, |op| if !matches!(op, Op::RemoveWgPeer { .. } | Op::AddWgPeer { .. }) { Err("map full") } else { Ok(()) });
+    assert_eq!(executed.failed.as_ref().map(|f| f.index), Some(1));
+    p.control.handle_applied(&executed, p.now);
     assert_eq!(p.replan(), vec![Op::OpenSlot { slot: PeerSlot(2), generation: 1 }]);
     assert_eq!(p.replan(), vec![]);
 }

@@ -179,7 +179,7 @@ pub fn hostname(node_id: &str, domain: &str) -> String {
 }
 
 /// The seed's instance id rule (empty like the hostname for bad node ids).
-pub fn instance_id(node_id: &str) -> String {
+pub(crate) fn instance_id(node_id: &str) -> String {
     if validate_node_id(node_id).is_err() {
         return String::new();
     }

@@ -98,7 +98,7 @@ impl WgKey {
     /// A well-formed key that is still unusable: a low-order point, with
     /// which the static-static Diffie-Hellman is all zeros, so whoever knows
     /// the gateway's public key could take the token's place.
-    pub fn check_usable(&self) -> Result<(), KeyError> {
+    pub(crate) fn check_usable(&self) -> Result<(), KeyError> {
         if is_low_order_point(&self.0) {
             return Err(KeyError::LowOrder);
         }
@@ -106,7 +106,7 @@ impl WgKey {
     }
 
     /// [`parse`](Self::parse), then [`check_usable`](Self::check_usable).
-    pub fn parse_usable(s: &str) -> Result<WgKey, KeyError> {
+    pub(crate) fn parse_usable(s: &str) -> Result<WgKey, KeyError> {
         let key = WgKey::parse(s)?;
         key.check_usable()?;
         Ok(key)
@@ -176,11 +176,11 @@ pub fn low_order_encodings() -> Vec<[u8; 32]> {
 
 /// Longest node id accepted: it becomes a DNS label (`<node_id>.vpn.dstack`),
 /// and RFC 1035 labels stop at 63 octets; 64 is the contract's own limit.
-pub const MAX_NODE_ID_LEN: usize = 64;
+pub(crate) const MAX_NODE_ID_LEN: usize = 64;
 
 /// Why a node id is unusable.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum NodeIdError {
+pub(crate) enum NodeIdError {
     #[error("empty node id")]
     Empty,
     #[error("node id is {0} bytes, the limit is {MAX_NODE_ID_LEN}")]
@@ -190,7 +190,7 @@ pub enum NodeIdError {
 }
 
 /// Checks a node id before it becomes a hostname.
-pub fn validate_node_id(id: &str) -> Result<(), NodeIdError> {
+pub(crate) fn validate_node_id(id: &str) -> Result<(), NodeIdError> {
     if id.is_empty() {
         return Err(NodeIdError::Empty);
     }

@@ -12,9 +12,9 @@ pub mod state;
 pub(crate) mod tests;
 
 pub use document::{DocumentError, RegistryDocument, FORMAT_VERSION};
-pub use key::{is_low_order_point, validate_node_id, KeyError, NodeIdError, WgKey};
+pub use key::{is_low_order_point, KeyError, WgKey};
 #[cfg(any(test, feature = "test-support"))]
 pub use key::low_order_encodings;
 pub use network::{CidrError, Ipv4Cidr, Network, PeerSlot, Placement, PlacementError};
 pub use reason::AccessReason;
-pub use state::{Admission, Effect, KeyLookup, Outcome, Registry, TokenChange, TokenRecord, TokenView};
+pub use state::{Admission, Effect, KeyLookup, KeyUpdateLog, Outcome, Registry, TokenChange, TokenRecord, TokenView};

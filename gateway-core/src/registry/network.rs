@@ -51,7 +51,7 @@ impl Ipv4Cidr {
     }
 
     /// Highest usable host index: all-ones host part is the broadcast address.
-    pub fn last_host_index(&self) -> u64 {
+    pub(crate) fn last_host_index(&self) -> u64 {
         (1u64 << (32 - self.prefix)) - 2
     }
 
@@ -127,7 +127,7 @@ pub enum PlacementError {
 }
 
 /// Host index of the gateway itself: the first host of the CIDR.
-pub const GATEWAY_HOST_INDEX: u64 = 1;
+pub(crate) const GATEWAY_HOST_INDEX: u64 = 1;
 
 impl Network {
     /// The gateway's own tunnel address.

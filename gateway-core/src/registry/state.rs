@@ -40,7 +40,7 @@ use super::reason::AccessReason;
 use crate::chain::{Address, ChainEvent, Cursor, LogMeta, SnapshotCause, TokenId, TokenSnapshot, TxHash};
 
 /// The seed's hostname suffix.
-pub const DEFAULT_DOMAIN: &str = "vpn.dstack";
+pub(crate) const DEFAULT_DOMAIN: &str = "vpn.dstack";
 
 /// Where in the chain a fact comes from; ordered like the chain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -164,7 +164,8 @@ pub struct TokenChange {
 }
 
 impl TokenChange {
-    pub fn access_changed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn access_changed(&self) -> bool {
         let before = self.before.as_ref().and_then(TokenView::admission);
         before != self.after.admission()
     }
@@ -180,13 +181,30 @@ pub struct Outcome {
     pub changes: Vec<TokenChange>,
     /// Every key whose decision may have changed: drop them from caches.
     pub touched_keys: BTreeSet<WgKey>,
+    /// The `KeyUpdated` log a snapshot completes: it binds the key that log
+    /// named, on a token the log could not name.
+    pub key_update: Option<KeyUpdateLog>,
 }
 
 impl Outcome {
     fn bare(effect: Effect) -> Self {
-        Outcome { effect, changes: Vec::new(), touched_keys: BTreeSet::new() }
+        Outcome { effect, changes: Vec::new(), touched_keys: BTreeSet::new(), key_update: None }
     }
 }
+
+/// A `KeyUpdated` log applied as [`Effect::AwaitingSnapshot`], remembered
+/// until a snapshot binds its key to one of the owner's tokens, so that the
+/// audit record of that snapshot names both the token and the transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyUpdateLog {
+    pub tx_hash: TxHash,
+    pub block_number: u64,
+}
+
+/// Key updates awaiting their snapshot, at most; the oldest goes first. The
+/// follower re-reads within a pass, so more means lost or stale snapshots,
+/// whose records then carry no transaction.
+const MAX_AWAITED_KEY_UPDATES: usize = 1024;
 
 /// What a key lookup finds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,7 +217,7 @@ pub enum KeyLookup {
 }
 
 /// The peer registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Registry {
     pub(super) contract_address: Address,
     pub(super) network: Network,
@@ -211,7 +229,28 @@ pub struct Registry {
     pub(super) retired: BTreeMap<WgKey, Retired>,
     pub(super) cursor: Option<Cursor>,
     pub(super) last_sync: Option<u64>,
+    /// (owner, key) of `KeyUpdated` logs awaiting their snapshot. Transient:
+    /// not saved (after a restart the follower replays the log: the held
+    /// re-read keeps the cursor before it) and not compared.
+    pub(super) awaited_key_updates: BTreeMap<(Address, String), KeyUpdateLog>,
 }
+
+/// Two registries are equal when they hold the same chain facts, whatever
+/// key updates they still await (bookkeeping for audit records only).
+impl PartialEq for Registry {
+    fn eq(&self, other: &Self) -> bool {
+        self.contract_address == other.contract_address
+            && self.network == other.network
+            && self.domain == other.domain
+            && self.tokens == other.tokens
+            && self.by_key == other.by_key
+            && self.retired == other.retired
+            && self.cursor == other.cursor
+            && self.last_sync == other.last_sync
+    }
+}
+
+impl Eq for Registry {}
 
 impl Registry {
     pub fn new(contract_address: Address, network: Network) -> Self {
@@ -224,6 +263,7 @@ impl Registry {
             retired: BTreeMap::new(),
             cursor: None,
             last_sync: None,
+            awaited_key_updates: BTreeMap::new(),
         }
     }
 
@@ -362,6 +402,7 @@ impl Registry {
                     .map(|r| r.token_id)
                     .collect();
                 let [token_id] = owned[..] else {
+                    self.await_key_update(*owner, public_key, meta);
                     return Outcome::bare(Effect::AwaitingSnapshot);
                 };
                 if self.tokens.get(&token_id).is_some_and(|r| r.public_key == *public_key) {
@@ -395,7 +436,26 @@ impl Registry {
         }
     }
 
+    fn await_key_update(&mut self, owner: Address, public_key: &str, meta: &LogMeta) {
+        let log = KeyUpdateLog { tx_hash: meta.tx_hash, block_number: meta.block_number };
+        self.awaited_key_updates.insert((owner, public_key.to_string()), log);
+        if self.awaited_key_updates.len() > MAX_AWAITED_KEY_UPDATES {
+            let oldest = self.awaited_key_updates.iter().min_by_key(|(_, l)| l.block_number).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.awaited_key_updates.remove(&oldest);
+            }
+        }
+    }
+
     fn apply_snapshot(&mut self, snap: &TokenSnapshot, cause: SnapshotCause, now: u64) -> Outcome {
+        let mut outcome = self.apply_snapshot_state(snap, cause, now);
+        if let (Effect::Applied, Some(owner)) = (outcome.effect, snap.owner) {
+            outcome.key_update = self.awaited_key_updates.remove(&(owner, snap.public_key.clone()));
+        }
+        outcome
+    }
+
+    fn apply_snapshot_state(&mut self, snap: &TokenSnapshot, cause: SnapshotCause, now: u64) -> Outcome {
         let pos = ChainPosition::end_of_block(snap.block_number);
         let new_key = WgKey::parse(&snap.public_key).ok();
         let force = cause == SnapshotCause::Reorg;
@@ -485,7 +545,7 @@ impl Registry {
             touched.extend(after.key);
             changes.push(TokenChange { before, after });
         }
-        Outcome { effect: Effect::Applied, changes, touched_keys: touched }
+        Outcome { effect: Effect::Applied, changes, touched_keys: touched, key_update: None }
     }
 
     /// Inserts or replaces a record, keeping the key index in step.

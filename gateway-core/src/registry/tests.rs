@@ -63,6 +63,21 @@ fn key_update_of_an_owner_with_several_tokens_waits_for_snapshots() {
     let out = reg.apply(&key_updated(1, 12, 11, 0), 101);
     assert_eq!(out.effect, Effect::AwaitingSnapshot);
     assert_eq!(reg.views().collect::<Vec<_>>(), before);
+
+    // The re-read that binds the new key names the token: its audit record
+    // carries the log's transaction, so the update is audited with its token.
+    let other = reg.apply(&snapshot(1, 1, 11, true, 11, SnapshotCause::KeyUpdated), 102);
+    assert_eq!(other.key_update, None, "token 1 kept its key");
+    let read = snapshot(2, 1, 12, true, 11, SnapshotCause::KeyUpdated);
+    let out = reg.apply(&read, 102);
+    assert_eq!(out.key_update, Some(crate::registry::KeyUpdateLog { tx_hash: tx_hash(11, 0), block_number: 11 }));
+    let records = crate::access::audit::records_for_event(&read, &out, 102);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(
+        (records[0].action, records[0].token_id, records[0].tx_hash, records[0].public_key.clone()),
+        (crate::access::AuditAction::Rekey, Some(2), Some(tx_hash(11, 0)), Some(key_b64(12)))
+    );
+    assert_eq!(reg.apply(&read, 103).key_update, None, "completed once");
 }
 
 #[test]

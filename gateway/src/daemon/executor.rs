@@ -59,10 +59,9 @@ impl Executor {
                 match self.dataplane.peer(&key.0) {
                     // Already as planned (e.g. the plan is retried after a later op failed).
                     Some(existing) if existing.slot == slot.0 && existing.allowed_ips == config.allowed_ips => {}
-                    Some(_) => {
-                        self.dataplane.remove_peer(&key.0)?;
-                        self.dataplane.add_peer(config)?;
-                    }
+                    // Another slot or allowed IPs (a drift repair): replaced
+                    // under one table lock, and put back if the new one fails.
+                    Some(_) => self.dataplane.update_peer(&key.0, config)?,
                     None => self.dataplane.add_peer(config)?,
                 }
             }

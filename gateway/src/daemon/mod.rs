@@ -1,7 +1,9 @@
 //! `gateway run`: the daemon (I/O edge). One event loop owns the control
-//! core (registry -> access -> plan), the XDP maps, the data-plane handle,
-//! the registry file and the audit log; the chain follower and the data plane
-//! talk to it over channels, and the admin HTTP server reads shared state.
+//! core (registry -> access -> plan), its own status, the XDP maps, the
+//! data-plane handle, the registry file and the audit log. The chain
+//! follower and the data plane talk to it over channels; the admin HTTP
+//! server asks it questions over a channel too ([`admin::Query`]) and DNS
+//! reads the zone the loop publishes.
 
 mod admin;
 mod drift;
@@ -17,11 +19,11 @@ use gateway_core::access::AccessConfig;
 use gateway_core::chain::ChainEvent;
 use gateway_core::control::{Control, ControlConfig, Step};
 use gateway_core::registry::{Network, PeerSlot, Registry, WgKey};
-use admin::{Admin, Status};
+use admin::{Admin, Query, Status};
 use anyhow::Context;
 use executor::Executor;
 use gateway_common::{XdpConfig, MODE_ENFORCE, MODE_OBSERVE};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -32,9 +34,6 @@ const CHAIN_CHANNEL_DEPTH: usize = 4096;
 /// initiations off the shared budget. Sampling, not planning: the loop
 /// re-plans only on an input or at the core's `poll_timeout`.
 const ENDPOINT_REFRESH: Duration = Duration::from_secs(1);
-/// After an op failed, the plan (which holds the ops not applied) is tried
-/// again this much later.
-const RETRY_FAILED_OPS: Duration = Duration::from_secs(1);
 /// How often the live peers and the pinned allow map are read back and
 /// compared with what was applied. Reading the allow map is one lookup
 /// syscall per slot (65,536; not measured here); a hand-made change lives
@@ -190,8 +189,6 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         persistent_keepalive: None,
     };
 
-    let status = Arc::new(Mutex::new(Status::new(&config)));
-    let control = Arc::new(Mutex::new(control));
     let (chain_tx, mut chain_rx) = mpsc::channel::<ChainEvent>(CHAIN_CHANNEL_DEPTH);
     let mut follower_config = follower_config(&config)?;
     follower_config.chain_id = chain_id;
@@ -204,11 +201,11 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     });
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let admin = Arc::new(Admin::new(control.clone(), status.clone(), dataplane.handle(), config.clone()));
+    let (query_tx, mut queries) = mpsc::channel::<Query>(admin::QUERY_CHANNEL_DEPTH);
+    let admin = Arc::new(Admin::new(query_tx, dataplane.handle(), config.clone()));
     let http_tasks = if config.http.enabled {
-        let view: Arc<dyn crate::http::AdminView> = admin.clone();
         let token = crate::http::ApiToken::configured(&config.http).context("http.api_token_file")?;
-        let routers = crate::http::routers(view, token);
+        let routers = crate::http::routers(admin.clone(), token);
         let mut surfaces = vec![(config.http.listen.parse().context("http.listen")?, routers.api, "admin")];
         if let Some(metrics_listen) = config.http.metrics_listen()? {
             surfaces.push((metrics_listen, routers.metrics, "metrics"));
@@ -231,17 +228,19 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         Vec::new()
     };
 
-    let zone = {
-        let control = control.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::new(std::sync::RwLock::new(crate::dns::Zone::from_registry(control.registry())))
-    };
+    // Shared with the DNS server's task: the one lock left around the
+    // loop's state. Queries must not wait for the loop, which may be busy
+    // executing a plan; the loop replaces the whole table under the write
+    // lock, a query holds the read lock for one map lookup.
+    let zone = Arc::new(RwLock::new(crate::dns::Zone::from_registry(control.registry())));
     let dns_task = dns_server(&config, &network, zone.clone(), admin.dns_counters(), shutdown_rx.clone());
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
 
-    let mut lp = Loop { control, executor: &mut executor, audit: &mut audit, store: &store, status: &status, zone, retry_at: None };
-    let start_step = lp.lock().on_start(open_in_kernel.into_iter().map(PeerSlot), unix_now(), xdp::monotonic_now_ns());
+    let status = Status::new(&config);
+    let mut lp = Loop { control, executor: &mut executor, audit: &mut audit, store: &store, status, zone };
+    let start_step = lp.control.on_start(open_in_kernel.into_iter().map(PeerSlot), unix_now(), xdp::monotonic_now_ns());
     lp.handle(start_step, None);
 
     let mut endpoint_refresh = tokio::time::interval(ENDPOINT_REFRESH);
@@ -251,13 +250,12 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     drift_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // The loop sleeps until the core's deadline (the chain state reaching
-        // its maximum age) or a retry of failed ops, whichever is first.
+        // its maximum age, or a retry of ops that failed) or an input.
         let (wake_in, why) = lp.next_wake();
         tracing::trace!(?wake_in, why, "loop waiting");
         tokio::select! {
             () = tokio::time::sleep(wake_in.unwrap_or(Duration::MAX)), if wake_in.is_some() => {
-                lp.retry_at = None;
-                let step = lp.lock().on_tick(unix_now(), xdp::monotonic_now_ns());
+                let step = lp.control.on_tick(unix_now(), xdp::monotonic_now_ns());
                 lp.handle(step, None);
             }
             Some(first) = chain_rx.recv() => {
@@ -269,6 +267,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 lp.on_chain(&batch, received);
             }
             Some(event) = device_events.recv() => lp.on_device(event),
+            Some(query) = queries.recv() => query.answer(&mut lp.control, &lp.status, unix_now()),
             _ = endpoint_refresh.tick() => lp.learn_endpoints(),
             _ = drift_check.tick() => lp.repair_drift(),
             _ = sigterm.recv() => break,
@@ -278,8 +277,10 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
 
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
+    // Questions still queued get no answer now, at once, not after a timeout.
+    drop(queries);
     follower_task.abort();
-    if let Err(err) = store.save(lp.lock().registry()) {
+    if let Err(err) = store.save(lp.control.registry()) {
         tracing::error!(error = %err, "saving the registry on shutdown");
     }
     drop(lp);
@@ -333,38 +334,28 @@ fn dns_server(
     })))
 }
 
-/// The loop's state. The control core sits behind a mutex only so the admin
-/// HTTP server can ask it for decisions and metrics; the loop is its only
-/// writer.
+/// The loop's state: the only owner of the control core and of the status
+/// the admin surface reports; both change only on the loop's turn.
 struct Loop<'a> {
-    control: Arc<Mutex<Control>>,
+    control: Control,
     executor: &'a mut Executor,
     audit: &'a mut AuditLog,
     store: &'a RegistryStore,
-    status: &'a Arc<Mutex<Status>>,
+    status: Status,
     /// The names DNS answers, rebuilt whenever the registry changes.
-    zone: Arc<std::sync::RwLock<crate::dns::Zone>>,
-    /// When to plan again after an op failed.
-    retry_at: Option<Instant>,
+    zone: Arc<RwLock<crate::dns::Zone>>,
 }
 
 impl Loop<'_> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
-        self.control.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// How long to sleep before re-planning without an input, and why:
-    /// the core's `poll_timeout` (unix seconds) or a retry of failed ops.
+    /// the core's `poll_timeout` (unix seconds).
     fn next_wake(&self) -> (Option<Duration>, &'static str) {
-        let now = unix_now();
         // From the precise wall clock, not whole seconds: the sleep is
         // started again after every other input (the endpoint refresh runs
         // each second), so a rounded-up remainder would never run out.
         let precise = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let core = self.lock().poll_timeout(now).map(|(due, why)| (Duration::from_secs(due).saturating_sub(precise), why));
-        let retry = self.retry_at.map(|at| (at.saturating_duration_since(Instant::now()), "retry the ops that failed"));
-        match [core, retry].into_iter().flatten().min_by_key(|(after, _)| *after) {
-            Some((after, why)) => (Some(after), why),
+        match self.control.poll_timeout(unix_now()) {
+            Some((due, why)) => (Some(Duration::from_secs(due).saturating_sub(precise)), why),
             None => (None, "no deadline: waiting for an input"),
         }
     }
@@ -373,20 +364,17 @@ impl Loop<'_> {
         let revokes = batch.iter().any(|e| {
             matches!(e, ChainEvent::Revoked { .. } | ChainEvent::Transferred { .. } | ChainEvent::Snapshot { .. } | ChainEvent::KeyUpdated { .. })
         });
-        {
-            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            for event in batch {
-                st.observe_chain(event);
-            }
+        for event in batch {
+            self.status.observe_chain(event);
         }
-        let step = self.lock().on_chain_events(batch, unix_now(), xdp::monotonic_now_ns());
+        let step = self.control.on_chain_events(batch, unix_now(), xdp::monotonic_now_ns());
         self.handle(step, revokes.then_some(received));
     }
 
     fn on_device(&mut self, event: DeviceEvent) {
         match event {
             DeviceEvent::RejectedHandshake { public_key, endpoint } => {
-                let verdict = self.lock().on_handshake(&WgKey(public_key), endpoint, unix_now(), xdp::monotonic_now_ns());
+                let verdict = self.control.on_handshake(&WgKey(public_key), endpoint, unix_now(), xdp::monotonic_now_ns());
                 tracing::info!(%endpoint, reason = ?verdict.decision, "handshake from a key without access");
                 // The same path as every other step: ops, audit, executor outcomes.
                 self.handle(verdict.into_step(), None);
@@ -394,50 +382,45 @@ impl Loop<'_> {
         }
     }
 
-    /// Executes a step's ops, writes its audit records, saves the registry.
+    /// Executes a step's ops and hands what was done back to the core,
+    /// writes its audit records, saves the registry.
     fn handle(&mut self, step: Step, revocation_started: Option<Instant>) {
-        let control = self.control.clone();
-        let mut control = control.lock().unwrap_or_else(|p| p.into_inner());
         if !step.ops.is_empty() {
             let closes = step.ops.iter().any(|op| matches!(op, gateway_core::plan::Op::CloseSlot { .. }));
             let executor = &mut *self.executor;
             let mut first = true;
-            let result = gateway_core::plan::execute(&step.ops, control.applied_mut(), |op| {
+            let executed = gateway_core::plan::execute(&step.ops, |op| {
                 if !std::mem::take(&mut first) {
                     crate::fault::point("plan.between_ops");
                 }
                 tracing::info!(?op, "apply");
                 executor.apply(op)
             });
-            if let Err(err) = result {
-                tracing::error!(error = %err, "applying the plan; the rest is retried shortly");
-                self.retry_at = Some(Instant::now() + RETRY_FAILED_OPS);
+            self.control.handle_applied(&executed, unix_now());
+            if let Some(failed) = &executed.failed {
+                tracing::error!(error = %failed, "applying the plan; the rest is retried shortly");
             } else if let (true, Some(started)) = (closes, revocation_started) {
-                self.status.lock().unwrap_or_else(|p| p.into_inner()).record_revocation(started.elapsed());
+                self.status.record_revocation(started.elapsed());
             }
         }
         if let Err(err) = self.audit.write_all(&step.audit) {
             tracing::error!(error = %err, "writing the audit log");
         }
         if step.persist {
-            if let Err(err) = self.store.save(control.registry()) {
+            if let Err(err) = self.store.save(self.control.registry()) {
                 tracing::error!(error = %err, "saving the registry; the chain cursor will be re-read");
             }
         }
         if step.persist || !step.ops.is_empty() {
-            let zone = crate::dns::Zone::from_registry(control.registry());
+            let zone = crate::dns::Zone::from_registry(self.control.registry());
             *self.zone.write().unwrap_or_else(|p| p.into_inner()) = zone;
         }
     }
 
     /// Puts the live peers and slots back to what was applied.
     fn repair_drift(&mut self) {
-        let control = self.control.clone();
-        let control = control.lock().unwrap_or_else(|p| p.into_inner());
-        match self.executor.repair_drift(control.applied()) {
-            Ok(repaired) => {
-                self.status.lock().unwrap_or_else(|p| p.into_inner()).record_drift_check(repaired.iter().map(|d| d.kind()));
-            }
+        match self.executor.repair_drift(self.control.applied()) {
+            Ok(repaired) => self.status.record_drift_check(repaired.iter().map(|d| d.kind())),
             Err(err) => tracing::error!(error = %err, "drift: reading the live state back"),
         }
     }
@@ -453,10 +436,9 @@ impl Loop<'_> {
                 tracing::warn!(error = %err, "marking live peer endpoints in the kernel");
             }
         }
-        let mut control = self.lock();
         for peer in peers {
             if let Some(endpoint) = peer.endpoint {
-                control.on_endpoint(PeerSlot(peer.slot), endpoint);
+                self.control.on_endpoint(PeerSlot(peer.slot), endpoint);
             }
         }
     }

@@ -102,6 +102,9 @@ impl std::fmt::Debug for DataplaneConfig {
 struct Shared {
     /// Shard i is worker i's; a worker takes only its own lock (once per
     /// batch, uncontended), the control API takes them all in index order.
+    /// A lock rather than a queue to each worker: the control API's callers
+    /// (the daemon loop's ops and read-backs, `wg show`, `/metrics`) get
+    /// their answer between two batches, without the workers polling.
     shards: Vec<Mutex<Device>>,
     stop: AtomicBool,
     listen_port: u16,
@@ -139,7 +142,9 @@ impl DataplaneHandle {
         self.shared.table(|t| t.remove_peer(public_key))
     }
 
-    /// Rekey: the old key's peer goes, the new one comes, atomically.
+    /// Replaces a peer under one table lock: a rekey (old key out, new in),
+    /// or the same key at another slot or with other allowed IPs. If the new
+    /// one cannot be added the old one is put back.
     pub fn update_peer(&self, old_key: &PublicKey, new: PeerConfig) -> Result<(), PeerError> {
         self.shared.table(|t| t.replace_peer(old_key, new))
     }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use gateway_core::metrics::{Family, MetricKind, Sample};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,17 +26,16 @@ pub enum Readiness {
     NotReady(String),
 }
 
-/// What the daemon exposes to the admin surface. Every method is a cheap
-/// read of state the daemon already holds.
+/// What the daemon exposes to the admin surface. The answers are futures:
+/// the daemon's loop owns what they read and answers between two steps.
 pub trait AdminView: Send + Sync + 'static {
-    fn readiness(&self) -> Readiness;
-    fn metrics(&self) -> Vec<Family>;
-    fn peers(&self) -> serde_json::Value;
+    fn readiness(&self) -> impl Future<Output = Readiness> + Send;
+    fn metrics(&self) -> impl Future<Output = Vec<Family>> + Send;
+    /// The registry's peers with their live WireGuard state: HTTP status and body.
+    fn peers(&self) -> impl Future<Output = (u16, serde_json::Value)> + Send;
     /// The access decision for a base64 public key: HTTP status and body.
-    fn access(&self, public_key: &str) -> (u16, serde_json::Value);
+    fn access(&self, public_key: &str) -> impl Future<Output = (u16, serde_json::Value)> + Send;
 }
-
-type Shared = Arc<dyn AdminView>;
 
 /// The shortest token accepted: 16 bytes is 128 bits from
 /// `head -c 32 /dev/urandom | base64` with room to spare.
@@ -98,12 +98,18 @@ impl ApiToken {
     }
 }
 
-#[derive(Clone)]
-struct Surface {
-    view: Shared,
+struct Surface<V> {
+    view: Arc<V>,
     token: Option<ApiToken>,
     /// `/v1` requests refused for a missing or wrong token.
     unauthorized: Arc<AtomicU64>,
+}
+
+// Not derived: that would ask `V: Clone`, and only the `Arc` is cloned.
+impl<V> Clone for Surface<V> {
+    fn clone(&self) -> Self {
+        Surface { view: self.view.clone(), token: self.token.clone(), unauthorized: self.unauthorized.clone() }
+    }
 }
 
 /// The two routers over one view (they share the refusal counter).
@@ -114,35 +120,35 @@ pub struct Routers {
     pub metrics: Router,
 }
 
-pub fn routers(view: Shared, token: Option<ApiToken>) -> Routers {
+pub fn routers<V: AdminView>(view: Arc<V>, token: Option<ApiToken>) -> Routers {
     let surface = Surface { view, token, unauthorized: Arc::new(AtomicU64::new(0)) };
     let health = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/readyz", get(readyz::<V>))
+        .route("/metrics", get(metrics::<V>));
     let api = health
         .clone()
-        .route("/v1/peers", get(peers))
-        .route("/v1/access/{*public_key}", get(access))
+        .route("/v1/peers", get(peers::<V>))
+        .route("/v1/access/{*public_key}", get(access::<V>))
         .with_state(surface.clone());
     Routers { api, metrics: health.with_state(surface) }
 }
 
 /// Every route without a token (tests and callers that need one router).
-pub fn router(view: Shared) -> Router {
+pub fn router<V: AdminView>(view: Arc<V>) -> Router {
     routers(view, None).api
 }
 
-async fn readyz(State(s): State<Surface>) -> Response {
-    match s.view.readiness() {
+async fn readyz<V: AdminView>(State(s): State<Surface<V>>) -> Response {
+    match s.view.readiness().await {
         Readiness::Ready => (StatusCode::OK, "ready\n".to_string()).into_response(),
         Readiness::Degraded(why) => (StatusCode::OK, format!("ready, degraded: {why}\n")).into_response(),
         Readiness::NotReady(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }
 
-async fn metrics(State(s): State<Surface>) -> Response {
-    let mut families = s.view.metrics();
+async fn metrics<V: AdminView>(State(s): State<Surface<V>>) -> Response {
+    let mut families = s.view.metrics().await;
     families.push(
         Family::new("gw_http_unauthorized_total", "Peer and access API requests refused for a missing or wrong bearer token.", MetricKind::Counter)
             .with(Sample::new(s.unauthorized.load(Ordering::Relaxed) as f64)),
@@ -152,7 +158,7 @@ async fn metrics(State(s): State<Surface>) -> Response {
 }
 
 /// `None` when the request may read the API, else the 401 to send.
-fn refused(s: &Surface, headers: &HeaderMap) -> Option<Response> {
+fn refused<V>(s: &Surface<V>, headers: &HeaderMap) -> Option<Response> {
     let token = s.token.as_ref()?;
     if token.admits(headers) {
         return None;
@@ -161,18 +167,21 @@ fn refused(s: &Surface, headers: &HeaderMap) -> Option<Response> {
     Some((StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a bearer token is required\n").into_response())
 }
 
-async fn peers(State(s): State<Surface>, headers: HeaderMap) -> Response {
+async fn peers<V: AdminView>(State(s): State<Surface<V>>, headers: HeaderMap) -> Response {
     if let Some(no) = refused(&s, &headers) {
         return no;
     }
-    Json(s.view.peers()).into_response()
+    json_answer(s.view.peers().await)
 }
 
-async fn access(State(s): State<Surface>, headers: HeaderMap, Path(public_key): Path<String>) -> Response {
+async fn access<V: AdminView>(State(s): State<Surface<V>>, headers: HeaderMap, Path(public_key): Path<String>) -> Response {
     if let Some(no) = refused(&s, &headers) {
         return no;
     }
-    let (status, body) = s.view.access(&public_key);
+    json_answer(s.view.access(&public_key).await)
+}
+
+fn json_answer((status, body): (u16, serde_json::Value)) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(body)).into_response()
 }
@@ -200,16 +209,16 @@ mod tests {
 
     struct Fixed(Readiness);
     impl AdminView for Fixed {
-        fn readiness(&self) -> Readiness {
+        async fn readiness(&self) -> Readiness {
             self.0.clone()
         }
-        fn metrics(&self) -> Vec<Family> {
+        async fn metrics(&self) -> Vec<Family> {
             vec![Family::new("gw_up", "Up.", MetricKind::Gauge).with(Sample::new(1.0))]
         }
-        fn peers(&self) -> serde_json::Value {
-            serde_json::json!([{"node_id": "n1"}])
+        async fn peers(&self) -> (u16, serde_json::Value) {
+            (200, serde_json::json!([{"node_id": "n1"}]))
         }
-        fn access(&self, k: &str) -> (u16, serde_json::Value) {
+        async fn access(&self, k: &str) -> (u16, serde_json::Value) {
             (if k == "allowed" { 200 } else { 403 }, serde_json::json!({"key": k}))
         }
     }

@@ -20,6 +20,9 @@ fn main() -> Result<()> {
     writeln!(out, "  operations: {:?}", report.ops)?;
     writeln!(out, "  refused by the contract: {:?}", report.ops_refused)?;
     writeln!(out, "  faults: {:?}", report.faults)?;
+    if !report.faults_not_injected.is_empty() {
+        writeln!(out, "  faults never injected: {:?}", report.faults_not_injected)?;
+    }
     writeln!(
         out,
         "  quiet checks: {}, worst convergence {:.2} s (bound {:.0} s); worst decryption after the chain stopped granting: {:.2} s (bound {:.0} s)",
@@ -37,5 +40,12 @@ fn main() -> Result<()> {
         writeln!(out, "JSON report: {}", path.display())?;
     }
     anyhow::ensure!(report.violations.is_empty(), "{} invariant violations (seed {seed})", report.violations.len());
+    // Ten minutes inject every kind many times over (docs/RELIABILITY.md);
+    // a shorter run may miss the rarer crash points.
+    anyhow::ensure!(
+        minutes < 5 || report.faults_not_injected.is_empty(),
+        "faults never injected in {minutes} minutes: {:?} (seed {seed})",
+        report.faults_not_injected
+    );
     Ok(())
 }

@@ -35,6 +35,19 @@ const MAX_DUMMIES: usize = 12;
 const MAX_TOKEN: u64 = 240;
 const TICK: Duration = Duration::from_millis(150);
 
+/// Every kind of fault the schedule injects, as the report counts them: a
+/// long run in which one never happened did not test it.
+pub const FAULTS: [&str; 8] = [
+    "reorg",
+    "rpc_cut",
+    "sigkill",
+    "kill_between_plan_ops",
+    "kill_mid_registry_write",
+    "kill_before_registry_rename",
+    "restart",
+    "hostile_burst",
+];
+
 pub struct Options {
     pub duration: Duration,
     pub seed: u64,
@@ -51,6 +64,8 @@ pub struct Report {
     /// Operations the contract refused (a state the schedule did not foresee); not violations.
     pub ops_refused: BTreeMap<&'static str, u64>,
     pub faults: BTreeMap<&'static str, u64>,
+    /// Kinds of [`FAULTS`] this run never injected.
+    pub faults_not_injected: Vec<&'static str>,
     pub violations: Vec<Violation>,
     pub quiet_checks: u64,
     pub worst_convergence_s: f64,
@@ -240,12 +255,14 @@ impl Soak<'_> {
             let at = self.at();
             self.violations.record(at, "memory_and_fds_flat", problem);
         }
+        let faults_not_injected = FAULTS.into_iter().filter(|f| !self.faults.contains_key(f)).collect();
         Ok(Report {
             seed: opts.seed,
             duration_s: self.at().as_secs_f64(),
             ops: std::mem::take(&mut self.ops),
             ops_refused: std::mem::take(&mut self.refused),
             faults: std::mem::take(&mut self.faults),
+            faults_not_injected,
             violations: std::mem::take(&mut self.violations.list),
             quiet_checks: self.convergence.len() as u64,
             worst_convergence_s: worst,

@@ -11,6 +11,9 @@ use super::{
 use crate::chain::confirm::Release;
 use crate::chain::event::{ChainEvent, SnapshotCause};
 use crate::chain::ids::{BlockHash, TokenId};
+use crate::chain::log_span::NextLogs;
+use crate::chain::provider::LogsVerdict;
+use crate::chain::range::BlockRange;
 use crate::chain::rpc::{RpcCall, RpcReply};
 use crate::time::MonoTime;
 
@@ -62,8 +65,8 @@ impl Follower {
                 }
             }
             Stage::Ranges { from } => {
-                self.stage = match self.span.next_range(from, self.head) {
-                    Some(range) => Stage::RangeHashBefore { range },
+                self.stage = match self.span.range(from, self.head) {
+                    Some((from, to)) => Stage::RangeHashBefore { range: BlockRange { from, to } },
                     None => Stage::Settle { then_from: None, step: 0 },
                 };
             }
@@ -79,6 +82,8 @@ impl Follower {
                     self.process_log(&log);
                 } else {
                     self.scanned = Some((range.to, hash));
+                    // Once the range counts as scanned: the reads stand at its end.
+                    self.flush_range_rereads();
                     self.recent_hashes.insert(range.to, hash);
                     self.prune_recent(range.to);
                     self.stage = Stage::Settle { then_from: range.to.checked_add(1), step: 0 };
@@ -133,14 +138,12 @@ impl Follower {
     pub(super) fn on_stage_answer(&mut self, answer: Answer, _now: MonoTime) -> Result<(), String> {
         let reply = match answer {
             Answer::Reply(reply) => reply,
+            Answer::LogsLimit(verdict, message) => return self.logs_refused(verdict, message),
             Answer::Refused(message) => {
-                if let Stage::RangeLogs { range, .. } = &self.stage {
-                    let range = *range;
-                    if self.span.shrink() {
-                        tracing::warn!(error = %message, from = range.from, to = range.to, span = self.span.current(), "eth_getLogs refused; narrowing the range");
-                        self.stage = Stage::Ranges { from: range.from };
-                        return Ok(());
-                    }
+                if matches!(self.stage, Stage::RangeLogs { .. }) {
+                    // Words we do not know may still be a limit: a range
+                    // over one block is split as if it were one.
+                    return self.logs_refused(LogsVerdict::Split { result_cap: None }, message);
                 }
                 return Err(message);
             }
@@ -192,7 +195,7 @@ impl Follower {
                     tracing::info!(from = range.from, to = range.to, "chain reorganised while reading logs; retrying");
                     self.stage = Stage::ReconcileCheck;
                 } else {
-                    self.span.grow();
+                    self.span.answered(range.from, range.to, logs.len() as u64);
                     logs.sort_by_key(|log| (log.block_number, log.log_index));
                     self.stage = match self.scanned {
                         // The range's last block is unchanged across the read,
@@ -219,6 +222,22 @@ impl Follower {
             }
         }
         Ok(())
+    }
+
+    /// The provider refused the range being read: ask what it said fits,
+    /// at once (the hash of the new range's end first, as for any range).
+    fn logs_refused(&mut self, verdict: LogsVerdict, message: String) -> Result<(), String> {
+        let Stage::RangeLogs { range, .. } = &self.stage else { return Err(message) };
+        let range = *range;
+        match self.span.refused(range.from, range.to, verdict) {
+            NextLogs::Ask { from, to } => {
+                let to = to.min(self.head).min(range.to);
+                tracing::info!(error = %message, refused_from = range.from, refused_to = range.to, from, to, ?verdict, "eth_getLogs refused; asking what fits");
+                self.stage = Stage::RangeHashBefore { range: BlockRange { from, to } };
+                Ok(())
+            }
+            NextLogs::Fail => Err(message),
+        }
     }
 
     fn process_log(&mut self, log: &RawLog) {
@@ -275,7 +294,7 @@ impl Follower {
                         // Read at once too: both heights then disagree on the
                         // key, so it reads as unbound, whatever the registry
                         // makes of a log that names no token.
-                        self.push_read(token_id, SnapshotCause::KeyUpdated);
+                        self.reread(token_id, SnapshotCause::KeyUpdated);
                     }
                     self.held.hold_reread(token_id, block, log_index, SnapshotCause::KeyUpdated);
                 }
@@ -284,14 +303,36 @@ impl Follower {
         }
     }
 
+    /// Grants go out in chain order, before the next log.
     fn release_confirmed(&mut self) {
         for release in self.held.release(self.verified().min(self.head), self.config.confirmations) {
             match release {
                 Release::Grant(event) => self.agenda.push_back(Action::Emit(event)),
                 // A later revoke, transfer or rekey already went out: the log's
                 // content is stale, the chain's current state is not.
-                Release::Reread(token_id, cause) => self.push_read(token_id, cause),
+                Release::Reread(token_id, cause) => self.reread(token_id, cause),
             }
+        }
+    }
+
+    /// Re-reads a token; while a range's logs are worked off, once its last
+    /// log is delivered. The read is of the head and stands at the range's
+    /// end (or its confirmed height), so the range's later logs, delivered
+    /// after it, would be older than the token's snapshot and dropped as
+    /// replays, and the audit records of the revokes and transfers among
+    /// them lost (the chaos soak, seed 1796177727498032420).
+    fn reread(&mut self, token_id: TokenId, cause: SnapshotCause) {
+        if matches!(self.stage, Stage::Logs { .. }) {
+            self.range_rereads.push((token_id, cause));
+        } else {
+            self.push_read(token_id, cause);
+        }
+    }
+
+    /// Makes the re-reads [`reread`](Self::reread) put off, in their order.
+    pub(super) fn flush_range_rereads(&mut self) {
+        for (token_id, cause) in std::mem::take(&mut self.range_rereads) {
+            self.push_read(token_id, cause);
         }
     }
 
