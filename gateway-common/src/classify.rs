@@ -104,12 +104,11 @@ fn addr_words_at<P: Packet + ?Sized>(pkt: &P, off: usize, v4: bool) -> Option<[u
     if v4 {
         Some([0, 0, crate::maps::V4_MAPPED_WORD, pkt.ne32_at(off)?])
     } else {
-        Some([
-            pkt.ne32_at(off)?,
-            pkt.ne32_at(off + 4)?,
-            pkt.ne32_at(off + 8)?,
-            pkt.ne32_at(off + 12)?,
-        ])
+        // Two reads (each one bounds check), split into words in memory order.
+        let high = pkt.ne64_at(off)?.to_ne_bytes();
+        let low = pkt.ne64_at(off + 8)?.to_ne_bytes();
+        let word = |b: [u8; 8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some([word(high, 0), word(high, 4), word(low, 0), word(low, 4)])
     }
 }
 
