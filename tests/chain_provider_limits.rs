@@ -1,13 +1,14 @@
 //! The follower behind a provider's limits, end to end: `gateway chain
 //! follow` backfills a real anvil history through the fault-injecting proxy
 //! (tests/src/provider_proxy.rs) speaking each provider's own words, and the
-//! proxy's record of the calls shows what it did with each refusal: too many
-//! results split, a timeout shrunk, and the span grown again while answers
-//! are small. Every grant arrives. A suggested range asked at once and a
-//! rate limit waited out on the same endpoint wait for the follower to take
-//! up `chain::provider` and `chain::log_span` (docs/chain.md, "Not yet").
+//! proxy's record of the calls shows what it did with each refusal: a
+//! suggested range asked at once and the cap kept, too many results split,
+//! a rate limit waited out as told on the same endpoint, a timeout shrunk,
+//! and the span grown again while answers are small. Every grant arrives.
 
 #![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
 
 use gateway_tests::history::History;
 use gateway_tests::netns::gateway_bin;
@@ -49,6 +50,20 @@ fn assert_tiles(calls: &[CallRecord], first: u64, last: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suggested_range_is_asked_at_once_and_the_cap_kept() {
+    let history = History::build(1_500, 60).await.unwrap();
+    let start = history.chain.deploy_block;
+    let proxy = ProviderProxy::start(&history.chain.http_url(), ProviderLimits::alchemy_free()).await.unwrap();
+    follow(&history, &[proxy.http_url()]).await;
+    let calls = proxy.get_logs_calls();
+    assert_eq!(calls[0].refused, Some(RefusalKind::RangeTooWide), "the first call asks wide: {calls:#?}");
+    assert_eq!(calls[1].range, Some((start, start + 499)), "then exactly the range Alchemy suggested");
+    assert_eq!(calls.iter().filter(|c| c.refused.is_some()).count(), 1, "one refusal teaches the cap: {calls:#?}");
+    assert!(calls[1..].iter().all(|c| width(c.range.unwrap()) <= 500));
+    assert_tiles(&calls, start, history.head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_results_split_the_range() {
     let history = History::build(1_500, 150).await.unwrap();
     let start = history.chain.deploy_block;
@@ -65,6 +80,22 @@ async fn too_many_results_split_the_range() {
         assert!(next_from == from && next_to < to, "a refused range is split from its start: {:?} then {:?}", calls[i], calls[i + 1]);
     }
     assert!(calls.iter().filter(|c| c.refused.is_none()).all(|c| c.logs <= 40));
+    assert_tiles(&calls, start, history.head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_is_waited_out_as_told_on_the_same_endpoint() {
+    let history = History::build(600, 20).await.unwrap();
+    let start = history.chain.deploy_block;
+    let proxy = ProviderProxy::start(&history.chain.http_url(), ProviderLimits::public_node()).await.unwrap();
+    // Base's public endpoint: 429, -32016 "over rate limit", Retry-After: 1.
+    proxy.inject(Fault::OnLogs(Box::new(Fault::RateLimited { retry_after: Some(Duration::from_secs(1)) })));
+    // A healthy second endpoint: failing over to it would hide the wait.
+    follow(&history, &[proxy.http_url(), history.chain.http_url()]).await;
+    let calls = proxy.get_logs_calls();
+    assert_eq!(calls[0].refused, Some(RefusalKind::RateLimited));
+    assert_eq!(calls[1].range, calls[0].range, "the same range again: {calls:#?}");
+    assert!(calls[1].at.duration_since(calls[0].at) >= Duration::from_secs(1), "after the Retry-After it named");
     assert_tiles(&calls, start, history.head);
 }
 

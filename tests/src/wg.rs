@@ -363,13 +363,31 @@ pub fn parse_iperf3(json: &str) -> Result<IperfRun> {
     })
 }
 
-/// Bytes received and sent by `iface` in `ns` (from sysfs via `ip -s -j`).
-pub fn link_bytes(ns: &Netns, iface: &str) -> Result<(u64, u64)> {
+/// Counters of one interface (from sysfs via `ip -s -j`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Packets dropped: e.g. a TUN whose queue to its userspace reader was full.
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+pub fn link_stats(ns: &Netns, iface: &str) -> Result<LinkStats> {
     let out = ns.ip(&["-s", "-j", "link", "show", "dev", iface])?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let stats = &v[0]["stats64"];
-    Ok((
-        stats["rx"]["bytes"].as_u64().context("rx bytes")?,
-        stats["tx"]["bytes"].as_u64().context("tx bytes")?,
-    ))
+    let field = |dir: &str, name: &str| stats[dir][name].as_u64().with_context(|| format!("{iface}: {dir} {name}"));
+    Ok(LinkStats {
+        rx_bytes: field("rx", "bytes")?,
+        tx_bytes: field("tx", "bytes")?,
+        rx_dropped: field("rx", "dropped")?,
+        tx_dropped: field("tx", "dropped")?,
+    })
+}
+
+/// Bytes received and sent by `iface` in `ns`.
+pub fn link_bytes(ns: &Netns, iface: &str) -> Result<(u64, u64)> {
+    let s = link_stats(ns, iface)?;
+    Ok((s.rx_bytes, s.tx_bytes))
 }

@@ -26,6 +26,9 @@ pub struct ThroughputArgs {
     /// Gateway burst bounds (`--max-burst`), one row each (e.g. `64,16`).
     #[arg(long)]
     bursts: Option<String>,
+    /// GRO on the veths, as a NIC with NAPI does (see the driver's `--gro`).
+    #[arg(long)]
+    gro: bool,
     /// Another gateway binary measured as one more row (e.g. a build of main).
     #[arg(long)]
     baseline: Option<String>,
@@ -34,7 +37,7 @@ pub struct ThroughputArgs {
 /// The crates.io peers and the versions the figures in docs/BENCHMARKS.md used.
 const CRATES: [(&str, &str, &str); 2] = [("gotatun-cli", "0.10.2", "gotatun"), ("boringtun-cli", "0.7.1", "boringtun-cli")];
 /// Debian packages the driver runs, with a binary each provides.
-const DEBIAN: [(&str, &str); 3] = [("wireguard-go", "wireguard-go"), ("wireguard-tools", "wg"), ("iperf3", "iperf3")];
+const DEBIAN: [(&str, &str); 4] = [("wireguard-go", "wireguard-go"), ("wireguard-tools", "wg"), ("iperf3", "iperf3"), ("ethtool", "ethtool")];
 
 pub fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
     install_peers()?;
@@ -52,12 +55,18 @@ pub fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
     if let Some(baseline) = &args.baseline {
         driver_args.extend(["--baseline", baseline]);
     }
+    if args.gro {
+        driver_args.push("--gro");
+    }
     let mut json = String::from("throughput");
     if args.peers > 1 {
         json.push_str(&format!("-peers{}", args.peers));
     }
     if args.reverse {
         json.push_str("-reverse");
+    }
+    if args.gro {
+        json.push_str("-gro");
     }
     json.push_str(".json");
     crate::util::bench_driver("bench-throughput", &driver_args, &json)

@@ -4,9 +4,8 @@
 //! at once, a block cap it names is never exceeded again, a result cap it
 //! names aims the span by the density of logs just seen, and the span grows
 //! again while answers are small. One refused call per limit learned is the
-//! whole cost of not knowing the provider in advance.
-
-use std::time::Duration;
+//! whole cost of not knowing the provider in advance. (Rate limits are not
+//! about the range: the follower waits them out for any call.)
 
 use super::provider::LogsVerdict;
 
@@ -30,9 +29,7 @@ const MAX_GROWTH: u64 = 8;
 pub enum NextLogs {
     /// Ask `[from, to]` now.
     Ask { from: u64, to: u64 },
-    /// Ask the same range again after `wait` (rate limited: not a failure).
-    Retry { wait: Duration },
-    /// The endpoint failed: fail over as for any other error.
+    /// Even one block does not fit: the endpoint's problem, not the range's.
     Fail,
 }
 
@@ -48,17 +45,13 @@ pub struct LogSpan {
     suggests: bool,
     /// The span of the next request.
     next: u64,
-    /// The wait after a rate limit that named none; doubles up to `max_wait`.
-    rate_wait: Duration,
-    min_wait: Duration,
-    max_wait: Duration,
 }
 
 impl LogSpan {
     /// Starts at the ceiling (`SPAN_CEILING` unless configured lower).
-    pub fn new(ceiling: u64, min_wait: Duration, max_wait: Duration) -> Self {
+    pub fn new(ceiling: u64) -> Self {
         let ceiling = ceiling.max(1);
-        Self { ceiling, block_cap: None, result_cap: None, suggests: false, next: ceiling, rate_wait: min_wait, min_wait, max_wait }
+        Self { ceiling, block_cap: None, result_cap: None, suggests: false, next: ceiling }
     }
 
     /// The widest span asked now.
@@ -77,7 +70,6 @@ impl LogSpan {
 
     /// `[from, to]` was answered with `logs` logs: aim the next span.
     pub fn answered(&mut self, from: u64, to: u64, logs: u64) {
-        self.rate_wait = self.min_wait;
         let asked = to.saturating_sub(from).saturating_add(1);
         let share = if self.suggests { 1.0 } else { TARGET_SHARE_OF_CAP };
         let target = self.result_cap.map_or(DEFAULT_TARGET_LOGS, |cap| ((cap as f64 * share) as u64).max(1));
@@ -105,7 +97,12 @@ impl LogSpan {
             }
             LogsVerdict::SpanCap { max_blocks } => {
                 self.learn(Some(max_blocks), None);
-                self.next = self.next.min(self.limit()).min(asked);
+                if self.limit() >= asked {
+                    // A cap the refused range was within says nothing
+                    // usable: every answer to a refusal asks less than it.
+                    return self.halve(asked, from);
+                }
+                self.next = self.limit();
                 NextLogs::Ask { from, to: from + self.next - 1 }
             }
             LogsVerdict::Split { result_cap } => {
@@ -113,18 +110,6 @@ impl LogSpan {
                 self.halve(asked, from)
             }
             LogsVerdict::Shrink => self.halve(asked, from),
-            LogsVerdict::RateLimited { wait } => {
-                let wait = match wait {
-                    Some(named) => named,
-                    None => {
-                        let ours = self.rate_wait;
-                        self.rate_wait = (self.rate_wait * 2).min(self.max_wait);
-                        ours
-                    }
-                };
-                NextLogs::Retry { wait: wait.min(self.max_wait) }
-            }
-            LogsVerdict::Failed => NextLogs::Fail,
         }
     }
 
@@ -152,7 +137,7 @@ mod tests {
     use super::*;
 
     fn span() -> LogSpan {
-        LogSpan::new(SPAN_CEILING, Duration::from_millis(250), Duration::from_secs(10))
+        LogSpan::new(SPAN_CEILING)
     }
 
     #[test]
@@ -194,15 +179,10 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_shrink_and_rate_limits_wait_without_touching_the_span() {
+    fn timeouts_shrink_from_the_start() {
         let mut s = span();
         assert_eq!(s.refused(0, 1_999, LogsVerdict::Shrink), NextLogs::Ask { from: 0, to: 999 });
-        let before = s.span();
-        assert_eq!(s.refused(0, 999, LogsVerdict::RateLimited { wait: Some(Duration::from_secs(3)) }), NextLogs::Retry { wait: Duration::from_secs(3) });
-        assert_eq!(s.refused(0, 999, LogsVerdict::RateLimited { wait: None }), NextLogs::Retry { wait: Duration::from_millis(250) });
-        assert_eq!(s.refused(0, 999, LogsVerdict::RateLimited { wait: None }), NextLogs::Retry { wait: Duration::from_millis(500) }, "unnamed waits double");
-        assert_eq!(s.refused(0, 999, LogsVerdict::RateLimited { wait: Some(Duration::from_secs(3_600)) }), NextLogs::Retry { wait: Duration::from_secs(10) }, "capped");
-        assert_eq!(s.span(), before);
-        assert_eq!(s.refused(0, 999, LogsVerdict::Failed), NextLogs::Fail);
+        assert_eq!(s.span(), 1_000);
+        assert_eq!(s.refused(7, 7, LogsVerdict::Shrink), NextLogs::Fail);
     }
 }

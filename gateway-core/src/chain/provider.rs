@@ -1,8 +1,10 @@
-//! What a provider's refusal of `eth_getLogs` means for the next request
-//! (pure: status and text in, verdict out). Hosted providers say "too wide", "too many
-//! results", "too fast" and "too slow" each in their own words and statuses
-//! (docs/chain.md, "Provider limits", lists them with their sources); this
-//! turns any of them into one [`LogsVerdict`] the follower acts on.
+//! What a provider's words mean (pure: status and text in, meaning out).
+//! Hosted providers say "too wide", "too many results", "too fast" and "too
+//! slow" each in their own words and statuses (docs/chain.md, "Provider
+//! limits", lists them with their sources). This module reads the words;
+//! [`crate::chain::rpc::classify`] is the one place that names a failure's
+//! kind, and asks it: [`rate_limit`] for any call, [`logs_limit`] for a
+//! refused `eth_getLogs`.
 
 use std::time::Duration;
 
@@ -19,11 +21,9 @@ pub struct ProviderRefusal<'a> {
     pub data: Option<&'a str>,
     /// A `Retry-After` header, when the transport could read one.
     pub retry_after: Option<Duration>,
-    /// The call ran out of time on our side (no answer at all).
-    pub timed_out: bool,
 }
 
-/// What to do after a refused `eth_getLogs` over `[from, to]`.
+/// What to ask instead of a refused `eth_getLogs` over `[from, to]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogsVerdict {
     /// Ask exactly this range next: the provider said it fits. `cap` is a
@@ -36,50 +36,50 @@ pub enum LogsVerdict {
     Split { result_cap: Option<u64> },
     /// Too slow: shrink the span and try again.
     Shrink,
-    /// Too fast: wait (at least `wait`, when the provider said) and ask the
-    /// same again; the endpoint is healthy.
-    RateLimited { wait: Option<Duration> },
-    /// Not a limit: the endpoint failed (the ordinary failover applies).
-    Failed,
 }
 
-/// Classifies a refusal of `eth_getLogs` over `[from, to]`.
-pub fn classify(from: u64, to: u64, refusal: &ProviderRefusal<'_>) -> LogsVerdict {
+/// The provider says "too fast": wait (`Some`: as long as it said) and ask
+/// the same again; the endpoint is healthy. `None`: not a rate limit.
+pub fn rate_limit(refusal: &ProviderRefusal<'_>) -> Option<Option<Duration>> {
     let text = refusal.message.to_ascii_lowercase();
-    if is_rate_limit(refusal, &text) {
-        let wait = refusal.retry_after.or_else(|| refusal.data.and_then(backoff_seconds));
-        return LogsVerdict::RateLimited { wait };
-    }
-    if refusal.timed_out || text.contains("timeout") || text.contains("timed out") {
-        return LogsVerdict::Shrink;
+    is_rate_limit(refusal, &text).then(|| refusal.retry_after.or_else(|| refusal.data.and_then(backoff_seconds)))
+}
+
+/// What a refusal of `eth_getLogs` over `[from, to]` says about the range;
+/// `None` when it names no limit (the endpoint failed, or said something
+/// we do not know).
+pub fn logs_limit(from: u64, to: u64, refusal: &ProviderRefusal<'_>) -> Option<LogsVerdict> {
+    let text = refusal.message.to_ascii_lowercase();
+    if text.contains("timeout") || text.contains("timed out") {
+        return Some(LogsVerdict::Shrink);
     }
     // A suggestion first: it is the provider's own answer to "what fits".
     if let Some((s_from, s_to)) = suggested_range(refusal.message).or_else(|| refusal.data.and_then(data_range)) {
         if s_from == from && s_to >= from && s_to < to {
-            return LogsVerdict::UseRange {
+            return Some(LogsVerdict::UseRange {
                 from: s_from,
                 to: s_to,
                 cap: block_cap(&text).filter(|&n| n > 0),
                 result_cap: result_cap(&text),
-            };
+            });
         }
         // base/base#2421: a "retry with the range" as wide as the refused
         // one, or one elsewhere, is no help; the size words below decide.
     }
     if let Some(max_blocks) = block_cap(&text) {
         if max_blocks > 0 {
-            return LogsVerdict::SpanCap { max_blocks };
+            return Some(LogsVerdict::SpanCap { max_blocks });
         }
     }
     let too_many = ["more than", "max results", "response size", "too many", "results limit", "log response"];
     if too_many.iter().any(|words| text.contains(words)) {
-        return LogsVerdict::Split { result_cap: result_cap(&text) };
+        return Some(LogsVerdict::Split { result_cap: result_cap(&text) });
     }
     let too_wide = ["block range", "range too", "too wide", "too large", "exceeds limit"];
     if refusal.http_status == Some(413) || too_wide.iter().any(|words| text.contains(words)) {
-        return LogsVerdict::Split { result_cap: None };
+        return Some(LogsVerdict::Split { result_cap: None });
     }
-    LogsVerdict::Failed
+    None
 }
 
 fn is_rate_limit(refusal: &ProviderRefusal<'_>, text: &str) -> bool {
@@ -185,13 +185,29 @@ mod tests {
     use super::*;
 
     fn refusal(code: i64, message: &str) -> ProviderRefusal<'_> {
-        ProviderRefusal { code: Some(code), message, ..Default::default() }
+        ProviderRefusal {
+            code: Some(code),
+            message,
+            ..Default::default()
+        }
+    }
+
+    fn classify(from: u64, to: u64, r: &ProviderRefusal<'_>) -> Option<LogsVerdict> {
+        logs_limit(from, to, r)
     }
 
     #[test]
     fn alchemy_free_suggestion_is_used_at_once() {
         let r = refusal(-32600, "You can make eth_getLogs requests with up to a 500 block range. Based on your parameters, this block range should work: [0x1be4213, 0x1be4406]");
-        assert_eq!(classify(0x1be4213, 0x1be4407, &r), LogsVerdict::UseRange { from: 0x1be4213, to: 0x1be4406, cap: Some(500), result_cap: None });
+        assert_eq!(
+            classify(0x1be4213, 0x1be4407, &r),
+            Some(LogsVerdict::UseRange {
+                from: 0x1be4213,
+                to: 0x1be4406,
+                cap: Some(500),
+                result_cap: None
+            })
+        );
     }
 
     #[test]
@@ -200,15 +216,42 @@ mod tests {
             data: Some(r#"{"from":"0xBDE5F8","limit":10000,"to":"0xBDF000"}"#),
             ..refusal(-32005, "query returned more than 10000 results. Try with this block range [0xBDE5F8, 0xBDF000].")
         };
-        assert_eq!(classify(0xBDE5F8, 0x102DBCC, &r), LogsVerdict::UseRange { from: 0xBDE5F8, to: 0xBDF000, cap: None, result_cap: Some(10_000) });
+        assert_eq!(
+            classify(0xBDE5F8, 0x102DBCC, &r),
+            Some(LogsVerdict::UseRange {
+                from: 0xBDE5F8,
+                to: 0xBDF000,
+                cap: None,
+                result_cap: Some(10_000)
+            })
+        );
     }
 
     #[test]
     fn a_suggestion_no_narrower_than_the_request_splits() {
-        let r = refusal(-32602, "query exceeds max results 20000, retry with the range 25766988-25775072");
-        assert_eq!(classify(25766988, 25775072, &r), LogsVerdict::Split { result_cap: Some(20_000) });
-        let narrower = refusal(-32602, "query exceeds max results 20000, retry with the range 25766988-25770000");
-        assert_eq!(classify(25766988, 25775072, &narrower), LogsVerdict::UseRange { from: 25766988, to: 25770000, cap: None, result_cap: Some(20_000) });
+        let r = refusal(
+            -32602,
+            "query exceeds max results 20000, retry with the range 25766988-25775072",
+        );
+        assert_eq!(
+            classify(25766988, 25775072, &r),
+            Some(LogsVerdict::Split {
+                result_cap: Some(20_000)
+            })
+        );
+        let narrower = refusal(
+            -32602,
+            "query exceeds max results 20000, retry with the range 25766988-25770000",
+        );
+        assert_eq!(
+            classify(25766988, 25775072, &narrower),
+            Some(LogsVerdict::UseRange {
+                from: 25766988,
+                to: 25770000,
+                cap: None,
+                result_cap: Some(20_000)
+            })
+        );
     }
 
     #[test]
@@ -221,46 +264,100 @@ mod tests {
             (refusal(-32000, "block range is larger than max block range, block range = 5120, max block range = 5000"), 5_000),
         ];
         for (r, cap) in cases {
-            assert_eq!(classify(0, 1_000_000, &r), LogsVerdict::SpanCap { max_blocks: cap }, "{}", r.message);
+            assert_eq!(
+                classify(0, 1_000_000, &r),
+                Some(LogsVerdict::SpanCap { max_blocks: cap }),
+                "{}",
+                r.message
+            );
         }
     }
 
     #[test]
     fn too_many_results_without_a_suggestion_splits() {
-        assert_eq!(classify(0, 9, &refusal(-32005, "query returned more than 10000 results")), LogsVerdict::Split { result_cap: Some(10_000) });
+        assert_eq!(
+            classify(
+                0,
+                9,
+                &refusal(-32005, "query returned more than 10000 results")
+            ),
+            Some(LogsVerdict::Split {
+                result_cap: Some(10_000)
+            })
+        );
         let alchemy_old = refusal(-32602, "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on the response size, or you can request any block range with a cap of 10K logs in the response.");
-        assert_eq!(classify(0, 9_999, &alchemy_old), LogsVerdict::Split { result_cap: Some(10_000) });
+        assert_eq!(
+            classify(0, 9_999, &alchemy_old),
+            Some(LogsVerdict::Split {
+                result_cap: Some(10_000)
+            })
+        );
     }
 
     #[test]
-    fn rate_limits_wait_as_told_and_are_not_failures() {
+    fn rate_limits_wait_as_told() {
         let alchemy = ProviderRefusal { http_status: Some(429), ..refusal(429, "Your app has exceeded its compute units per second capacity. If you have retries enabled, you can safely ignore this message.") };
-        assert_eq!(classify(0, 1, &alchemy), LogsVerdict::RateLimited { wait: None });
+        assert_eq!(rate_limit(&alchemy), Some(None));
         let infura = ProviderRefusal {
             http_status: Some(429),
-            data: Some(r#"{"see":"https://infura.io/dashboard","current_rps":13.3,"allowed_rps":10.0,"backoff_seconds":30.0}"#),
+            data: Some(
+                r#"{"see":"https://infura.io/dashboard","current_rps":13.3,"allowed_rps":10.0,"backoff_seconds":30.0}"#,
+            ),
             ..refusal(-32005, "project ID request rate exceeded")
         };
-        assert_eq!(classify(0, 1, &infura), LogsVerdict::RateLimited { wait: Some(Duration::from_secs(30)) });
+        assert_eq!(rate_limit(&infura), Some(Some(Duration::from_secs(30))));
         let quicknode = refusal(-32007, "15/second request limit reached");
-        assert_eq!(classify(0, 1, &quicknode), LogsVerdict::RateLimited { wait: None });
-        let base = ProviderRefusal { http_status: Some(429), retry_after: Some(Duration::from_secs(2)), ..refusal(-32016, "over rate limit") };
-        assert_eq!(classify(0, 1, &base), LogsVerdict::RateLimited { wait: Some(Duration::from_secs(2)) });
+        assert_eq!(rate_limit(&quicknode), Some(None));
+        let base = ProviderRefusal {
+            http_status: Some(429),
+            retry_after: Some(Duration::from_secs(2)),
+            ..refusal(-32016, "over rate limit")
+        };
+        assert_eq!(rate_limit(&base), Some(Some(Duration::from_secs(2))));
+        assert_eq!(
+            rate_limit(&refusal(-32005, "query returned more than 10000 results")),
+            None,
+            "Infura's -32005 is also its result cap"
+        );
     }
 
     #[test]
-    fn timeouts_shrink_and_the_rest_fails() {
-        assert_eq!(classify(0, 9, &refusal(-32005, "query timeout exceeded")), LogsVerdict::Shrink);
-        assert_eq!(classify(0, 9, &ProviderRefusal { timed_out: true, ..Default::default() }), LogsVerdict::Shrink);
-        assert_eq!(classify(0, 9, &refusal(-32000, "header not found")), LogsVerdict::Failed);
-        assert_eq!(classify(0, 9, &refusal(-32601, "the method eth_getLogs does not exist")), LogsVerdict::Failed);
+    fn timeouts_shrink_and_the_rest_names_no_limit() {
+        assert_eq!(
+            classify(0, 9, &refusal(-32005, "query timeout exceeded")),
+            Some(LogsVerdict::Shrink)
+        );
+        assert_eq!(classify(0, 9, &refusal(-32000, "header not found")), None);
+        assert_eq!(
+            classify(
+                0,
+                9,
+                &refusal(-32601, "the method eth_getLogs does not exist")
+            ),
+            None
+        );
     }
 
     #[test]
     fn hostile_text_never_panics() {
-        for text in ["[", "[0x, ]", "retry with the range -", "exceeds limit of 99999999999999999999999", "up to a K", "[0xffffffffffffffffff, 0x1]"] {
+        for text in [
+            "[",
+            "[0x, ]",
+            "retry with the range -",
+            "exceeds limit of 99999999999999999999999",
+            "up to a K",
+            "[0xffffffffffffffffff, 0x1]",
+        ] {
             let _ = classify(0, 10, &refusal(-32000, text));
         }
-        assert_eq!(classify(5, 10, &refusal(-32602, "this block range should work: [0x1, 0x3]")), LogsVerdict::Split { result_cap: None }, "a suggestion starting elsewhere is not taken");
+        assert_eq!(
+            classify(
+                5,
+                10,
+                &refusal(-32602, "this block range should work: [0x1, 0x3]")
+            ),
+            Some(LogsVerdict::Split { result_cap: None }),
+            "a suggestion starting elsewhere is not taken"
+        );
     }
 }

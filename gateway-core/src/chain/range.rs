@@ -1,13 +1,11 @@
-//! Splits a block interval into bounded `eth_getLogs` ranges and adapts the
-//! span when a node refuses a range as too large (pure).
+//! Block ranges, and a block interval split into bounded `eth_getLogs`
+//! ranges for one-off listings (pure). The follower aims its ranges by the
+//! provider's answers instead (`log_span`).
 
 /// Public RPC providers commonly cap `eth_getLogs` at 2,000 to 10,000 blocks;
-/// 2,000 is accepted by all the ones we know of.
+/// 2,000 is accepted by all the ones we know of (`gateway node list` asks
+/// in ranges this wide, without reading refusals).
 pub const DEFAULT_MAX_BLOCK_SPAN: u64 = 2_000;
-
-/// The span never shrinks below one block: a one-block range that still fails
-/// is a node problem, not a range problem.
-const MIN_BLOCK_SPAN: u64 = 1;
 
 /// An inclusive block interval `[from, to]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,55 +14,15 @@ pub struct BlockRange {
     pub to: u64,
 }
 
-/// The span used for the next `eth_getLogs`: halved when a node rejects a
-/// range, grown back towards the configured maximum after successes.
-#[derive(Clone, Debug)]
-pub struct AdaptiveSpan {
-    max: u64,
-    current: u64,
-}
-
-impl AdaptiveSpan {
-    pub fn new(max: u64) -> Self {
-        let max = max.max(MIN_BLOCK_SPAN);
-        Self { max, current: max }
-    }
-
-    pub fn current(&self) -> u64 {
-        self.current
-    }
-
-    /// The next range to fetch, starting at `from` and ending at `head` at most.
-    pub fn next_range(&self, from: u64, head: u64) -> Option<BlockRange> {
-        if from > head {
-            return None;
-        }
-        let to = from.saturating_add(self.current - 1).min(head);
-        Some(BlockRange { from, to })
-    }
-
-    /// Returns false when the span cannot shrink any further.
-    pub fn shrink(&mut self) -> bool {
-        if self.current <= MIN_BLOCK_SPAN {
-            return false;
-        }
-        self.current = (self.current / 2).max(MIN_BLOCK_SPAN);
-        true
-    }
-
-    pub fn grow(&mut self) {
-        self.current = self.current.saturating_mul(2).min(self.max);
-    }
-}
-
 /// Every range from `from` to `to` inclusive, each at most `max_span` blocks long.
 pub fn split_ranges(from: u64, to: u64, max_span: u64) -> Vec<BlockRange> {
-    let span = AdaptiveSpan::new(max_span);
+    let span = max_span.max(1);
     let mut ranges = Vec::new();
     let mut next = from;
-    while let Some(range) = span.next_range(next, to) {
-        ranges.push(range);
-        match range.to.checked_add(1) {
+    while next <= to {
+        let end = next.saturating_add(span - 1).min(to);
+        ranges.push(BlockRange { from: next, to: end });
+        match end.checked_add(1) {
             Some(after) => next = after,
             None => break,
         }
@@ -106,22 +64,6 @@ mod tests {
     fn does_not_overflow_at_the_top_of_u64() {
         let ranges = split_ranges(u64::MAX - 1, u64::MAX, 10);
         assert_eq!(ranges, vec![BlockRange { from: u64::MAX - 1, to: u64::MAX }]);
-    }
-
-    #[test]
-    fn shrinks_to_one_block_then_refuses_and_grows_back_to_max() {
-        let mut span = AdaptiveSpan::new(8);
-        assert!(span.shrink());
-        assert_eq!(span.current(), 4);
-        assert!(span.shrink());
-        assert!(span.shrink());
-        assert_eq!(span.current(), 1);
-        assert!(!span.shrink());
-        span.grow();
-        span.grow();
-        span.grow();
-        span.grow();
-        assert_eq!(span.current(), 8);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //!
 //! A failure keeps what the node or the transport said (JSON-RPC code and
 //! message, HTTP status and `Retry-After`, timeout or refused) so that
-//! [`classify`] can tell a dead endpoint from one that refused this call;
-//! provider-specific limits are a matter of extending `classify`.
+//! [`classify`] can tell a dead endpoint from one that refused this call,
+//! one that asks us to slow down, and a range a provider will not answer.
 
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::abi::RawLog;
 use super::ids::{Address, BlockHash, TxHash};
+use super::provider::{self, LogsVerdict, ProviderRefusal};
 
 /// Names one request, so an answer finds the request it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -158,15 +159,26 @@ pub enum RpcFailure {
     Malformed { message: String },
 }
 
-/// What a failure means for the endpoint and for the call.
+/// What a failure means for the endpoint and for the call: the one place
+/// that names a failure's kind (the provider's words are read by
+/// [`crate::chain::provider`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureClass {
     /// The endpoint is not serving: count it against the endpoint and try
     /// the call on another.
     Unreachable,
-    /// The endpoint answered and refused this call as asked (a range too
-    /// wide, a method it lacks); another endpoint would most likely say the
-    /// same, so the caller decides.
+    /// No answer within the call's timeout: as `Unreachable`, and for
+    /// `eth_getLogs` also a sign that the range is too wide for the node.
+    TimedOut,
+    /// Too fast: the endpoint is healthy; wait (`Some`: as long as it said,
+    /// from `Retry-After` or the error's data) and ask it the same again.
+    RateLimited { wait: Option<Duration> },
+    /// `eth_getLogs` refused for its range or the size of its answer: what
+    /// to ask instead.
+    LogsLimit(LogsVerdict),
+    /// The endpoint answered and refused this call as asked (a method it
+    /// lacks, a text we do not know); another endpoint would most likely say
+    /// the same, so the caller decides.
     Refused,
     /// An `eth_call` reverted: the contract's answer, not a failure.
     Reverted,
@@ -174,21 +186,40 @@ pub enum FailureClass {
 
 /// The one place that reads meaning into a failure.
 pub fn classify(call: &RpcCall, failure: &RpcFailure) -> FailureClass {
-    match failure {
-        RpcFailure::JsonRpc { code, message, .. } => {
-            // Geth and anvil answer a revert with code 3 (with data) or
-            // -32000 "execution reverted" (without).
-            if matches!(call, RpcCall::Call { .. }) && (*code == 3 || message.to_ascii_lowercase().contains("revert")) {
-                FailureClass::Reverted
-            } else {
-                FailureClass::Refused
-            }
+    let (http_status, retry_after, code, message, data) = match failure {
+        RpcFailure::JsonRpc { code, message, data } => (None, None, Some(*code), message.clone(), data.clone()),
+        RpcFailure::Http { status, retry_after, body } => {
+            // A refusal with a status (Infura's 429, QuickNode's 413) still
+            // carries the JSON-RPC error object that says why.
+            let error = serde_json::from_str::<Value>(body).ok().and_then(|v| v.get("error").cloned());
+            let field = |key: &str| error.as_ref().and_then(|e| e.get(key)).filter(|v| !v.is_null());
+            let message = field("message").and_then(Value::as_str).map_or_else(|| body.clone(), str::to_string);
+            let data = field("data").map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_string));
+            (Some(*status), *retry_after, field("code").and_then(Value::as_i64), message, data)
         }
-        RpcFailure::Timeout { .. }
-        | RpcFailure::Refused { .. }
-        | RpcFailure::Transport { .. }
-        | RpcFailure::Http { .. }
-        | RpcFailure::Malformed { .. } => FailureClass::Unreachable,
+        RpcFailure::Timeout { .. } => return FailureClass::TimedOut,
+        RpcFailure::Refused { .. } | RpcFailure::Transport { .. } | RpcFailure::Malformed { .. } => return FailureClass::Unreachable,
+    };
+    // Geth and anvil answer a revert with code 3 (with data) or -32000
+    // "execution reverted" (without).
+    let is_call = matches!(call, RpcCall::Call { .. });
+    if http_status.is_none() && is_call && (code == Some(3) || message.to_ascii_lowercase().contains("revert")) {
+        return FailureClass::Reverted;
+    }
+    let refusal = ProviderRefusal { http_status, code, message: &message, data: data.as_deref(), retry_after };
+    if let Some(wait) = provider::rate_limit(&refusal) {
+        return FailureClass::RateLimited { wait };
+    }
+    if let RpcCall::GetLogs { from, to, .. } = call {
+        if let Some(verdict) = provider::logs_limit(*from, *to, &refusal) {
+            return FailureClass::LogsLimit(verdict);
+        }
+    }
+    if http_status.is_some() {
+        // A 5xx, or a 4xx that names no limit: the endpoint is not serving.
+        FailureClass::Unreachable
+    } else {
+        FailureClass::Refused
     }
 }
 
@@ -329,18 +360,142 @@ mod tests {
 
     #[test]
     fn failures_are_told_apart() {
-        let call = RpcCall::Call { to: Address::ZERO, data: Bytes::new(), block: BlockTag::Latest };
-        let revert = RpcFailure::JsonRpc { code: 3, message: "execution reverted".into(), data: Some("0x7e27".into()) };
+        let call = RpcCall::Call {
+            to: Address::ZERO,
+            data: Bytes::new(),
+            block: BlockTag::Latest,
+        };
+        let revert = RpcFailure::JsonRpc {
+            code: 3,
+            message: "execution reverted".into(),
+            data: Some("0x7e27".into()),
+        };
         assert_eq!(classify(&call, &revert), FailureClass::Reverted);
-        let bare = RpcFailure::JsonRpc { code: -32000, message: "execution reverted".into(), data: None };
+        let bare = RpcFailure::JsonRpc {
+            code: -32000,
+            message: "execution reverted".into(),
+            data: None,
+        };
         assert_eq!(classify(&call, &bare), FailureClass::Reverted);
-        let range = RpcFailure::JsonRpc { code: -32602, message: "block range too large".into(), data: None };
-        let logs = RpcCall::GetLogs { address: Address::ZERO, topics: vec![], from: 0, to: 1 };
-        assert_eq!(classify(&logs, &range), FailureClass::Refused);
-        assert_eq!(classify(&call, &range), FailureClass::Refused, "only a revert is the contract's answer");
-        let limited = RpcFailure::Http { status: 429, retry_after: Some(Duration::from_secs(2)), body: String::new() };
-        assert_eq!(classify(&logs, &limited), FailureClass::Unreachable);
-        assert_eq!(limited.to_string(), "HTTP 429 (retry after 2s): ");
-        assert_eq!(classify(&logs, &RpcFailure::Timeout { after: Duration::from_secs(1) }), FailureClass::Unreachable);
+        let range = RpcFailure::JsonRpc {
+            code: -32602,
+            message: "block range too large".into(),
+            data: None,
+        };
+        let logs = RpcCall::GetLogs {
+            address: Address::ZERO,
+            topics: vec![],
+            from: 0,
+            to: 1,
+        };
+        assert_eq!(
+            classify(&logs, &range),
+            FailureClass::LogsLimit(LogsVerdict::Split { result_cap: None })
+        );
+        assert_eq!(
+            classify(&call, &range),
+            FailureClass::Refused,
+            "only eth_getLogs has a range to narrow"
+        );
+        let unknown = RpcFailure::JsonRpc {
+            code: -32000,
+            message: "header not found".into(),
+            data: None,
+        };
+        assert_eq!(classify(&logs, &unknown), FailureClass::Refused);
+        assert_eq!(
+            classify(
+                &logs,
+                &RpcFailure::Timeout {
+                    after: Duration::from_secs(1)
+                }
+            ),
+            FailureClass::TimedOut
+        );
+        assert_eq!(
+            classify(
+                &logs,
+                &RpcFailure::Refused {
+                    message: "connection refused".into()
+                }
+            ),
+            FailureClass::Unreachable
+        );
+        let bad_gateway = RpcFailure::Http {
+            status: 502,
+            retry_after: None,
+            body: "<html>".into(),
+        };
+        assert_eq!(classify(&call, &bad_gateway), FailureClass::Unreachable);
+    }
+
+    #[test]
+    fn a_rate_limit_is_not_a_dead_endpoint_whatever_the_call() {
+        // Base's public endpoint: 429, -32016, Retry-After.
+        let base = RpcFailure::Http {
+            status: 429,
+            retry_after: Some(Duration::from_secs(2)),
+            body: r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32016,"message":"over rate limit"}}"#
+                .into(),
+        };
+        assert_eq!(
+            base.to_string(),
+            format!(
+                "HTTP 429 (retry after 2s): {}",
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32016,"message":"over rate limit"}}"#
+            )
+        );
+        let logs = RpcCall::GetLogs {
+            address: Address::ZERO,
+            topics: vec![],
+            from: 0,
+            to: 1,
+        };
+        for call in [logs.clone(), RpcCall::BlockNumber, RpcCall::ChainId] {
+            assert_eq!(
+                classify(&call, &base),
+                FailureClass::RateLimited {
+                    wait: Some(Duration::from_secs(2))
+                }
+            );
+        }
+        // Infura: the wait in the error's data.
+        let infura = RpcFailure::Http {
+            status: 429,
+            retry_after: None,
+            body: r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"project ID request rate exceeded","data":{"backoff_seconds":30.0}}}"#.into(),
+        };
+        assert_eq!(
+            classify(&logs, &infura),
+            FailureClass::RateLimited {
+                wait: Some(Duration::from_secs(30))
+            }
+        );
+        // QuickNode: HTTP 200 with -32007.
+        let quicknode = RpcFailure::JsonRpc {
+            code: -32007,
+            message: "15/second request limit reached".into(),
+            data: None,
+        };
+        assert_eq!(
+            classify(&RpcCall::BlockNumber, &quicknode),
+            FailureClass::RateLimited { wait: None }
+        );
+        // QuickNode's 413 names its cap.
+        let capped = RpcFailure::Http {
+            status: 413,
+            retry_after: None,
+            body: r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32614,"message":"eth_getLogs is limited to a 10,000 range"}}"#.into(),
+        };
+        let wide = RpcCall::GetLogs {
+            address: Address::ZERO,
+            topics: vec![],
+            from: 0,
+            to: 99_999,
+        };
+        assert_eq!(
+            classify(&wide, &capped),
+            FailureClass::LogsLimit(LogsVerdict::SpanCap { max_blocks: 10_000 })
+        );
     }
 }

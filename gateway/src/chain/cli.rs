@@ -44,8 +44,9 @@ pub struct FollowArgs {
     /// endpoint that answers sets it for this run.
     #[arg(long)]
     pub chain_id: Option<u64>,
-    /// Largest block range per eth_getLogs.
-    #[arg(long, default_value_t = gateway_core::chain::range::DEFAULT_MAX_BLOCK_SPAN)]
+    /// Largest block range per eth_getLogs (by default a ceiling above any
+    /// chain's length: the provider's refusals teach the follower what fits).
+    #[arg(long, default_value_t = gateway_core::chain::log_span::SPAN_CEILING)]
     pub max_block_span: u64,
     /// Resume from this cursor file and advance it after printing each `Synced`.
     #[arg(long)]

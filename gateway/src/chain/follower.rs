@@ -4,7 +4,9 @@
 //! monotonic clock, sleeps until its `poll_timeout`, and sends the
 //! [`ChainEvent`]s it emits down a channel. What to ask, what an answer
 //! means, reorgs, confirmations, failover and pacing are the core's; this
-//! file only moves bytes and time.
+//! file only moves bytes and time. HTTP endpoints are spoken to directly
+//! (reqwest), so a refusal reaches the core with its HTTP status and
+//! `Retry-After`; WebSocket endpoints through alloy's pubsub.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use tokio::sync::mpsc;
 
 use gateway_core::chain::endpoints::Endpoint;
 use gateway_core::chain::follower::Follower as Core;
-use gateway_core::chain::rpc::{RpcCall, RpcFailure, RpcRequest, RpcResult};
+use gateway_core::chain::rpc::{parse_response, RpcCall, RpcFailure, RpcRequest, RpcResult};
 use gateway_core::chain::ChainEvent;
 use gateway_core::time::MonoTime;
 
@@ -127,21 +129,73 @@ fn on_head(core: &mut Core, heads: &mut Option<BoxStream<'static, Header>>, head
     }
 }
 
+/// `Retry-After` as delay-seconds (RFC 9110 section 10.2.3); the HTTP-date
+/// form, which no RPC provider we know of sends, is left to the core's own backoff.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 /// The follower's clock: CLOCK_MONOTONIC, the one XDP deny expiries use too.
 fn mono_now() -> MonoTime {
     MonoTime::from_nanos(crate::xdp::monotonic_now_ns())
 }
 
-/// One endpoint and its provider, connected on first use and dropped after
-/// a transport failure (a broken WebSocket stays broken).
+/// A refusal's body is kept up to this many bytes: what it says fits in
+/// far less, and a misbehaving endpoint must not fill the logs.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// One endpoint: an HTTP client, or a WebSocket provider connected on
+/// first use and dropped after a transport failure (a broken WebSocket
+/// stays broken).
 struct Connection {
     endpoint: Endpoint,
     provider: Option<DynProvider>,
+    http: Option<reqwest::Client>,
 }
 
 impl Connection {
     fn new(endpoint: Endpoint) -> Self {
-        Connection { endpoint, provider: None }
+        Connection { endpoint, provider: None, http: None }
+    }
+
+    /// One JSON-RPC call over HTTP: the status and `Retry-After` of a
+    /// refusal are kept (alloy's transport drops the headers).
+    async fn post(&mut self, call: &RpcCall) -> RpcResult {
+        let client = match &self.http {
+            Some(client) => client.clone(),
+            None => {
+                let client = reqwest::Client::builder()
+                    .build()
+                    .map_err(|err| RpcFailure::Refused { message: format!("HTTP client: {err}") })?;
+                self.http = Some(client.clone());
+                client
+            }
+        };
+        let body = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": call.method(), "params": call.params() });
+        let response = client
+            .post(&self.endpoint.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|err| self.reqwest_failure(&err))?;
+        let status = response.status();
+        let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let bytes = response.bytes().await.map_err(|err| self.reqwest_failure(&err))?;
+        if status.is_success() {
+            return parse_response(call, &bytes);
+        }
+        let body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ERROR_BODY)]);
+        Err(RpcFailure::Http { status: status.as_u16(), retry_after, body: self.redact(&body) })
+    }
+
+    fn reqwest_failure(&self, err: &reqwest::Error) -> RpcFailure {
+        let message = self.redact(&format!("{err}: {}", std::error::Error::source(err).map(ToString::to_string).unwrap_or_default()));
+        if err.is_connect() {
+            RpcFailure::Refused { message }
+        } else {
+            RpcFailure::Transport { message }
+        }
     }
 
     async fn connect(&mut self) -> Result<DynProvider, RpcFailure> {
@@ -179,6 +233,9 @@ impl Connection {
     }
 
     async fn call(&mut self, call: &RpcCall) -> RpcResult {
+        if !self.endpoint.pubsub {
+            return self.post(call).await;
+        }
         let provider = self.connect().await?;
         let params = serde_json::value::to_raw_value(&call.params())
             .map_err(|err| RpcFailure::Malformed { message: format!("encoding {}: {err}", call.method()) })?;
@@ -214,5 +271,16 @@ impl Connection {
     fn redact(&self, error: &str) -> String {
         let (url, label) = (&self.endpoint.url, &self.endpoint.label);
         error.replace(url.as_str(), label).replace(url.trim_end_matches('/'), label)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds() {
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }

@@ -1,10 +1,13 @@
-//! A pool of RPC endpoints with failover and exponential backoff, for
-//! one-off typed reads (`gateway node`, benches) (I/O edge). Every failure
-//! is logged with the endpoint that produced it. The chain follower does not
-//! use it: its failover is part of its state machine in `gateway_core`.
+//! RPC endpoints tried in order, for one-off typed reads (`gateway node`,
+//! the start-up identity check, benches) (I/O edge): the first that answers
+//! serves the call, those that failed lately are tried last (the core's
+//! backoff), and each connection's `eth_chainId` is checked. Every failure
+//! is logged with the endpoint that produced it. The follower's endpoints
+//! (failover, looking back at preferred ones, rate limits) are owned by its
+//! state machine in `gateway_core::chain::follower`; nothing here repeats that.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 
@@ -17,14 +20,7 @@ use gateway_core::chain::{ChainEvent, TokenId, TokenSnapshot};
 
 use super::contract::DstackAccessNFT;
 
-/// A hung endpoint must not stall the follower; a healthy node answers a
-/// 2,000-block `eth_getLogs` well within this.
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long the pool, on a fallback, may spend asking one preferred endpoint
-/// for its head (connecting included): a hung primary must not stall the
-/// follower for a whole call timeout at every recheck.
-const RECHECK_TIMEOUT: Duration = Duration::from_secs(2);
+pub use gateway_core::chain::follower::DEFAULT_CALL_TIMEOUT;
 
 /// How one attempt on one endpoint failed.
 #[derive(Debug, Clone)]
@@ -79,16 +75,10 @@ impl Endpoint {
 }
 
 /// Endpoints in order of preference (the configuration's). Calls go to the
-/// current one and fail over to the others. While on a fallback, every 3 x
-/// the longest backoff (30 s by default) the pool asks the preferred ones for
-/// their head and moves back to the first that answers with a head no lower
-/// than the current endpoint's: a node that restarted and is still syncing
-/// would otherwise hand the follower an old state (and undo revocations).
+/// current one and on to the others when it does not answer.
 pub struct RpcPool {
     endpoints: Vec<Endpoint>,
     current: usize,
-    /// When the pool, on a fallback, next tries the preferred endpoints first.
-    recheck_at: Option<Instant>,
     backoff: Backoff,
     call_timeout: Duration,
     /// The chain every endpoint must serve (`eth_chainId` on connect); `None`
@@ -110,7 +100,7 @@ impl RpcPool {
                 health: EndpointHealth::default(),
             })
             .collect();
-        Ok(Self { endpoints, current: 0, recheck_at: None, backoff, call_timeout, chain_id: None, chain_reports: None })
+        Ok(Self { endpoints, current: 0, backoff, call_timeout, chain_id: None, chain_reports: None })
     }
 
     /// Every endpoint must serve `chain_id` (learned from the first that
@@ -141,9 +131,6 @@ impl RpcPool {
         F: Fn(DynProvider) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        if self.recheck_at.is_some_and(|at| Instant::now() >= at) {
-            self.recheck_preferred().await;
-        }
         let mut last = String::from("no endpoint tried");
         for index in try_order(&self.health(), self.current, mono_now()) {
             match self.attempt(index, what, self.call_timeout, &op).await {
@@ -164,51 +151,6 @@ impl RpcPool {
 
     fn health(&self) -> Vec<EndpointHealth> {
         self.endpoints.iter().map(|e| e.health.clone()).collect()
-    }
-
-    fn recheck_interval(&self) -> Duration {
-        self.backoff.max.saturating_mul(3)
-    }
-
-    /// On a fallback: moves back to the most preferred endpoint that is
-    /// available and not behind the current one.
-    async fn recheck_preferred(&mut self) {
-        self.recheck_at = Some(Instant::now() + self.recheck_interval());
-        let current = self.current;
-        // The current endpoint failing is the ordinary failover's business.
-        let Some(current_head) = self.head(current, self.call_timeout).await else { return };
-        for index in 0..current {
-            if !self.endpoints[index].health.is_available(mono_now()) {
-                continue;
-            }
-            match self.head(index, self.call_timeout.min(RECHECK_TIMEOUT)).await {
-                Some(head) if head >= current_head => {
-                    self.succeed(index);
-                    return;
-                }
-                Some(head) => tracing::info!(endpoint = %self.endpoints[index].label, head, current_head, "preferred RPC endpoint answers but is behind; staying"),
-                None => {}
-            }
-        }
-    }
-
-    /// `eth_blockNumber` on one endpoint within `timeout` (connecting
-    /// included); a failure is recorded like any other.
-    async fn head(&mut self, index: usize, timeout: Duration) -> Option<u64> {
-        let block_number = |provider: DynProvider| async move { provider.get_block_number().await.map_err(CallError::from) };
-        match tokio::time::timeout(timeout, self.attempt(index, "eth_blockNumber", timeout, &block_number)).await {
-            Ok(Ok(head)) => Some(head),
-            // Recorded by `attempt`.
-            Ok(Err(CallError::Transport(_))) => None,
-            Ok(Err(CallError::Rejected(message))) => {
-                self.fail(index, "eth_blockNumber", &message);
-                None
-            }
-            Err(_) => {
-                self.fail(index, "eth_blockNumber", &format!("timed out after {timeout:?}"));
-                None
-            }
-        }
     }
 
     /// `op` on endpoint `index`: connecting, then the call, each within
@@ -301,7 +243,6 @@ impl RpcPool {
                 tracing::warn!(%from, %to, "RPC failover");
             }
             self.current = index;
-            self.recheck_at = (index != 0).then(|| Instant::now() + self.recheck_interval());
         }
         self.endpoints[index].health.record_success();
     }

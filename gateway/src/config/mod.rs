@@ -48,7 +48,8 @@ pub struct ChainSection {
     pub confirmations: u64,
     /// HTTP polling interval when no WebSocket endpoint is configured.
     pub poll_interval_ms: u64,
-    /// Blocks per eth_getLogs request during backfill.
+    /// The widest eth_getLogs asked during backfill (the provider's refusals
+    /// narrow it: a suggested range, a named cap, too many results, a timeout).
     pub log_range: u64,
     /// How often every known token is re-read from the chain.
     pub reconcile_interval_s: u64,
@@ -67,7 +68,7 @@ impl Default for ChainSection {
             start_block: 0,
             confirmations: 0,
             poll_interval_ms: 250,
-            log_range: 2000,
+            log_range: gateway_core::chain::log_span::SPAN_CEILING,
             reconcile_interval_s: 300,
             max_staleness_s: 600,
             on_stale: StalePolicy::FailClosed,
@@ -349,7 +350,7 @@ impl Config {
             out.push(err("chain.poll_interval_ms", "is 0", "use a positive interval, e.g. 250"));
         }
         if self.chain.log_range == 0 {
-            out.push(err("chain.log_range", "is 0", "use a positive block range, e.g. 2000"));
+            out.push(err("chain.log_range", "is 0", "use a positive block range, or leave it out: the follower learns each provider's limits"));
         }
         if self.chain.max_staleness_s == 0 {
             out.push(err("chain.max_staleness_s", "is 0", "use a positive number of seconds, e.g. 600"));

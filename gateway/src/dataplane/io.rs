@@ -258,6 +258,12 @@ pub struct SendQueue {
     max_segments: usize,
     /// Set when the kernel refused `UDP_SEGMENT`; then one send per datagram.
     gso_unsupported: bool,
+    /// Datagrams longer than this go out alone: the kernel refuses a GSO
+    /// message whose segments exceed the route's MTU (EMSGSIZE) but
+    /// fragments a lone datagram. A node whose tunnel MTU is 1500 (no
+    /// wg-quick) sends 1,532-byte datagrams, which forwarded to another
+    /// node were all dropped in GSO runs before this limit was learned.
+    gso_segment_limit: usize,
     /// `sendmmsg` arguments, kept between flushes to reuse their memory.
     addrs: Vec<socket2::SockAddr>,
     iovecs: Vec<libc::iovec>,
@@ -280,6 +286,7 @@ impl SendQueue {
             runs: Vec::new(),
             max_segments: max_segments.clamp(1, GSO_MAX_SEGMENTS),
             gso_unsupported: false,
+            gso_segment_limit: usize::MAX,
             addrs: Vec::new(),
             iovecs: Vec::new(),
             controls: Vec::new(),
@@ -322,6 +329,7 @@ impl SendQueue {
                 && run.from == from
                 && ends_with_full
                 && len <= run.segment
+                && run.segment <= self.gso_segment_limit
                 && run.count < self.max_segments
                 && run.len + len <= GSO_MAX_BYTES
             {
@@ -410,15 +418,24 @@ impl SendQueue {
         }
     }
 
-    /// The kernel refused one message with `err`: a GSO message whose
-    /// datagrams go out one by one tells a kernel without `UDP_SEGMENT` from
-    /// a source address that is gone.
+    /// The kernel refused one message with `err`. A GSO message whose
+    /// segments exceed the MTU (EMSGSIZE) goes out datagram by datagram;
+    /// otherwise one whose datagrams go out one by one tells a kernel
+    /// without `UDP_SEGMENT` from a source address that is gone.
     fn send_refused(&mut self, socket: &UdpSocket, run: &SendRun, err: io::Error) {
         tracing::debug!(to = %run.to, error = %err, "UDP send failed");
+        let data = &self.buf[run.start..run.start + run.len];
+        if run.count >= 2 && err.raw_os_error() == Some(libc::EMSGSIZE) {
+            // Segments above the MTU: alone, the kernel fragments them.
+            self.gso_segment_limit = self.gso_segment_limit.min(run.segment - 1);
+            for d in data.chunks(run.segment) {
+                let _ = send_with_retry(socket, run.to, || send_msg(socket, run.to, run.from, d, None));
+            }
+            return;
+        }
         if run.count < 2 || !matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
             return;
         }
-        let data = &self.buf[run.start..run.start + run.len];
         let mut singles_sent = false;
         for d in data.chunks(run.segment) {
             singles_sent |= send_with_retry(socket, run.to, || send_msg(socket, run.to, run.from, d, None)).is_ok();

@@ -13,10 +13,10 @@
 //!
 //! The simulated part: a Base-like chain (30 million blocks, the contract at
 //! block 5,000,000, 10,000 grants scattered after it) behind each provider's
-//! limits, call by call in `backfill_sim`: the follower's span policy and
-//! refusal classifier (gateway-core) against today's span logic, with a
-//! simulated 100 ms round trip. (The sans-IO follower's own harness replaces
-//! this loop once that follower is in.)
+//! limits, call by call in `backfill_sim`: the gateway's sans-IO follower
+//! itself against a model endpoint, beside the span logic it had before it
+//! read refusals (2,000 blocks, halved on any error), with a simulated
+//! 100 ms round trip.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -92,7 +92,8 @@ fn simulated(out: &mut impl std::io::Write) -> Result<Value> {
     const FIRST: u64 = 5_000_000;
     const LAST: u64 = 30_000_000;
     const TOKENS: u64 = 10_000;
-    let logs = backfill_sim::grant_logs(FIRST, LAST, TOKENS);
+    let history = backfill_sim::SimHistory::grants(FIRST, LAST, TOKENS);
+    let logs = &history.log_blocks;
     let mut providers = serde_json::Map::new();
     let mut totals = (0u64, 0u64, 0.0f64, 0.0f64);
     writeln!(out, "simulated: blocks {FIRST}..={LAST}, {TOKENS} grants, {} ms a round trip", backfill_sim::SIMULATED_RTT.as_millis())?;
@@ -104,9 +105,9 @@ fn simulated(out: &mut impl std::io::Write) -> Result<Value> {
         ("quicknode", ProviderLimits::quicknode()),
         ("public_node", ProviderLimits::public_node()),
     ] {
-        let fewest = limits.fewest_calls(FIRST, LAST, &logs);
-        let ours = backfill_sim::adaptive(&limits, &logs, FIRST, LAST)?;
-        let today = backfill_sim::fixed_span(&limits, &logs, FIRST, LAST, FIXED_SPAN);
+        let fewest = limits.fewest_calls(FIRST, LAST, logs);
+        let ours = backfill_sim::adaptive(&limits, &history, FIRST, LAST)?;
+        let today = backfill_sim::fixed_span(&limits, &history, FIRST, LAST, FIXED_SPAN);
         let over_fewest = ours.calls as f64 / fewest as f64;
         let fewer = today.calls as f64 / ours.calls as f64;
         writeln!(out, "{name:<14} {fewest:>8} {:>8} {over_fewest:>10.3} {:>9} {fewer:>12.2} {:>12.1}", ours.calls, today.calls, ours.seconds)?;
@@ -116,6 +117,8 @@ fn simulated(out: &mut impl std::io::Write) -> Result<Value> {
                 "fewest_calls": fewest,
                 "calls": ours.calls,
                 "refused": ours.refused,
+                "requests": ours.requests,
+                "requests_fixed_span": today.requests,
                 "calls_fixed_span": today.calls,
                 "refused_fixed_span": today.refused,
                 "seconds": ours.seconds,

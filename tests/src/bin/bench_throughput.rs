@@ -4,8 +4,9 @@
 //! in namespaces of its own, runs alternating over all pairs. Reports Mbit/s
 //! and the server process's CPU seconds per GB moved as a client x server
 //! table with ratios to gotatun as server (same client, same run). With
-//! `--peers N`: N gotatun clients stream at once (half to the server's side,
-//! half node to node), aggregate Mbit/s, CPU-s/GB and Jain's fairness index.
+//! `--peers N`: N gotatun clients at once (half stream to the server's side,
+//! the other half in node-to-node pairs through it: 6 streams for 8 nodes),
+//! aggregate Mbit/s, CPU-s/GB and Jain's fairness index over the streams.
 //! `--reverse`: the other direction (`iperf3 -R`).
 
 use std::io::Write as _;
@@ -16,8 +17,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use gateway_tests::netns::{require_root, ChildGuard, Netns, VethPair};
 use gateway_tests::wg::{
-    iperf3_client, iperf3_client_reverse, iperf3_server, wg, GatewayProcess, IperfRun, Keypair, ScratchDir, UapiDaemon, TUNNEL_PREFIX,
-    WG_PORT,
+    iperf3_client, iperf3_client_reverse, iperf3_server, link_stats, wg, wg_dump, GatewayProcess, IperfRun, Keypair, LinkStats, ScratchDir,
+    UapiDaemon, TUNNEL_PREFIX, WG_PORT,
 };
 use serde::Serialize;
 
@@ -54,6 +55,11 @@ struct Args {
     /// default set, `none`: the gateway rows alone).
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
+    /// GRO on both ends of every veth (`ethtool -K .. gro on`), as a NIC with
+    /// NAPI does: a veth without it (or an XDP program) hands each datagram
+    /// up alone, so no receiver gets UDP GRO runs.
+    #[arg(long)]
+    gro: bool,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/throughput.json")]
     json: PathBuf,
@@ -146,6 +152,13 @@ impl ServerProcess {
             ServerProcess::Daemon(d) => d.process.id(),
         }
     }
+
+    fn iface(&self) -> &str {
+        match self {
+            ServerProcess::Gateway(g) => &g.iface,
+            ServerProcess::Daemon(d) => &d.iface,
+        }
+    }
 }
 
 /// Starts `spec` in `ns` serving `peers` (public key, allowed IPs) on
@@ -214,7 +227,7 @@ fn tunnel_ip(node: usize) -> String {
 struct Fleet {
     client: Impl,
     server: ServerSpec,
-    _clients: Vec<UapiDaemon>,
+    clients: Vec<UapiDaemon>,
     process: ServerProcess,
     client_ns: Vec<Netns>,
     server_ns: Netns,
@@ -226,14 +239,18 @@ impl Fleet {
     }
 }
 
-fn set_up(client: Impl, server: ServerSpec, peers: usize, dir: &ScratchDir, baseline: Option<&std::path::Path>) -> Result<Fleet> {
+fn set_up(client: Impl, server: ServerSpec, peers: usize, dir: &ScratchDir, baseline: Option<&std::path::Path>, gro: bool) -> Result<Fleet> {
     let server_ns = Netns::new("bsv")?;
     let mut client_ns = Vec::new();
     let mut endpoints = Vec::new();
     for i in 0..peers {
         let ns = Netns::new("bcl")?;
         let net = format!("10.{}.{}", 200 + i / 200, i % 200);
-        VethPair::connect(&server_ns, &format!("{net}.1/24"), &ns, &format!("{net}.2/24"))?;
+        let veth = VethPair::connect(&server_ns, &format!("{net}.1/24"), &ns, &format!("{net}.2/24"))?;
+        if gro {
+            server_ns.exec("ethtool", &["-K", &veth.a, "gro", "on"])?;
+            ns.exec("ethtool", &["-K", &veth.b, "gro", "on"])?;
+        }
         endpoints.push(format!("{net}.1:{WG_PORT}"));
         client_ns.push(ns);
     }
@@ -258,7 +275,7 @@ fn set_up(client: Impl, server: ServerSpec, peers: usize, dir: &ScratchDir, base
                 .with_context(|| format!("start {} client {i}", client.label()))?,
         );
     }
-    let fleet = Fleet { client, server, _clients: clients, process, client_ns, server_ns };
+    let fleet = Fleet { client, server, clients, process, client_ns, server_ns };
     for (i, ns) in fleet.client_ns.iter().enumerate() {
         gateway_tests::netns::wait_for(&format!("tunnel {i} of {}", fleet.label()), Duration::from_secs(20), || {
             Ok(ns.exec("ping", &["-c", "1", "-W", "1", &format!("{TUNNEL_PREFIX}.1")]).is_ok().then_some(()))
@@ -267,8 +284,13 @@ fn set_up(client: Impl, server: ServerSpec, peers: usize, dir: &ScratchDir, base
     Ok(fleet)
 }
 
-/// Stream i: node i sends to the server's side (the first half of the
-/// nodes) or to node i - N/2 through the server (the second half).
+/// Node to node, a node that receives a stream sends none: an upload of its
+/// own fills its tunnel's queue (a 500-packet pfifo on the client's TUN,
+/// tail-dropped when the client encrypts slower than its kernel sends; this
+/// kernel has no fq_codel), which drops the ACKs of the stream it receives
+/// and measures the client, not the server. With N nodes: N/4 node-to-node
+/// pairs (a sender, then a receiver), the other nodes stream to the server's
+/// side.
 struct Stream {
     from: usize,
     /// `None`: the server's namespace, else a node.
@@ -277,10 +299,11 @@ struct Stream {
 }
 
 fn streams(peers: usize) -> Vec<Stream> {
-    let half = peers.div_ceil(2);
-    (0..peers)
-        .map(|i| Stream { from: i, to: (i >= half).then(|| i - half), port: IPERF_PORT + i as u16 })
-        .collect()
+    let pairs = peers / 4;
+    let to_server = peers - 2 * pairs;
+    let upload = (0..to_server).map(|i| (i, None));
+    let node_to_node = (0..pairs).map(|j| (to_server + j, Some(to_server + pairs + j)));
+    upload.chain(node_to_node).enumerate().map(|(k, (from, to))| Stream { from, to, port: IPERF_PORT + k as u16 }).collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -302,6 +325,27 @@ struct Sample {
     /// the WireGuard stream: the clients' with `--reverse`, else the server's).
     receiver_udp_drops: u64,
     jain_fairness: f64,
+    /// Per node: packets its tunnel interface dropped on the way out (the
+    /// kernel's queue to the client's TUN reader was full).
+    node_tunnel_tx_drops: Vec<u64>,
+    /// Per node: bytes the server counted from it and to it (its UAPI
+    /// `rx_bytes`/`tx_bytes`): what the server took in and sent on.
+    server_rx_from_node: Vec<u64>,
+    server_tx_to_node: Vec<u64>,
+}
+
+/// What the run's diagnostics read before and after it.
+struct Counters {
+    node_tunnels: Vec<LinkStats>,
+    server_peers: Vec<(u64, u64)>,
+}
+
+fn counters(fleet: &Fleet) -> Result<Counters> {
+    let node_tunnels = fleet.client_ns.iter().zip(&fleet.clients).map(|(ns, c)| link_stats(ns, &c.iface)).collect::<Result<_>>()?;
+    let dump = wg_dump(fleet.process.iface())?;
+    let server_peers =
+        fleet.clients.iter().map(|c| dump.get(&c.keys.public).map_or((0, 0), |p| (p.rx_bytes, p.tx_bytes))).collect();
+    Ok(Counters { node_tunnels, server_peers })
 }
 
 /// Jain's index: 1 when every stream gets the same, 1/n when one gets all.
@@ -348,6 +392,7 @@ fn measure(fleet: &Fleet, round: u32, seconds: u32, reverse: bool) -> Result<Sam
     let pid = fleet.process.pid();
     let cpu_before = gateway_tests::netns::cpu_seconds(pid)?;
     let drops_before = udp_drops(fleet, reverse)?;
+    let counters_before = counters(fleet)?;
     let client = if reverse { iperf3_client_reverse } else { iperf3_client };
     let runs: Vec<Result<IperfRun>> = std::thread::scope(|scope| {
         let handles: Vec<_> = streams
@@ -362,6 +407,17 @@ fn measure(fleet: &Fleet, round: u32, seconds: u32, reverse: bool) -> Result<Sam
     });
     let cpu = gateway_tests::netns::cpu_seconds(pid)? - cpu_before;
     let receiver_udp_drops = udp_drops(fleet, reverse)?.saturating_sub(drops_before);
+    let counters_after = counters(fleet)?;
+    let node_tunnel_tx_drops = counters_after
+        .node_tunnels
+        .iter()
+        .zip(&counters_before.node_tunnels)
+        .map(|(a, b)| a.tx_dropped.saturating_sub(b.tx_dropped))
+        .collect();
+    let peer_delta = |pick: fn(&(u64, u64)) -> u64| -> Vec<u64> {
+        counters_after.server_peers.iter().zip(&counters_before.server_peers).map(|(a, b)| pick(a).saturating_sub(pick(b))).collect()
+    };
+    let (server_rx_from_node, server_tx_to_node) = (peer_delta(|p| p.0), peer_delta(|p| p.1));
     let runs: Vec<IperfRun> = runs.into_iter().collect::<Result<_>>().with_context(|| fleet.label())?;
     let bytes: u64 = runs.iter().map(|r| r.received_bytes).sum();
     if runs.iter().any(|r| r.received_bytes == 0) {
@@ -381,6 +437,9 @@ fn measure(fleet: &Fleet, round: u32, seconds: u32, reverse: bool) -> Result<Sam
         cpu_seconds_per_gb: cpu / (bytes as f64 / 1e9),
         retransmits: runs.iter().map(|r| r.retransmits).sum(),
         receiver_udp_drops,
+        node_tunnel_tx_drops,
+        server_rx_from_node,
+        server_tx_to_node,
     })
 }
 
@@ -408,6 +467,8 @@ struct Report {
     /// True when the servers sent (download direction).
     reverse: bool,
     peers: usize,
+    /// GRO on the veths (`--gro`).
+    underlay_gro: bool,
     samples: Vec<Sample>,
     summary: Vec<Summary>,
 }
@@ -453,8 +514,9 @@ fn print_table(out: &mut impl std::io::Write, report: &Report, clients: &[Impl],
     let direction = if report.reverse { "server to client (iperf3 -R)" } else { "client to server" };
     writeln!(
         out,
-        "{direction}, {} stream(s) at once: Mbit/s, server CPU-s/GB, retransmits per run{} (ratios: this server / gotatun, same client)",
+        "{direction}, {} stream(s) at once{}: Mbit/s, server CPU-s/GB, retransmits per run{} (ratios: this server / gotatun, same client)",
         report.peers,
+        if report.underlay_gro { ", GRO on the veths" } else { "" },
         if report.peers > 1 { ", Jain's fairness" } else { "" }
     )?;
     write!(out, "{:<26}", "server")?;
@@ -488,7 +550,7 @@ fn main() -> Result<()> {
     if !require_root() {
         bail!("the benchmark needs root (network namespaces)");
     }
-    for program in ["wireguard-go", "boringtun-cli", "gotatun", "iperf3", "wg"] {
+    for program in ["wireguard-go", "boringtun-cli", "gotatun", "iperf3", "wg", "ethtool"] {
         if gateway_tests::netns::run("sh", &["-c", &format!("command -v {program}")]).is_err() {
             bail!("{program} not found (`cargo xtask bench throughput` installs it)");
         }
@@ -518,7 +580,7 @@ fn main() -> Result<()> {
     let mut fleets = Vec::new();
     for client in &clients {
         for server in &servers {
-            fleets.push(set_up(*client, *server, args.peers.max(1), &dir, args.baseline.as_deref())?);
+            fleets.push(set_up(*client, *server, args.peers.max(1), &dir, args.baseline.as_deref(), args.gro)?);
         }
     }
     let mut samples = Vec::new();
@@ -536,13 +598,25 @@ fn main() -> Result<()> {
                 sample.receiver_udp_drops,
                 if args.peers > 1 { format!(" fairness {:.3}", sample.jain_fairness) } else { String::new() }
             )?;
+            if args.peers > 1 {
+                let mb = |v: &[u64]| v.iter().map(|b| format!("{:.0}", *b as f64 / 1e6)).collect::<Vec<_>>().join(" ");
+                let streams: Vec<String> = sample.stream_mbit_per_second.iter().map(|m| format!("{m:.0}")).collect();
+                writeln!(
+                    out,
+                    "  per stream Mbit/s [{}]; per node: tunnel TX drops {:?}, server MB from [{}] to [{}]",
+                    streams.join(" "),
+                    sample.node_tunnel_tx_drops,
+                    mb(&sample.server_rx_from_node),
+                    mb(&sample.server_tx_to_node)
+                )?;
+            }
             samples.push(sample);
         }
     }
     let summary = with_ratios(
         clients.iter().flat_map(|c| servers.iter().map(|s| summarise(*c, *s, &samples))).collect(),
     );
-    let report = Report { rounds: args.rounds, seconds_per_run: args.seconds, reverse: args.reverse, peers: args.peers, samples, summary };
+    let report = Report { rounds: args.rounds, seconds_per_run: args.seconds, reverse: args.reverse, peers: args.peers, underlay_gro: args.gro, samples, summary };
     print_table(&mut out, &report, &clients, &servers)?;
     if let Some(parent) = args.json.parent() {
         std::fs::create_dir_all(parent)?;
@@ -563,10 +637,17 @@ mod tests {
     }
 
     #[test]
-    fn half_the_streams_go_node_to_node() {
+    fn node_to_node_receivers_send_nothing() {
         let s = streams(8);
         assert_eq!(s.iter().filter(|s| s.to.is_none()).count(), 4);
-        assert!(s.iter().all(|s| s.to != Some(s.from)));
+        let receivers: Vec<usize> = s.iter().filter_map(|s| s.to).collect();
+        assert_eq!(receivers, vec![6, 7]);
+        assert!(s.iter().all(|st| !receivers.contains(&st.from)), "a receiver also sends");
+        // Every node takes part, as sender or receiver.
+        let mut nodes: Vec<usize> = s.iter().map(|s| s.from).chain(receivers.iter().copied()).collect();
+        nodes.sort();
+        assert_eq!(nodes, (0..8).collect::<Vec<_>>());
+        assert_eq!(streams(1).len(), 1);
         assert_eq!(streams(1)[0].to, None);
     }
 }

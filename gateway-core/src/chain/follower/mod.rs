@@ -27,6 +27,7 @@
 //! the head is seen at once. With 0 or 1 confirmations both are the head,
 //! and one read does.
 
+mod calls;
 mod pass;
 #[cfg(test)]
 mod sim;
@@ -38,12 +39,13 @@ use std::time::Duration;
 
 use super::abi::{self, DecodeError, NodeAccess, RawLog};
 use super::backoff::Backoff;
-use super::chain_id::{check_endpoint, EndpointChain};
 use super::confirm::{confirmed_height, HeldGrants};
 use super::endpoints::{Endpoint, EndpointPool};
 use super::event::{ChainEvent, Cursor, SnapshotCause, TokenSnapshot};
 use super::ids::{Address, BlockHash, TokenId, TxHash};
-use super::range::{AdaptiveSpan, BlockRange, DEFAULT_MAX_BLOCK_SPAN};
+use super::log_span::{LogSpan, SPAN_CEILING};
+use super::provider::LogsVerdict;
+use super::range::BlockRange;
 use super::rpc::{classify, BlockTag, FailureClass, RequestId, RpcCall, RpcFailure, RpcReply, RpcRequest, RpcResult};
 use crate::time::MonoTime;
 
@@ -65,8 +67,19 @@ const RECHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const SUBSCRIBED_SILENCE: Duration = Duration::from_secs(2);
 
 /// A hung endpoint must not stall the follower; a healthy node answers a
-/// 2,000-block `eth_getLogs` well within this.
+/// 2,000-block `eth_getLogs` well within this (a wider one that does not
+/// is asked again narrower).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Rate-limit refusals of one call taken on the same endpoint before it
+/// counts as failed (and the call moves on): a provider whose quota is
+/// spent ("monthly capacity limit exceeded") says "too fast" for good.
+const RATE_LIMIT_RETRIES: u32 = 5;
+
+/// The longest wait a provider's `Retry-After` (or Infura's
+/// `backoff_seconds`) is taken at its word for: past it, a revocation
+/// would wait on one endpoint longer than a failover takes.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct FollowerConfig {
@@ -81,6 +94,8 @@ pub struct FollowerConfig {
     pub poll_interval: Duration,
     /// How often every known token is re-read to correct drift.
     pub reconcile_interval: Duration,
+    /// The widest `eth_getLogs` asked ([`SPAN_CEILING`] by default: the
+    /// provider's refusals teach the follower what fits).
     pub max_block_span: u64,
     /// How far back to rewind when a reorg is deeper than the hashes we kept.
     pub max_reorg_depth: u64,
@@ -106,7 +121,7 @@ impl FollowerConfig {
             // Sub-second so a revocation reaches the XDP maps within about a block time of an L2.
             poll_interval: Duration::from_millis(500),
             reconcile_interval: Duration::from_secs(300),
-            max_block_span: DEFAULT_MAX_BLOCK_SPAN,
+            max_block_span: SPAN_CEILING,
             // Ethereum mainnet finalises in 64 blocks; L2 reorgs are far shallower.
             max_reorg_depth: 128,
             backoff: Backoff::default(),
@@ -266,6 +281,8 @@ struct Need {
     /// A look back at the preferred endpoints went first: the call goes now,
     /// however long that took.
     looked_back: bool,
+    /// Rate-limit refusals in a row on the endpoint it is being tried on.
+    rate_limited: u32,
     last_error: String,
 }
 
@@ -297,6 +314,8 @@ enum Answer {
     Reply(RpcReply),
     /// The endpoint refused the call (it is alive); the message says why.
     Refused(String),
+    /// `eth_getLogs` refused for its range or its size, and what that means.
+    LogsLimit(LogsVerdict, String),
     /// `eth_call` reverted.
     Reverted,
 }
@@ -324,7 +343,7 @@ pub struct Follower {
     /// Tokens still to re-read in the current reconcile pass.
     reconcile_queue: BTreeSet<TokenId>,
     next_reconcile: Option<MonoTime>,
-    span: AdaptiveSpan,
+    span: LogSpan,
     stage: Stage,
     /// The head this pass follows to.
     head: u64,
@@ -366,7 +385,7 @@ impl Follower {
         }
         Ok(Follower {
             pool: EndpointPool::new(config.endpoints.clone(), config.backoff),
-            span: AdaptiveSpan::new(config.max_block_span),
+            span: LogSpan::new(config.max_block_span),
             config,
             scanned,
             // The first catch-up always reports its cursor, even when nothing
@@ -454,7 +473,7 @@ impl Follower {
         tracing::trace!(number, "new head");
         self.newest_head = self.newest_head.max(number);
         if let (Some((at, why)), Stage::Start) = (self.wake_at, &self.stage) {
-            if why != WAKE_BACKOFF && at > now {
+            if why != WAKE_BACKOFF && why != WAKE_RATE_LIMITED && at > now {
                 self.wake_at = Some((now, "a new head arrived"));
             }
         }
@@ -484,21 +503,29 @@ impl Follower {
             },
             Flight::Probe(probe) => self.probe_answer(probe, endpoint, result, now),
             Flight::ChainCheck(need) => self.chain_check_answer(need, endpoint, result, now),
-            Flight::Call(mut need) => {
+            Flight::Call(need) => {
                 let answer = match result {
                     Ok(reply) => Answer::Reply(reply),
                     Err(failure) => match classify(&need.call, &failure) {
-                        FailureClass::Unreachable => {
-                            self.pool.fail(endpoint, need.call.method(), &failure.to_string(), now);
-                            need.last_error = format!("{}: {failure}", self.pool.label(endpoint));
-                            if need.attempts.as_ref().is_some_and(|a| !a.is_empty()) {
-                                self.pending = Some(need);
-                            } else {
-                                let what = need.call.method();
-                                self.fail_pass(PassError::AllDown { what, last: need.last_error }, now);
+                        class @ (FailureClass::Unreachable | FailureClass::TimedOut) => {
+                            if class == FailureClass::TimedOut {
+                                if let RpcCall::GetLogs { from, to, .. } = need.call {
+                                    if self.logs_timed_out(from, to) {
+                                        // The narrower range is asked from
+                                        // scratch (on the next endpoint in order).
+                                        self.pool.fail(endpoint, need.call.method(), &failure.to_string(), now);
+                                        return;
+                                    }
+                                }
                             }
+                            self.endpoint_failed(need, endpoint, &failure, now);
                             return;
                         }
+                        FailureClass::RateLimited { wait } => {
+                            self.rate_limited(need, endpoint, wait, &failure, now);
+                            return;
+                        }
+                        FailureClass::LogsLimit(verdict) => Answer::LogsLimit(verdict, refusal_text(&failure)),
                         FailureClass::Refused => Answer::Refused(refusal_text(&failure)),
                         FailureClass::Reverted => Answer::Reverted,
                     },
@@ -514,139 +541,6 @@ impl Follower {
                 if let Err(message) = self.deliver(need.purpose, answer, now) {
                     let endpoint = self.pool.label(endpoint).to_string();
                     self.fail_pass(PassError::Rejected { endpoint, what, message }, now);
-                }
-            }
-        }
-    }
-
-    fn request(&mut self, endpoint: usize, call: RpcCall, timeout: Duration, flight: Flight) -> RpcRequest {
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
-        self.in_flight = Some(InFlight { id, endpoint, flight });
-        RpcRequest { id, endpoint, call, timeout }
-    }
-
-    /// Sends the pending call to its next endpoint, after a look back at the
-    /// preferred endpoints when one is due.
-    fn issue_pending(&mut self, now: MonoTime) -> Option<RpcRequest> {
-        if let Some(probe) = self.probe.take() {
-            return Some(self.issue_probe(probe, now));
-        }
-        let mut need = self.pending.take()?;
-        if need.attempts.is_none() {
-            if !need.looked_back && self.pool.take_recheck(now) {
-                need.looked_back = true;
-                self.pending = Some(need);
-                return Some(self.issue_probe(Probe::CurrentHead, now));
-            }
-            need.attempts = Some(self.pool.attempt_order(now));
-        }
-        let next = need.attempts.as_mut().and_then(VecDeque::pop_front);
-        let Some(endpoint) = next else {
-            let what = need.call.method();
-            self.fail_pass(PassError::AllDown { what, last: need.last_error }, now);
-            return None;
-        };
-        if !self.pool.is_chain_checked(endpoint) {
-            // The call goes to this endpoint once it is known to serve our chain.
-            if let Some(attempts) = need.attempts.as_mut() {
-                attempts.push_front(endpoint);
-            }
-            return Some(self.request(endpoint, RpcCall::ChainId, self.config.call_timeout, Flight::ChainCheck(need)));
-        }
-        let call = need.call.clone();
-        Some(self.request(endpoint, call, self.config.call_timeout, Flight::Call(need)))
-    }
-
-    /// An endpoint's `eth_chainId`: one of another chain is refused like
-    /// an endpoint that does not answer (the call moves on to the next; the
-    /// endpoint is asked again after its backoff).
-    fn chain_check_answer(&mut self, mut need: Need, endpoint: usize, result: RpcResult, now: MonoTime) {
-        let label = self.pool.label(endpoint).to_string();
-        let refusal = match result {
-            Ok(RpcReply::ChainId(served)) => {
-                let verdict = check_endpoint(&mut self.chain_id, served);
-                if self.config.report_chain_checks {
-                    let expected = self.chain_id.unwrap_or(served);
-                    self.outbox.push_back(ChainEvent::EndpointChecked { endpoint: label.clone(), expected, served });
-                }
-                match verdict {
-                    EndpointChain::Expected => None,
-                    EndpointChain::Learned(chain_id) => {
-                        tracing::warn!(endpoint = %label, chain_id, "no chain id configured: following the chain this endpoint serves; every other endpoint must serve it too");
-                        None
-                    }
-                    EndpointChain::Other { expected, served } => {
-                        tracing::error!(endpoint = %label, expected_chain_id = expected, served_chain_id = served, "RPC endpoint serves another chain: refused");
-                        Some(format!("serves chain {served}, not chain {expected}: refused"))
-                    }
-                }
-            }
-            Ok(other) => Some(format!("unexpected answer to eth_chainId: {other:?}")),
-            Err(failure) => Some(failure.to_string()),
-        };
-        match refusal {
-            None => {
-                self.pool.set_chain_checked(endpoint);
-                self.pending = Some(need);
-            }
-            Some(message) => {
-                self.pool.fail(endpoint, "eth_chainId", &message, now);
-                need.last_error = format!("{label}: {message}");
-                if let Some(attempts) = need.attempts.as_mut() {
-                    attempts.retain(|&e| e != endpoint);
-                }
-                self.pending = Some(need);
-            }
-        }
-    }
-
-    fn issue_probe(&mut self, probe: Probe, _now: MonoTime) -> RpcRequest {
-        let (endpoint, timeout) = match &probe {
-            Probe::CurrentHead => (self.pool.current(), self.config.call_timeout),
-            Probe::Preferred { candidates, .. } => {
-                (candidates.front().copied().unwrap_or(0), self.config.call_timeout.min(RECHECK_TIMEOUT))
-            }
-        };
-        self.request(endpoint, RpcCall::BlockNumber, timeout, Flight::Probe(probe))
-    }
-
-    fn probe_answer(&mut self, probe: Probe, endpoint: usize, result: RpcResult, now: MonoTime) {
-        let head = match result {
-            Ok(RpcReply::BlockNumber(head)) => Some(head),
-            Ok(other) => {
-                self.pool.fail(endpoint, "eth_blockNumber", &format!("unexpected answer {other:?}"), now);
-                None
-            }
-            Err(err) => {
-                self.pool.fail(endpoint, "eth_blockNumber", &err.to_string(), now);
-                None
-            }
-        };
-        match (probe, head) {
-            // The current endpoint failing is the ordinary failover's business.
-            (Probe::CurrentHead, None) => {}
-            (Probe::CurrentHead, Some(current_head)) => {
-                let candidates = self.pool.preferred_available(now);
-                if !candidates.is_empty() {
-                    self.probe = Some(Probe::Preferred { current_head, candidates });
-                }
-            }
-            (Probe::Preferred { current_head, mut candidates }, head) => {
-                candidates.pop_front();
-                match head {
-                    Some(head) if head >= current_head => {
-                        self.pool.succeed(endpoint, now);
-                        return;
-                    }
-                    Some(head) => tracing::info!(
-                        endpoint = %self.pool.label(endpoint), head, current_head,
-                        "preferred RPC endpoint answers but is behind; staying"
-                    ),
-                    None => {}
-                }
-                if !candidates.is_empty() {
-                    self.probe = Some(Probe::Preferred { current_head, candidates });
                 }
             }
         }
@@ -740,7 +634,7 @@ impl Follower {
                         ReadValue::Owner(Some(abi::decode_owner(&data).map_err(|e| e.to_string())?))
                     }
                     (ReadPart::OwnerAtHead | ReadPart::OwnerConfirmed, Answer::Reverted) => ReadValue::Owner(None),
-                    (_, Answer::Refused(message)) => return Err(message),
+                    (_, Answer::Refused(message) | Answer::LogsLimit(_, message)) => return Err(message),
                     (_, Answer::Reply(other)) => return Err(format!("unexpected answer {other:?}")),
                 };
                 match (part, decoded) {
@@ -816,6 +710,7 @@ impl Follower {
 }
 
 const WAKE_BACKOFF: &str = "retry after an RPC failure";
+const WAKE_RATE_LIMITED: &str = "rate limited: the wait the provider asked for";
 
 /// What one step of a pass came to.
 enum Progress {
@@ -838,7 +733,7 @@ enum SyncedTarget {
 }
 
 fn need(call: RpcCall, purpose: Purpose) -> Need {
-    Need { call, purpose, attempts: None, looked_back: false, last_error: String::from("no endpoint tried") }
+    Need { call, purpose, attempts: None, looked_back: false, rate_limited: 0, last_error: String::from("no endpoint tried") }
 }
 
 fn refusal_text(failure: &RpcFailure) -> String {

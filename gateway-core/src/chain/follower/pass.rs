@@ -11,6 +11,9 @@ use super::{
 use crate::chain::confirm::Release;
 use crate::chain::event::{ChainEvent, SnapshotCause};
 use crate::chain::ids::{BlockHash, TokenId};
+use crate::chain::log_span::NextLogs;
+use crate::chain::provider::LogsVerdict;
+use crate::chain::range::BlockRange;
 use crate::chain::rpc::{RpcCall, RpcReply};
 use crate::time::MonoTime;
 
@@ -62,8 +65,8 @@ impl Follower {
                 }
             }
             Stage::Ranges { from } => {
-                self.stage = match self.span.next_range(from, self.head) {
-                    Some(range) => Stage::RangeHashBefore { range },
+                self.stage = match self.span.range(from, self.head) {
+                    Some((from, to)) => Stage::RangeHashBefore { range: BlockRange { from, to } },
                     None => Stage::Settle { then_from: None, step: 0 },
                 };
             }
@@ -135,14 +138,12 @@ impl Follower {
     pub(super) fn on_stage_answer(&mut self, answer: Answer, _now: MonoTime) -> Result<(), String> {
         let reply = match answer {
             Answer::Reply(reply) => reply,
+            Answer::LogsLimit(verdict, message) => return self.logs_refused(verdict, message),
             Answer::Refused(message) => {
-                if let Stage::RangeLogs { range, .. } = &self.stage {
-                    let range = *range;
-                    if self.span.shrink() {
-                        tracing::warn!(error = %message, from = range.from, to = range.to, span = self.span.current(), "eth_getLogs refused; narrowing the range");
-                        self.stage = Stage::Ranges { from: range.from };
-                        return Ok(());
-                    }
+                if matches!(self.stage, Stage::RangeLogs { .. }) {
+                    // Words we do not know may still be a limit: a range
+                    // over one block is split as if it were one.
+                    return self.logs_refused(LogsVerdict::Split { result_cap: None }, message);
                 }
                 return Err(message);
             }
@@ -194,7 +195,7 @@ impl Follower {
                     tracing::info!(from = range.from, to = range.to, "chain reorganised while reading logs; retrying");
                     self.stage = Stage::ReconcileCheck;
                 } else {
-                    self.span.grow();
+                    self.span.answered(range.from, range.to, logs.len() as u64);
                     logs.sort_by_key(|log| (log.block_number, log.log_index));
                     self.stage = match self.scanned {
                         // The range's last block is unchanged across the read,
@@ -221,6 +222,22 @@ impl Follower {
             }
         }
         Ok(())
+    }
+
+    /// The provider refused the range being read: ask what it said fits,
+    /// at once (the hash of the new range's end first, as for any range).
+    fn logs_refused(&mut self, verdict: LogsVerdict, message: String) -> Result<(), String> {
+        let Stage::RangeLogs { range, .. } = &self.stage else { return Err(message) };
+        let range = *range;
+        match self.span.refused(range.from, range.to, verdict) {
+            NextLogs::Ask { from, to } => {
+                let to = to.min(self.head).min(range.to);
+                tracing::info!(error = %message, refused_from = range.from, refused_to = range.to, from, to, ?verdict, "eth_getLogs refused; asking what fits");
+                self.stage = Stage::RangeHashBefore { range: BlockRange { from, to } };
+                Ok(())
+            }
+            NextLogs::Fail => Err(message),
+        }
     }
 
     fn process_log(&mut self, log: &RawLog) {

@@ -2,8 +2,10 @@
 //! of quinn's `Pair`: a simulated chain running the reference contract's
 //! rules, with reorganisations at chosen depths; endpoints that fail, hang,
 //! lag behind (serving an older version of the chain, abandoned forks
-//! included), refuse wide log ranges or report a stale head; a simulated
-//! clock. No socket, no thread, no sleep: a scenario is a function of its
+//! included), refuse wide log ranges or report a stale head, and refuse
+//! as hosted providers do (a suggested range, a result cap, a rate limit
+//! with or without `Retry-After`, a wide range that times out); a
+//! simulated clock. No socket, no thread, no sleep: a scenario is a function of its
 //! seed. `FOLLOWER_SEED=n FOLLOWER_TRACE=1 cargo test -p gateway-core
 //! random_scenarios` replays seed `n` with every request and event on stderr.
 
@@ -302,6 +304,19 @@ pub(super) struct Faults {
     /// Now a node of another chain (chain id 1, nothing at the contract):
     /// the URL points elsewhere, so the connection breaks once first.
     pub other_chain: bool,
+    /// Answers this percentage of calls with Base's 429 ("over rate limit").
+    pub rate_limited_percent: u64,
+    /// The next this many calls get the 429, whatever the percentage.
+    pub rate_limit_next: u32,
+    /// The 429's `Retry-After`.
+    pub retry_after: Option<Duration>,
+    /// Alchemy's free tier: `eth_getLogs` over more blocks than this is
+    /// refused with the range that fits.
+    pub suggests_range: Option<u64>,
+    /// Infura's result cap: an answer over this many logs is refused.
+    pub max_results: Option<u64>,
+    /// `eth_getLogs` over more blocks than this never answers in time.
+    pub slow_range: Option<u64>,
 }
 
 pub(super) struct SimEndpoint {
@@ -325,6 +340,16 @@ impl SimEndpoint {
         if std::mem::take(&mut self.reset) || rng.chance(self.faults.flaky_percent) {
             return (latency, Err(RpcFailure::Transport { message: "connection reset".into() }));
         }
+        if self.faults.rate_limit_next > 0 || rng.chance(self.faults.rate_limited_percent) {
+            self.faults.rate_limit_next = self.faults.rate_limit_next.saturating_sub(1);
+            let body = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32016,"message":"over rate limit"}}"#.to_string();
+            return (Duration::from_millis(1), Err(RpcFailure::Http { status: 429, retry_after: self.faults.retry_after, body }));
+        }
+        if let RpcCall::GetLogs { from, to, .. } = &request.call {
+            if self.faults.slow_range.is_some_and(|slow| to.saturating_sub(*from) + 1 > slow) {
+                return (request.timeout, Err(RpcFailure::Timeout { after: request.timeout }));
+            }
+        }
         if self.faults.other_chain {
             let result = match &request.call {
                 RpcCall::ChainId => Ok(RpcReply::ChainId(1)),
@@ -346,8 +371,15 @@ impl SimEndpoint {
             RpcCall::BlockNumber => Ok(RpcReply::BlockNumber(head.saturating_sub(self.faults.stale_head))),
             RpcCall::BlockHash { number } => Ok(RpcReply::BlockHash(version.get(*number as usize).map(|b| b.hash))),
             RpcCall::GetLogs { address, topics, from, to } => {
-                if self.faults.max_range.is_some_and(|max| to.saturating_sub(*from) + 1 > max) {
+                let width = to.saturating_sub(*from) + 1;
+                if self.faults.max_range.is_some_and(|max| width > max) {
                     Err(RpcFailure::JsonRpc { code: -32005, message: "query exceeds max block range".into(), data: None })
+                } else if let Some(fits) = self.faults.suggests_range.filter(|&fits| width > fits) {
+                    let message = format!(
+                        "You can make eth_getLogs requests with up to a {fits} block range. Based on your parameters, this block range should work: [{from:#x}, {:#x}]",
+                        from + fits - 1
+                    );
+                    Err(RpcFailure::JsonRpc { code: -32600, message, data: None })
                 } else {
                     let logs = version
                         .iter()
@@ -355,8 +387,13 @@ impl SimEndpoint {
                         .flat_map(|b| b.logs.iter())
                         .filter(|l| l.address == *address && l.topics.first().is_some_and(|t| topics.contains(t)))
                         .cloned()
-                        .collect();
-                    Ok(RpcReply::Logs(logs))
+                        .collect::<Vec<_>>();
+                    match self.faults.max_results {
+                        Some(max) if logs.len() as u64 > max => {
+                            Err(RpcFailure::JsonRpc { code: -32005, message: format!("query returned more than {max} results"), data: None })
+                        }
+                        _ => Ok(RpcReply::Logs(logs)),
+                    }
                 }
             }
             RpcCall::Call { to, data, block } => {
@@ -426,7 +463,29 @@ pub(super) struct Harness {
     pub now: MonoTime,
     pub script: VecDeque<(MonoTime, Happening)>,
     pub requests: u64,
+    /// Every request made and whether it was answered, in order.
+    pub calls: Vec<SimCall>,
     rng: Rng,
+}
+
+/// One request as the endpoint saw it.
+#[derive(Clone, Debug)]
+pub(super) struct SimCall {
+    pub at: MonoTime,
+    pub endpoint: usize,
+    pub call: RpcCall,
+    /// The failure, when it was not answered.
+    pub failure: Option<RpcFailure>,
+}
+
+impl SimCall {
+    /// An `eth_getLogs`'s range.
+    pub(super) fn logs_range(&self) -> Option<(u64, u64)> {
+        match self.call {
+            RpcCall::GetLogs { from, to, .. } => Some((from, to)),
+            _ => None,
+        }
+    }
 }
 
 pub(super) fn network() -> Network {
@@ -445,6 +504,7 @@ impl Harness {
             now: MonoTime::from_nanos(1_000_000_000),
             script: VecDeque::new(),
             requests: 0,
+            calls: Vec::new(),
             rng: Rng::new(seed),
         }
     }
@@ -528,6 +588,8 @@ impl Harness {
                     let f = &self.endpoints[endpoint].faults;
                     eprintln!("REQ t={:?} ep{endpoint} lag{} stale{} other{} v{} {:?} -> {}", self.now, f.lag_versions, f.stale_head, f.other_chain, self.chain.versions.len() - 1, request.call, summary.chars().take(100).collect::<String>());
                 }
+                let failure = result.as_ref().err().cloned();
+                self.calls.push(SimCall { at: self.now, endpoint, call: request.call.clone(), failure });
                 self.advance_to(self.now + took);
                 self.follower.handle_response(request.id, result, self.now);
                 continue;

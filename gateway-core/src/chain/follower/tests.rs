@@ -334,6 +334,106 @@ fn a_restart_from_a_cursor_on_an_abandoned_fork_rewinds() {
     assert!(!admitted(&h).iter().any(|(t, _)| *t == 2));
 }
 
+/// A history of `blocks` blocks, a grant in each, behind one endpoint with `faults`.
+fn provider_case(blocks: u64, faults: Faults, endpoints: usize, seed: u64) -> Harness {
+    let mut chain = SimChain::new(0);
+    for n in 1..=blocks {
+        chain.mine(&[mint(n % 4 + 1, n % 250 + 1)]);
+    }
+    let pubsub = vec![false; endpoints];
+    let config = Harness::config(endpoints, &pubsub, 0);
+    let mut h = Harness::new(config, StartState::default(), chain, &pubsub, seed);
+    h.endpoints[0].faults = faults;
+    h
+}
+
+/// The answered `eth_getLogs` ranges tile `[0, head]`, and every grant arrived.
+fn tiles_and_grants(h: &Harness) {
+    let mut next = 0;
+    for call in h.calls.iter().filter(|c| c.failure.is_none()) {
+        if let Some((from, to)) = call.logs_range() {
+            assert_eq!(from, next, "answered ranges follow each other: {:?}", h.calls);
+            next = to + 1;
+        }
+    }
+    assert!(next > h.chain.head(), "the answered ranges reach the head");
+    assert_eq!(admitted(h), h.chain.settled_grants());
+}
+
+fn logs_calls(h: &Harness) -> Vec<&SimCall> {
+    h.calls.iter().filter(|c| c.logs_range().is_some()).collect()
+}
+
+#[test]
+fn a_suggested_range_is_asked_at_once_and_its_cap_kept() {
+    let mut h = provider_case(40, Faults { suggests_range: Some(5), ..Faults::default() }, 1, 20);
+    h.run(h.now + secs(5), safe).unwrap();
+    let calls = logs_calls(&h);
+    assert_eq!(calls[0].logs_range(), Some((0, 40)), "the first call asks for everything");
+    assert!(calls[0].failure.is_some());
+    assert_eq!(calls[1].logs_range(), Some((0, 4)), "then exactly the range suggested");
+    assert_eq!(calls.iter().filter(|c| c.failure.is_some()).count(), 1, "one refusal teaches the cap");
+    assert!(calls.iter().skip(1).all(|c| c.logs_range().is_some_and(|(f, t)| t - f < 5)));
+    tiles_and_grants(&h);
+}
+
+#[test]
+fn too_many_results_split_the_range_from_its_start() {
+    let mut h = provider_case(40, Faults { max_results: Some(6), ..Faults::default() }, 1, 21);
+    h.run(h.now + secs(5), safe).unwrap();
+    let calls = logs_calls(&h);
+    let refused: Vec<usize> = (0..calls.len()).filter(|&i| calls[i].failure.is_some()).collect();
+    assert!(!refused.is_empty());
+    for i in refused {
+        let ((from, to), (next_from, next_to)) = (calls[i].logs_range().unwrap(), calls[i + 1].logs_range().unwrap());
+        assert!(next_from == from && next_to < to, "{:?} then {:?}", calls[i], calls[i + 1]);
+    }
+    tiles_and_grants(&h);
+}
+
+#[test]
+fn a_rate_limit_is_waited_out_as_told_on_the_same_endpoint() {
+    let faults = Faults { rate_limit_next: 2, retry_after: Some(Duration::from_millis(700)), ..Faults::default() };
+    let mut h = provider_case(10, faults, 2, 22);
+    h.run(h.now + secs(5), safe).unwrap();
+    assert!(h.calls.iter().all(|c| c.endpoint == 0), "a healthy second endpoint is not needed: {:?}", h.calls);
+    let (first, second, third) = (&h.calls[0], &h.calls[1], &h.calls[2]);
+    assert!(first.failure.is_some() && second.failure.is_some() && third.failure.is_none());
+    assert_eq!(second.call, first.call, "the same call again");
+    assert!(second.at.saturating_since(first.at) >= Duration::from_millis(700), "after the Retry-After it named");
+    assert!(third.at.saturating_since(second.at) >= Duration::from_millis(700));
+    assert_eq!(count(&h, |e| matches!(e, ChainEvent::Unavailable { .. })), 0);
+    tiles_and_grants(&h);
+}
+
+#[test]
+fn a_provider_that_keeps_rate_limiting_is_failed_over() {
+    let mut h = provider_case(10, Faults { rate_limited_percent: 100, ..Faults::default() }, 2, 23);
+    h.run(h.now + secs(10), safe).unwrap();
+    let on_first = h.calls.iter().take_while(|c| c.endpoint == 0).count();
+    assert_eq!(on_first as u32, super::RATE_LIMIT_RETRIES + 1, "waited out a few times, then moved on");
+    assert!(h.calls.iter().skip(on_first).any(|c| c.endpoint == 1 && c.failure.is_none()));
+    assert_eq!(admitted(&h), h.chain.settled_grants());
+}
+
+#[test]
+fn a_wide_range_that_times_out_is_asked_narrower_and_small_answers_grow_it() {
+    let mut h = provider_case(60, Faults { slow_range: Some(8), ..Faults::default() }, 1, 24);
+    let t = h.now;
+    h.run(t + secs(30), safe).unwrap();
+    let calls = logs_calls(&h);
+    let timed_out: Vec<usize> = (0..calls.len()).filter(|&i| matches!(calls[i].failure, Some(RpcFailure::Timeout { .. }))).collect();
+    assert!(!timed_out.is_empty());
+    for &i in &timed_out {
+        let ((from, to), (next_from, next_to)) = (calls[i].logs_range().unwrap(), calls[i + 1].logs_range().unwrap());
+        assert!(next_from == from && next_to < to, "{:?} then {:?}", calls[i], calls[i + 1]);
+    }
+    // Answers of 8 blocks or fewer grow the span again (and time out again past 8).
+    let answered: Vec<u64> = calls.iter().filter(|c| c.failure.is_none()).map(|c| c.logs_range().map_or(0, |(f, t)| t - f + 1)).collect();
+    assert!(answered.windows(2).any(|w| w[1] > w[0]), "{answered:?}");
+    tiles_and_grants(&h);
+}
+
 fn random_txs(rng: &mut Rng) -> Vec<Tx> {
     (0..rng.below(4))
         .map(|_| match rng.below(10) {
@@ -346,7 +446,16 @@ fn random_txs(rng: &mut Rng) -> Vec<Tx> {
 }
 
 fn random_faults(rng: &mut Rng) -> Faults {
-    match rng.below(8) {
+    match rng.below(12) {
+        7 => {
+            let rate_limited_percent = 30 + rng.below(60);
+            let retry_after = if rng.chance(50) { Some(Duration::from_millis(rng.below(300))) } else { None };
+            Faults { rate_limited_percent, retry_after, ..Faults::default() }
+        }
+        8 => Faults { suggests_range: Some(2 + rng.below(4)), ..Faults::default() },
+        // A block holds at most 3 transactions of 2 logs each: 6 always fit.
+        9 => Faults { max_results: Some(6 + rng.below(10)), ..Faults::default() },
+        10 => Faults { slow_range: Some(2 + rng.below(6)), ..Faults::default() },
         6 => Faults { other_chain: true, ..Faults::default() },
         0 => Faults { down: true, ..Faults::default() },
         1 => Faults { hung: true, ..Faults::default() },
@@ -366,7 +475,7 @@ fn scenario(seed: u64) -> Result<(), String> {
     let pubsub: Vec<bool> = (0..endpoints).map(|_| rng.chance(30)).collect();
     let confirmations = rng.below(4);
     let mut config = Harness::config(endpoints, &pubsub, confirmations);
-    config.max_block_span = 1 + rng.below(8);
+    config.max_block_span = if rng.chance(50) { crate::chain::log_span::SPAN_CEILING } else { 1 + rng.below(8) };
     // Reorgs stay within the configured depth: beyond it the follower's
     // documented limit applies (it cannot tell how far back a fork goes).
     config.max_reorg_depth = 2 + rng.below(6);
