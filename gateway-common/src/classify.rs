@@ -104,12 +104,11 @@ fn addr_words_at<P: Packet + ?Sized>(pkt: &P, off: usize, v4: bool) -> Option<[u
     if v4 {
         Some([0, 0, crate::maps::V4_MAPPED_WORD, pkt.ne32_at(off)?])
     } else {
-        Some([
-            pkt.ne32_at(off)?,
-            pkt.ne32_at(off + 4)?,
-            pkt.ne32_at(off + 8)?,
-            pkt.ne32_at(off + 12)?,
-        ])
+        // Two reads (each one bounds check), split into words in memory order.
+        let high = pkt.ne64_at(off)?.to_ne_bytes();
+        let low = pkt.ne64_at(off + 8)?.to_ne_bytes();
+        let word = |b: [u8; 8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some([word(high, 0), word(high, 4), word(low, 0), word(low, 4)])
     }
 }
 
@@ -456,16 +455,14 @@ fn walk_step<P: Packet + ?Sized>(pkt: &P, chain: &mut Chain) -> Option<Result<Ip
         chain.next_header = following;
         chain.at = at + (units as usize + 1) * 8;
     } else {
-        // A fragment header: offset and More Fragments, then the id.
-        let Some(field) = pkt.be16_at(at + 2) else {
+        // A fragment header: offset and More Fragments, then the id, all in
+        // one 8-byte read (one bounds check).
+        let Some(header) = pkt.ne64_at(at) else {
             return Some(chain.ends(cut));
         };
-        let Some(id_high) = pkt.be16_at(at + 4) else {
-            return Some(chain.ends(cut));
-        };
-        let Some(id_low) = pkt.be16_at(at + 6) else {
-            return Some(chain.ends(cut));
-        };
+        let b = header.to_ne_bytes();
+        let field = u16::from_be_bytes([b[2], b[3]]);
+        let id = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
         chain.next_header = following;
         chain.at = at + IPV6_FRAG_HDR_LEN;
         let offset = field >> 3;
@@ -476,7 +473,6 @@ fn walk_step<P: Packet + ?Sized>(pkt: &P, chain: &mut Chain) -> Option<Result<Ip
                 // A second fragment header: nothing the kernel reassembles.
                 return Some(Err(XdpVerdict::DropExtHeaderUnwalkable));
             }
-            let id = ((id_high as u32) << 16) | id_low as u32;
             let key = FragRef {
                 src_off: chain.src_off,
                 v4: false,
@@ -659,12 +655,14 @@ fn classify_ip<P: Packet + ?Sized, G: Gate>(
             classify_udp(pkt, &located, false, cfg, gate, now_ns, coalesced)
         }
         Ip::Udp(located, Frag::First(at)) => {
-            // Before the UDP layer: a frame cut inside the addresses is not
-            // IP, as for a whole datagram.
+            let verdict = classify_udp(pkt, &located, true, cfg, gate, now_ns, Coalesced::ONE);
+            // Built after the UDP layer, so it is not held (spilled) across
+            // it. A frame cut inside the addresses is not IP, as for a whole
+            // datagram; such a frame has no UDP header either, so the UDP
+            // layer above changed nothing.
             let Some(key) = at.key(pkt) else {
                 return XdpVerdict::PassNotIp;
             };
-            let verdict = classify_udp(pkt, &located, true, cfg, gate, now_ns, Coalesced::ONE);
             record(gate, cfg, &key, verdict);
             verdict
         }

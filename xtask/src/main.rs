@@ -4,6 +4,7 @@ mod bench_throughput;
 mod contracts;
 mod demo;
 mod ebpf;
+mod fuzz;
 mod package;
 mod purity;
 mod util;
@@ -41,6 +42,13 @@ enum Command {
     /// Only the purity check `test` starts with: gateway-core's dependency
     /// tree holds no I/O crate and its sources no file, socket or clock call.
     Purity,
+    /// Build every cargo-fuzz target of fuzz/ once and run each for N seconds
+    /// over its corpus (`cargo xtask test` does this for 30 s each); crashes
+    /// land in <target>/fuzz-artifacts/<target>/.
+    Fuzz {
+        #[arg(long, default_value_t = fuzz::SECONDS_PER_TARGET)]
+        seconds: u64,
+    },
     /// Compile contracts/DstackAccessNFT.sol and the MinimalAccessNFT test fixture
     /// into contracts/out/ (ABI + bytecode embedded by the gateway and the tests);
     /// --check fails if the committed output is stale.
@@ -160,6 +168,15 @@ fn main() -> std::process::ExitCode {
         Command::Test { args } => util::test_all(&args),
         Command::Purity => util::purity(),
         Command::Contracts { check } => contracts::contracts(check),
+        Command::Fuzz { seconds } => {
+            let mut totals = util::Totals::default();
+            match util::fuzz_step(&mut totals, seconds) {
+                Ok(true) if totals.ignored == 0 => Ok(()),
+                Ok(true) => Err(anyhow::anyhow!("fuzzing could not run here")),
+                Ok(false) => Err(anyhow::anyhow!("{} fuzz targets crashed", totals.failed)),
+                Err(err) => Err(err),
+            }
+        }
         Command::Package { binary } => package::package(binary),
         Command::Demo { container, privileged } => demo::run_demo(container, privileged),
         Command::Bench(BenchCommand::Throughput(args)) => bench_throughput::throughput(&args),

@@ -167,6 +167,7 @@ pub fn test_all(extra: &[String]) -> anyhow::Result<()> {
     std::env::set_var(SKIP_LOG_ENV, &skip_log);
     let mut totals = Totals::default();
     let unit_ok = cargo_test(&["--workspace", "--exclude", "gateway-tests"], extra, &[], &mut totals)?;
+    let fuzz_ok = fuzz_step(&mut totals, crate::fuzz::SECONDS_PER_TARGET)?;
     let e2e_ok = cargo_test(&["-p", "gateway-tests"], extra, &["--test-threads=1"], &mut totals)?;
     let skips = match std::fs::read_to_string(&skip_log) {
         Ok(text) => text.lines().map(str::to_string).collect::<Vec<_>>(),
@@ -178,13 +179,48 @@ pub fn test_all(extra: &[String]) -> anyhow::Result<()> {
         println!("xtask: skipped {}", line.replace('\t', ": "));
     }
     println!("xtask: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
-    if !(unit_ok && e2e_ok) {
+    if !(unit_ok && fuzz_ok && e2e_ok) {
         bail!("tests failed");
     }
     if totals.ignored > 0 && std::env::var("GATEWAY_FAIL_ON_SKIP").is_ok_and(|v| v == "1") {
         bail!("{} tests skipped, and GATEWAY_FAIL_ON_SKIP=1 (CI runs every test)", totals.ignored);
     }
     Ok(())
+}
+
+/// Builds the fuzz targets once and runs each for `seconds`; each counts
+/// as one test. Without nightly or cargo-fuzz the step counts as one
+/// skipped test.
+#[allow(clippy::print_stdout)] // progress beside the test runners' own
+pub fn fuzz_step(totals: &mut Totals, seconds: u64) -> anyhow::Result<bool> {
+    if let Some(why) = crate::fuzz::unavailable() {
+        println!("xtask: skipped fuzzing: {why}");
+        totals.ignored += 1;
+        return Ok(true);
+    }
+    let started = std::time::Instant::now();
+    let bin_dir = crate::fuzz::build()?;
+    let built = started.elapsed().as_secs_f64();
+    let targets = crate::fuzz::targets()?;
+    let outcomes = crate::fuzz::run_all(&bin_dir, &targets, seconds)?;
+    let mut ok = true;
+    for o in &outcomes {
+        println!("xtask: fuzz {} ... {} ({:.0} s) {}", o.target, if o.ok { "ok" } else { "FAILED" }, o.seconds, o.summary);
+        if o.ok {
+            totals.passed += 1;
+        } else {
+            totals.failed += 1;
+            ok = false;
+        }
+    }
+    println!(
+        "xtask: fuzzing took {:.0} s: build {built:.0} s, then {} targets for {} s each, {} at a time",
+        started.elapsed().as_secs_f64(),
+        outcomes.len(),
+        seconds,
+        crate::fuzz::AT_ONCE,
+    );
+    Ok(ok)
 }
 
 /// Where `gateway_tests::skip` records skips (the name is shared by value:

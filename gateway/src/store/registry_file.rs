@@ -51,6 +51,11 @@ impl RegistryStore {
         network: Network,
     ) -> Result<(RegistryStore, Option<Registry>), StoreError> {
         let path = path.into();
+        // What a process killed mid-save left goes (a live writer's temp file stays).
+        let removed = super::remove_crash_leftovers(&path);
+        if removed > 0 {
+            tracing::info!(removed, path = %path.display(), "removed the temp files of an interrupted registry save");
+        }
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((RegistryStore { path }, None)),

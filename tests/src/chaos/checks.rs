@@ -132,6 +132,21 @@ impl RegistryFile {
     }
 }
 
+/// Invariant 3c: temp files of registry saves that a kill interrupted, left
+/// by processes no longer alive. The gateway removes them when it opens the
+/// registry, so once it runs none is left.
+pub fn registry_leftovers(state_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            let pid = name.strip_prefix(".registry.json.tmp.").and_then(|p| p.parse::<u32>().ok());
+            pid.is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+        })
+        .collect()
+}
+
 /// A chain change the soak made.
 #[derive(Clone, Debug)]
 pub struct ChainChange {

@@ -86,7 +86,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -97,7 +97,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            self.next() % n
+            self.next_u64() % n
         }
     }
     pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
@@ -109,7 +109,7 @@ impl Rng {
     fn key(&mut self) -> String {
         let mut bytes = [0u8; 32];
         for chunk in bytes.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next().to_le_bytes());
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
         }
         base64::engine::general_purpose::STANDARD.encode(bytes)
     }
@@ -546,10 +546,10 @@ impl Soak<'_> {
         for _ in 0..100 {
             let slot = self.rng.below(40) as u32;
             let frame = match self.rng.below(5) {
-                0 => crate::packets::handshake_init(self.rng.next() as u32),
+                0 => crate::packets::handshake_init(self.rng.next_u64() as u32),
                 1 => crate::packets::transport(crate::packets::index_for_slot(slot), 16 + self.rng.below(200) as usize),
                 2 => crate::packets::unknown_type(),
-                _ => (0..self.rng.below(300)).map(|_| self.rng.next() as u8).collect(),
+                _ => (0..self.rng.below(300)).map(|_| self.rng.next_u64() as u8).collect(),
             };
             frames.push(frame);
         }
@@ -631,6 +631,10 @@ impl Soak<'_> {
             );
         }
         eprintln!("chaos: quiet at {:.0}s: {} admitted, converged in {took:.2}s", at.as_secs_f64(), admitted.len());
+        let leftovers = checks::registry_leftovers(&self.lab.dir.path().join("state"));
+        if !leftovers.is_empty() {
+            self.violations.record(at, "no_temp_files_of_dead_writers", format!("left in the state directory: {leftovers:?}"));
+        }
         let audit = self.lab.dir.path().join("state/audit.jsonl");
         // The data plane applies a step's ops before the daemon appends its
         // audit records: the records may follow the convergence by a moment.
