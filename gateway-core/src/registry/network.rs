@@ -33,7 +33,9 @@ impl Ipv4Cidr {
         if prefix > 30 {
             return Err(CidrError::TooSmall(prefix));
         }
-        let mask = u32::MAX << (32 - prefix);
+        // `checked_shl`: /0 would shift by 32, which overflows (the registry
+        // fuzzer's first crash: a registry file naming 10.88.0.24/0).
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         let base = u32::from(network);
         if base & !mask != 0 {
             let fixed = Ipv4Cidr { network: Ipv4Addr::from(base & mask), prefix };
@@ -163,6 +165,15 @@ mod tests {
 
     fn net(cidr: &str) -> Network {
         Network { cidr: cidr.parse().unwrap(), dns_server: Ipv4Addr::new(10, 0, 0, 1) }
+    }
+
+    #[test]
+    fn a_zero_prefix_is_judged_without_overflow() {
+        // The input the registry fuzzer found (fuzz/corpus/registry keeps it).
+        assert!(matches!("10.88.0.24/0".parse::<Ipv4Cidr>(), Err(CidrError::HostBitsSet(_, fixed)) if fixed == "0.0.0.0/0"));
+        let all = "0.0.0.0/0".parse::<Ipv4Cidr>().unwrap();
+        assert_eq!(all.host(1), Some(Ipv4Addr::new(0, 0, 0, 1)));
+        assert_eq!(all.host((1 << 32) - 1), None);
     }
 
     #[test]

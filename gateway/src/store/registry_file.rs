@@ -133,6 +133,16 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzzers_crash_inputs_are_refused_with_an_error() {
+        // Regression: a network of 10.88.0.24/0 overflowed a shift and
+        // panicked the loader (found by `cargo xtask fuzz`, registry target).
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/registry/regression-zero-prefix.json");
+        let bytes = std::fs::read(&path).unwrap();
+        let err = decode(&path, &bytes, CONTRACT, network()).unwrap_err();
+        assert!(err.to_string().contains("host bits"), "{err}");
+    }
+
+    #[test]
     fn a_registry_with_retired_keys_reloads() {
         // Regression: a transfer retires the key, and the saved file then
         // failed to load ("u128 is not supported"), so the restarted gateway
