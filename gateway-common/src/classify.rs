@@ -115,19 +115,7 @@ fn addr_words_at<P: Packet + ?Sized>(pkt: &P, off: usize, v4: bool) -> Option<[u
 /// The address at `off` (IPv4 stored IPv4-mapped).
 #[inline(always)]
 fn addr_at<P: Packet + ?Sized>(pkt: &P, off: usize, v4: bool) -> Option<[u8; 16]> {
-    if v4 {
-        let w = pkt.ne32_at(off)?;
-        let mapped = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
-        Some(addr_from_words([0, 0, mapped, w]))
-    } else {
-        let high = pkt.ne64_at(off)?.to_ne_bytes();
-        let low = pkt.ne64_at(off + 8)?.to_ne_bytes();
-        let (h, l) = (high, low);
-        Some([
-            h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5],
-            l[6], l[7],
-        ])
-    }
+    addr_words_at(pkt, off, v4).map(addr_from_words)
 }
 
 /// The state the verdict consults: allowed slots, the deny table, the
