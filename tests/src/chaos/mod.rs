@@ -600,12 +600,19 @@ impl Soak<'_> {
                 Ok(maps) => maps.allow.open_slots().map_err(|e| format!("{e:#}")),
                 Err(e) => Err(format!("{e:#}")),
             };
+            // Maps that cannot be opened and a UAPI socket that does not
+            // answer are a gateway still starting, not an empty one: with
+            // nothing admitted they would otherwise "converge" at once, and
+            // the resource sample below would measure a half-started process.
+            let read = slots.is_ok();
             let slots = slots.unwrap_or_else(|e| {
                 maps_error = Some(e);
                 Vec::new()
             });
-            let peers: BTreeSet<String> = wg_dump(&self.lab.wg_iface).map(|d| d.into_keys().collect()).unwrap_or_default();
-            if slots == want_slots && peers == want_keys {
+            let peers = wg_dump(&self.lab.wg_iface).map(|d| d.into_keys().collect::<BTreeSet<String>>());
+            let read = read && peers.is_ok();
+            let peers = peers.unwrap_or_default();
+            if read && slots == want_slots && peers == want_keys {
                 break true;
             }
             last = (slots, peers);
