@@ -88,7 +88,8 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
         }
         part.parse().ok()
     };
-    let tail = &s[19..];
+    // `get`, not indexing: byte 19 of hostile text may fall inside a character.
+    let tail = s.get(19..)?;
     let tail_ok = tail == "Z"
         || (tail.starts_with('.')
             && tail.ends_with('Z')
@@ -111,6 +112,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_character_across_byte_19_is_refused_not_a_panic() {
+        // The registry fuzzer's crash: 'Ф' is two bytes, 18 and 19.
+        assert_eq!(parse_rfc3339("2026-12-02T12:00:0\u{424}"), None);
+        assert_eq!(parse_rfc3339("2026-12-02T12:00:0\u{424}Z"), None);
+    }
 
     #[test]
     fn monotonic_readings_add_and_subtract_without_panicking() {
