@@ -604,18 +604,12 @@ impl Soak<'_> {
             // answer are a gateway still starting, not an empty one: with
             // nothing admitted they would otherwise "converge" at once, and
             // the resource sample below would measure a half-started process.
-            let read = slots.is_ok();
-            let slots = slots.unwrap_or_else(|e| {
-                maps_error = Some(e);
-                Vec::new()
-            });
-            let peers = wg_dump(&self.lab.wg_iface).map(|d| d.into_keys().collect::<BTreeSet<String>>());
-            let read = read && peers.is_ok();
-            let peers = peers.unwrap_or_default();
-            if read && slots == want_slots && peers == want_keys {
+            let slots = slots.map_err(|e| maps_error = Some(e)).ok();
+            let peers = wg_dump(&self.lab.wg_iface).ok().map(|d| d.into_keys().collect::<BTreeSet<String>>());
+            if slots.as_ref() == Some(&want_slots) && peers.as_ref() == Some(&want_keys) {
                 break true;
             }
-            last = (slots, peers);
+            last = (slots.unwrap_or_default(), peers.unwrap_or_default());
             if begun.elapsed() > CONVERGENCE_BOUND {
                 break false;
             }
